@@ -1,0 +1,412 @@
+//! The screen's configuration (TOML). Unknown keys are rejected and every
+//! problem is reported at once, so an installer fixes a file in one pass;
+//! `gongkaid --check` runs exactly this code and exits 78 on problems.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use toml::{Table, Value};
+
+use crate::protocol::topic::DEFAULT_PREFIX;
+use crate::protocol::{Category, PublicKey, TopicSpace, TrustPolicy, is_valid_id};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Led,
+    Kiosk,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Led => "led",
+            Mode::Kiosk => "kiosk",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub screen: ScreenConfig,
+    pub mqtt: MqttConfig,
+    pub trust: TrustPolicy,
+    pub store: StoreConfig,
+    pub display: DisplayConfig,
+    pub office: Option<OfficeConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScreenConfig {
+    pub id: String,
+    pub community: String,
+    pub mode: Mode,
+}
+
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    pub url: String,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub topic_prefix: String,
+    pub ca_file: Option<PathBuf>,
+    pub fetch_batch: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct DisplayConfig {
+    pub dwell_seconds: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct OfficeConfig {
+    pub url: String,
+    pub token_file: Option<PathBuf>,
+}
+
+/// Every problem found in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problems(pub Vec<String>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, Problems> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Problems(vec![format!("cannot read {}: {e}", path.display())]))?;
+        Self::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, Problems> {
+        let root: Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| Problems(vec![format!("not valid TOML: {}", e.message())]))?;
+        let mut p = Vec::new();
+        let known_sections = ["screen", "mqtt", "trust", "store", "display", "office"];
+        for key in root.keys() {
+            if !known_sections.contains(&key.as_str()) {
+                p.push(format!("unknown section [{key}]"));
+            }
+        }
+
+        let mut s = Section::new(&root, "screen", true, &mut p);
+        let id = s.string("id", true);
+        let community = s.string("community", true);
+        let mode = s.string("mode", false);
+        s.finish();
+        for (key, value) in [("screen.id", &id), ("screen.community", &community)] {
+            if let Some(v) = value.as_ref().filter(|v| !is_valid_id(v)) {
+                p.push(format!("{key} {v:?} must match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,63}}$"));
+            }
+        }
+        let mode = match mode.as_deref() {
+            None | Some("led") => Mode::Led,
+            Some("kiosk") => Mode::Kiosk,
+            Some(other) => {
+                p.push(format!("screen.mode {other:?} must be \"led\" or \"kiosk\""));
+                Mode::Led
+            }
+        };
+
+        let mut s = Section::new(&root, "mqtt", true, &mut p);
+        let url = s.string("url", true);
+        let username = s.string("username", false).filter(|u| !u.is_empty());
+        let password_file = s.string("password_file", false).filter(|u| !u.is_empty());
+        let topic_prefix = s.string("topic_prefix", false);
+        let ca_file = s.string("ca_file", false).filter(|u| !u.is_empty());
+        let fetch_batch = s.integer("fetch_batch", 1, 1000);
+        s.finish();
+        if let Some(u) = &url {
+            if let Err(e) = crate::mqtt::BrokerUrl::parse(u) {
+                p.push(format!("mqtt.url: {e}"));
+            }
+        }
+        if let Some(prefix) = &topic_prefix {
+            if prefix.is_empty() || prefix.contains(['+', '#']) || prefix.starts_with('/') {
+                p.push(format!("mqtt.topic_prefix {prefix:?} must be a topic without wildcards"));
+            }
+        }
+        if password_file.is_some() && username.is_none() {
+            p.push("mqtt.password_file is set but mqtt.username is not".into());
+        }
+
+        let mut s = Section::new(&root, "trust", true, &mut p);
+        let office = s.keys("office");
+        let supervisor = s.keys("supervisor");
+        let urgent_office_only = s.boolean("urgent_office_only").unwrap_or(false);
+        let categories = s.strings("office_only_categories");
+        s.finish();
+        if let (Some(office), Some(supervisor)) = (&office, &supervisor) {
+            for k in office.iter().filter(|k| supervisor.contains(k)) {
+                p.push(format!(
+                    "trust: key {} is listed as both office and supervisor; one signature would then approve alone",
+                    k.to_base64()
+                ));
+            }
+        }
+        let mut office_only_categories = Vec::new();
+        for c in categories.unwrap_or_default() {
+            match Category::parse(&c) {
+                Some(cat) => office_only_categories.push(cat),
+                None => p.push(format!(
+                    "trust.office_only_categories: {c:?} is not one of affairs, finance, government, services, reply"
+                )),
+            }
+        }
+
+        let mut s = Section::new(&root, "store", true, &mut p);
+        let store_path = s.string("path", true);
+        s.finish();
+
+        let mut s = Section::new(&root, "display", false, &mut p);
+        let dwell_seconds = s.integer("dwell_seconds", 1, 3600);
+        s.finish();
+
+        let office_section = root.contains_key("office");
+        let mut s = Section::new(&root, "office", false, &mut p);
+        let office_url = s.string("url", office_section);
+        let token_file = s.string("token_file", false).filter(|t| !t.is_empty());
+        s.finish();
+        if let Some(u) = &office_url {
+            if !url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+                p.push(format!("office.url {u:?} must be an http(s) URL"));
+            }
+        }
+
+        if !p.is_empty() {
+            return Err(Problems(p));
+        }
+        // Every required value is present: the problem list would say otherwise.
+        Ok(Config {
+            screen: ScreenConfig {
+                id: id.unwrap_or_default(),
+                community: community.unwrap_or_default(),
+                mode,
+            },
+            mqtt: MqttConfig {
+                url: url.unwrap_or_default(),
+                username,
+                password_file: password_file.map(PathBuf::from),
+                topic_prefix: topic_prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned()),
+                ca_file: ca_file.map(PathBuf::from),
+                fetch_batch: fetch_batch.unwrap_or(50) as usize,
+            },
+            trust: TrustPolicy {
+                office: office.unwrap_or_default(),
+                supervisor: supervisor.unwrap_or_default(),
+                urgent_office_only,
+                office_only_categories,
+            },
+            store: StoreConfig {
+                path: PathBuf::from(store_path.unwrap_or_default()),
+            },
+            display: DisplayConfig {
+                dwell_seconds: dwell_seconds.unwrap_or(12) as u64,
+            },
+            office: office_url.map(|url| OfficeConfig {
+                url,
+                token_file: token_file.map(PathBuf::from),
+            }),
+        })
+    }
+
+    pub fn topics(&self) -> TopicSpace {
+        TopicSpace::new(&self.mqtt.topic_prefix, &self.screen.community)
+    }
+}
+
+/// Reads one section's keys, noting every problem and every unknown key.
+struct Section<'a> {
+    name: &'static str,
+    table: Option<&'a Table>,
+    seen: BTreeSet<&'static str>,
+    problems: &'a mut Vec<String>,
+}
+
+impl<'a> Section<'a> {
+    fn new(root: &'a Table, name: &'static str, required: bool, problems: &'a mut Vec<String>) -> Self {
+        let table = match root.get(name) {
+            Some(Value::Table(t)) => Some(t),
+            Some(_) => {
+                problems.push(format!("[{name}] must be a table"));
+                None
+            }
+            None => {
+                if required {
+                    problems.push(format!("missing section [{name}]"));
+                }
+                None
+            }
+        };
+        Self { name, table, seen: BTreeSet::new(), problems }
+    }
+
+    fn get(&mut self, key: &'static str, required: bool) -> Option<&'a Value> {
+        self.seen.insert(key);
+        let value = self.table.and_then(|t| t.get(key));
+        if value.is_none() && required && self.table.is_some() {
+            self.problems.push(format!("missing {}.{key}", self.name));
+        }
+        value
+    }
+
+    fn wrong(&mut self, key: &str, expected: &str) {
+        self.problems.push(format!("{}.{key} must be {expected}", self.name));
+    }
+
+    fn string(&mut self, key: &'static str, required: bool) -> Option<String> {
+        match self.get(key, required)? {
+            Value::String(s) => Some(s.clone()),
+            _ => {
+                self.wrong(key, "a string");
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, key: &'static str) -> Option<bool> {
+        match self.get(key, false)? {
+            Value::Boolean(b) => Some(*b),
+            _ => {
+                self.wrong(key, "true or false");
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, key: &'static str, min: i64, max: i64) -> Option<i64> {
+        match self.get(key, false)? {
+            Value::Integer(i) if (min..=max).contains(i) => Some(*i),
+            _ => {
+                self.wrong(key, &format!("a whole number from {min} to {max}"));
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, key: &'static str) -> Option<Vec<String>> {
+        match self.get(key, false)? {
+            Value::Array(items) if items.iter().all(Value::is_str) => Some(
+                items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+            ),
+            _ => {
+                self.wrong(key, "a list of strings");
+                None
+            }
+        }
+    }
+
+    fn keys(&mut self, key: &'static str) -> Option<Vec<PublicKey>> {
+        if self.get(key, true).is_none() {
+            return None;
+        }
+        let texts = self.strings(key)?;
+        if texts.is_empty() {
+            self.problems.push(format!("{}.{key} must list at least one key", self.name));
+        }
+        let mut keys = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            match PublicKey::from_base64(text) {
+                Ok(k) => keys.push(k),
+                Err(e) => self.problems.push(format!(
+                    "{}.{key}[{i}] {text:?} is not an Ed25519 public key in base64: {e}",
+                    self.name
+                )),
+            }
+        }
+        Some(keys)
+    }
+
+    fn finish(self) {
+        if let Some(table) = self.table {
+            for key in table.keys() {
+                if !self.seen.contains(key.as_str()) {
+                    self.problems.push(format!("unknown key {}.{key}", self.name));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFICE: &str = "iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w=";
+    const SUPERVISOR: &str = "gTl3Dqh9F19Wo1Rmw0x+zMuNipG07jeiXfYPW4/Js5Q=";
+
+    fn good() -> String {
+        format!(
+            r#"
+[screen]
+id = "lobby-1"
+community = "lixia-demo"
+mode = "kiosk"
+[mqtt]
+url = "mqtts://broker.example:8883"
+username = "lobby-1"
+password_file = "/etc/gongkai/mqtt-password"
+[trust]
+office = ["{OFFICE}"]
+supervisor = ["{SUPERVISOR}"]
+office_only_categories = ["services"]
+[store]
+path = "/var/lib/gongkai/screen.db"
+"#
+        )
+    }
+
+    #[test]
+    fn a_good_file_parses_with_defaults() {
+        let c = Config::parse(&good()).unwrap();
+        assert_eq!(c.screen.mode, Mode::Kiosk);
+        assert_eq!(c.mqtt.topic_prefix, "gongkai/v1");
+        assert_eq!(c.mqtt.fetch_batch, 50);
+        assert_eq!(c.display.dwell_seconds, 12);
+        assert_eq!(c.trust.office_only_categories, vec![Category::Services]);
+        assert!(c.office.is_none());
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        Config::parse(include_str!("../config/gongkaid.toml")).unwrap();
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = good()
+            .replace("mode = \"kiosk\"", "mode = \"tv\"\ncolour = \"red\"")
+            .replace(SUPERVISOR, "not-a-key")
+            .replace("[store]\npath = \"/var/lib/gongkai/screen.db\"", "[stor]");
+        let problems = Config::parse(&text).unwrap_err().0;
+        let all = problems.join("\n");
+        for expected in ["screen.mode", "unknown key screen.colour", "trust.supervisor[0]", "unknown section [stor]", "missing section [store]"] {
+            assert!(all.contains(expected), "{expected} not in:\n{all}");
+        }
+        assert_eq!(problems.len(), 5, "{all}");
+    }
+
+    #[test]
+    fn one_key_in_both_roles_is_refused() {
+        let text = good().replace(SUPERVISOR, OFFICE);
+        let all = Config::parse(&text).unwrap_err().0.join("\n");
+        assert!(all.contains("both office and supervisor"), "{all}");
+    }
+}

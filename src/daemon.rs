@@ -1,0 +1,431 @@
+//! `gongkaid`: the tasks of a screen, wired together and shut down together.
+//!
+//! - the *ingest worker* (a thread: it owns the SQLite store) verifies each
+//!   publish, commits batches, updates the in-memory [`Catalog`] and only then
+//!   acknowledges to the broker;
+//! - the MQTT *event loop* and *session* tasks (see [`crate::mqtt`]);
+//! - the *status* task publishes section 6 status, coalesced;
+//! - the *rotation* task walks the active set on the clock and says what is
+//!   showing (the UI, where there is one, follows it).
+//!
+//! Every task watches one cancellation token and is joined with a deadline.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering as AtomicOrdering;
+use std::time::Duration;
+
+use anyhow::Context;
+use rumqttc::{AsyncClient, LastWill, Publish, QoS};
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::mqtt::{self, Connect, Counters, Link};
+use crate::protocol::{TopicSpace, TrustPolicy, verify_message};
+use crate::schedule::{self, Rotation};
+use crate::status::{self, Identity, ScreenStatus, Showing};
+use crate::store::{Catalog, Incoming, Outcome, Store};
+
+/// Messages committed in one transaction at most.
+const MAX_BATCH: usize = 512;
+/// How long shutdown waits for the tasks in total.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(4);
+
+/// A running screen daemon.
+pub struct Daemon {
+    /// What the screen holds; changes after every commit.
+    pub catalog: watch::Receiver<Catalog>,
+    /// Whether the broker connection is up.
+    pub connected: watch::Receiver<bool>,
+    /// What the rotation shows now.
+    pub showing: watch::Receiver<Option<Showing>>,
+    cancel: CancellationToken,
+    stop_event_loop: CancellationToken,
+    session: JoinHandle<()>,
+    event_loop: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
+    ingest: std::thread::JoinHandle<()>,
+}
+
+impl Daemon {
+    /// Opens the store and starts every task. Returns once the store is open
+    /// and the tasks run (the broker may still be unreachable: the screen then
+    /// shows what it has).
+    pub async fn start(config: Config) -> anyhow::Result<Daemon> {
+        mqtt::install_crypto_provider();
+        let store = Store::open(&config.store.path)
+            .with_context(|| format!("opening the store {}", config.store.path.display()))?;
+        store.set_meta("screen_id", &config.screen.id)?;
+        store.set_meta("community", &config.screen.community)?;
+        let initial = store.load_catalog()?;
+        tracing::info!(
+            "store {} holds {} notices (manifest version {})",
+            config.store.path.display(),
+            initial.items.len(),
+            initial.manifest.as_ref().map_or(0, |m| m.version)
+        );
+
+        let topics = config.topics();
+        let connect = screen_connect(&config, &topics)?;
+        let (client, eventloop) = AsyncClient::new(connect.options()?, 16);
+
+        let cancel = CancellationToken::new();
+        let stop_event_loop = CancellationToken::new();
+        let (catalog_tx, catalog_rx) = watch::channel(initial);
+        let (connected_tx, connected_rx) = watch::channel(false);
+        let (showing_tx, showing_rx) = watch::channel(None);
+        let (publish_tx, publish_rx) = mpsc::unbounded_channel();
+        let (link_tx, link_rx) = mpsc::unbounded_channel::<Link>();
+        let counters = Arc::new(Counters::default());
+
+        let ingest = {
+            let worker = IngestWorker {
+                store,
+                client: client.clone(),
+                topics: topics.clone(),
+                policy: config.trust.clone(),
+                catalog: catalog_tx,
+                counters: counters.clone(),
+                runtime: tokio::runtime::Handle::current(),
+            };
+            std::thread::Builder::new()
+                .name("ingest".into())
+                .spawn(move || worker.run(publish_rx))
+                .context("starting the ingest thread")?
+        };
+        let event_loop = tokio::spawn(mqtt::run_event_loop(
+            eventloop,
+            publish_tx,
+            link_tx,
+            stop_event_loop.clone(),
+        ));
+        let session = tokio::spawn(mqtt::run_session(
+            client.clone(),
+            topics.clone(),
+            link_rx,
+            catalog_rx.clone(),
+            connected_tx,
+            counters,
+            config.mqtt.fetch_batch,
+            (
+                topics.status(&config.screen.id),
+                status::offline(&config.screen.id, &config.screen.community),
+            ),
+            cancel.clone(),
+        ));
+        let identity = Identity {
+            screen: config.screen.id.clone(),
+            community: config.screen.community.clone(),
+            mode: config.screen.mode.as_str(),
+            started_at: OffsetDateTime::now_utc(),
+        };
+        let tasks = vec![
+            tokio::spawn(run_status(
+                client,
+                topics.status(&config.screen.id),
+                identity,
+                catalog_rx.clone(),
+                showing_rx.clone(),
+                connected_rx.clone(),
+                cancel.clone(),
+            )),
+            tokio::spawn(run_rotation(
+                config.screen.id.clone(),
+                Duration::from_secs(config.display.dwell_seconds),
+                catalog_rx.clone(),
+                showing_tx,
+                cancel.clone(),
+            )),
+        ];
+        Ok(Daemon {
+            catalog: catalog_rx,
+            connected: connected_rx,
+            showing: showing_rx,
+            cancel,
+            stop_event_loop,
+            session,
+            event_loop,
+            tasks,
+            ingest,
+        })
+    }
+
+    /// Stops every task and waits for it, within a deadline.
+    pub async fn shutdown(self) {
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
+        self.cancel.cancel();
+        for task in self.tasks {
+            let _ = tokio::time::timeout_at(deadline, task).await;
+        }
+        // The session task says goodbye (offline status, DISCONNECT) through
+        // the event loop, which keeps running until the DISCONNECT went out.
+        let goodbye = deadline - Duration::from_secs(2);
+        let _ = tokio::time::timeout_at(goodbye, self.session).await;
+        let mut event_loop = self.event_loop;
+        if tokio::time::timeout_at(goodbye + Duration::from_millis(500), &mut event_loop)
+            .await
+            .is_err()
+        {
+            self.stop_event_loop.cancel();
+            let _ = tokio::time::timeout_at(deadline, event_loop).await;
+        }
+        // The event loop is gone, so the ingest channel is closed: the worker
+        // finishes its batch and returns.
+        let ingest = self.ingest;
+        let _ = tokio::task::spawn_blocking(move || ingest.join()).await;
+    }
+}
+
+/// Runs a daemon until `shutdown` resolves; tells systemd when it is ready.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let daemon = Daemon::start(config).await?;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    daemon.shutdown().await;
+    Ok(())
+}
+
+fn screen_connect(config: &Config, topics: &TopicSpace) -> anyhow::Result<Connect> {
+    let password = config
+        .mqtt
+        .password_file
+        .as_deref()
+        .map(mqtt::read_secret)
+        .transpose()?;
+    Ok(Connect {
+        url: mqtt::BrokerUrl::parse(&config.mqtt.url).map_err(anyhow::Error::msg)?,
+        client_id: config.screen.id.clone(),
+        username: config.mqtt.username.clone(),
+        password,
+        ca_file: config.mqtt.ca_file.clone(),
+        clean_session: false,
+        will: Some(LastWill::new(
+            topics.status(&config.screen.id),
+            status::offline(&config.screen.id, &config.screen.community),
+            QoS::AtLeastOnce,
+            true,
+        )),
+    })
+}
+
+/// Owns the store. Verifies, commits, updates the catalog, then acknowledges.
+struct IngestWorker {
+    store: Store,
+    client: AsyncClient,
+    topics: TopicSpace,
+    policy: TrustPolicy,
+    catalog: watch::Sender<Catalog>,
+    counters: Arc<Counters>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl IngestWorker {
+    fn run(mut self, mut publishes: mpsc::UnboundedReceiver<Publish>) {
+        while let Some(first) = publishes.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match publishes.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            self.handle(&batch);
+        }
+    }
+
+    fn handle(&mut self, batch: &[Publish]) {
+        let incoming: Vec<Incoming> = batch
+            .iter()
+            .filter(|p| {
+                if p.payload.is_empty() {
+                    // Clearing a retained message is not a withdrawal: only a
+                    // signed one removes a notice, so a broker-side actor
+                    // cannot silently erase a disclosure.
+                    tracing::info!("{}: empty retained payload ignored; the notice stays", p.topic);
+                }
+                !p.payload.is_empty()
+            })
+            .map(|p| Incoming {
+                topic: p.topic.clone(),
+                verdict: verify_message(&self.topics, &p.topic, &p.payload, &self.policy),
+                bytes: p.payload.to_vec(),
+            })
+            .collect();
+        let outcomes = loop {
+            match self.store.commit(&incoming) {
+                Ok(outcomes) => break outcomes,
+                Err(e) => {
+                    // Nothing is acknowledged, so nothing is lost: retry until
+                    // the disk recovers (or the broker redelivers after a restart).
+                    tracing::error!("cannot commit to the store: {e}; retrying in 1 s");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        };
+        for (i, o) in incoming.iter().zip(&outcomes) {
+            log_outcome(&i.topic, o);
+        }
+        self.catalog.send_if_modified(|catalog| {
+            let mut changed = false;
+            for outcome in &outcomes {
+                changed |= !matches!(outcome, Outcome::Duplicate | Outcome::Replay { .. } | Outcome::StaleManifest { .. });
+                catalog.apply(outcome);
+            }
+            changed
+        });
+        for publish in batch.iter().filter(|p| p.qos != QoS::AtMostOnce) {
+            if let Err(e) = self.runtime.block_on(self.client.ack(publish)) {
+                tracing::debug!("ack for {} not sent: {e}", publish.topic);
+            }
+        }
+        self.counters.handled.fetch_add(batch.len() as u64, AtomicOrdering::Relaxed);
+    }
+}
+
+fn log_outcome(topic: &str, outcome: &Outcome) {
+    match outcome {
+        Outcome::Accepted(item) => tracing::info!(
+            "accepted {} version {} ({}, {}): {}",
+            item.id,
+            item.version,
+            item.category.as_str(),
+            item.status.as_str(),
+            item.title
+        ),
+        Outcome::Duplicate => tracing::debug!("{topic}: already held"),
+        Outcome::Replay { held } => tracing::info!("{topic}: ignored as a replay (holding version {held})"),
+        Outcome::Manifest { version, entries } => {
+            tracing::info!("manifest version {version} lists {} notices", entries.len())
+        }
+        Outcome::StaleManifest { held } => tracing::debug!("{topic}: manifest not newer than {held}"),
+        Outcome::Rejected(r) => tracing::warn!("rejected {}: {}", r.topic, r.reason),
+    }
+}
+
+/// Publishes the status on connect, at once on every change (coalesced to ten
+/// a second, so a burst ends with one message holding all of it), and at
+/// least every 60 s.
+async fn run_status(
+    client: AsyncClient,
+    topic: String,
+    identity: Identity,
+    mut catalog: watch::Receiver<Catalog>,
+    mut showing: watch::Receiver<Option<Showing>>,
+    mut connected: watch::Receiver<bool>,
+    cancel: CancellationToken,
+) {
+    const MIN_GAP: Duration = Duration::from_millis(100);
+    const PERIOD: Duration = Duration::from_secs(60);
+    let mut last: Option<ScreenStatus> = None;
+    let mut last_sent = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = catalog.changed() => if r.is_err() { return },
+            r = showing.changed() => if r.is_err() { return },
+            r = connected.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep_until(last_sent + PERIOD) => {}
+        }
+        if !*connected.borrow_and_update() {
+            last = None;
+            continue;
+        }
+        let gap = last_sent + MIN_GAP;
+        if last.is_some() && tokio::time::Instant::now() < gap {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep_until(gap) => {}
+            }
+        }
+        let status = ScreenStatus::build(
+            &identity,
+            &catalog.borrow_and_update(),
+            showing.borrow_and_update().clone(),
+            OffsetDateTime::now_utc(),
+        );
+        let due = match &last {
+            None => true,
+            Some(prev) => status.differs_from(prev) || last_sent.elapsed() >= PERIOD,
+        };
+        if due {
+            if let Err(e) = client.try_publish(topic.clone(), QoS::AtLeastOnce, true, status.to_json()) {
+                tracing::debug!("status not published: {e}");
+            }
+            last = Some(status);
+            last_sent = tokio::time::Instant::now();
+        }
+    }
+}
+
+/// Walks the active set: one slot per notice, `dwell` per slot, cut short by
+/// an urgent interruption or when the notice shown leaves the active set.
+async fn run_rotation(
+    screen: String,
+    dwell: Duration,
+    mut catalog: watch::Receiver<Catalog>,
+    showing: watch::Sender<Option<Showing>>,
+    cancel: CancellationToken,
+) {
+    let mut rotation = Rotation::new();
+    let mut idle_logged = false;
+    loop {
+        let now = OffsetDateTime::now_utc();
+        let (slot, count, deadline, title) = {
+            let cat = catalog.borrow_and_update();
+            let active = schedule::active_set(cat.items.values(), &screen, now);
+            let slot = rotation.next(&active);
+            let title = slot
+                .as_ref()
+                .and_then(|k| cat.items.get(&k.0))
+                .map(|i| format!("[{}] {}", i.category.label_zh(), i.title));
+            (slot, active.len(), schedule::next_deadline(cat.items.values(), &screen, now), title)
+        };
+        match &slot {
+            Some((id, version)) => {
+                idle_logged = false;
+                tracing::info!(target: "rotation", "showing {id} v{version} of {count} active: {}", title.unwrap_or_default());
+            }
+            None if !idle_logged => {
+                idle_logged = true;
+                tracing::info!(target: "rotation", "nothing to show");
+            }
+            None => {}
+        }
+        showing.send_replace(slot.clone().map(|(id, version)| Showing { id, version }));
+        let slot_end = tokio::time::Instant::now() + dwell;
+        let window_change = deadline.map(|d| {
+            let wait = (d - now).try_into().unwrap_or(Duration::ZERO);
+            tokio::time::Instant::now() + wait
+        });
+        // Wait out the slot unless something must cut it short.
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep_until(slot_end), if slot.is_some() => break,
+                _ = sleep_until_opt(window_change) => break,
+                changed = catalog.changed() => {
+                    if changed.is_err() { return; }
+                    let cat = catalog.borrow_and_update();
+                    let now = OffsetDateTime::now_utc();
+                    let active = schedule::active_set(cat.items.values(), &screen, now);
+                    let still_shown = slot.as_ref().is_some_and(|(id, v)| active.iter().any(|i| &i.id == id && i.version == *v));
+                    if rotation.should_interrupt(&active) || !still_shown {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

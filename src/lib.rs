@@ -1,0 +1,26 @@
+//! gongkai (公开, "disclosure"): the software of community disclosure screens.
+//!
+//! Map of the crate, from the wire inwards:
+//! - [`protocol`]: pure. Signed DSSE envelopes, notice and manifest schemas,
+//!   topics, the screen's verdict on a message, personal-data scan.
+//! - [`schedule`]: pure. Which notices are active at `now`, rotation order,
+//!   when the next window opens or closes.
+//! - [`store`]: the only user of SQLite. The screen's durable cache and archive.
+//! - [`config`]: the screen's TOML configuration, every problem reported at once.
+//! - [`mqtt`]: the only owner of the rumqttc event loop; connection, backoff,
+//!   subscriptions, manual acks after commit, manifest catch-up.
+//! - [`daemon`]: wires store, MQTT, status and rotation tasks together with
+//!   a cancellation token; what `gongkaid` runs.
+//! - [`office`]: the office's side, behind the `gongkai` CLI.
+//! - [`demo`]: an embedded broker, demo keys and signed samples.
+
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod mqtt;
+pub mod office;
+pub mod protocol;
+pub mod samples;
+pub mod schedule;
+pub mod status;
+pub mod store;

@@ -1,0 +1,485 @@
+//! The MQTT side of a screen: the only owner of the rumqttc event loop.
+//!
+//! Two tasks share one `AsyncClient`:
+//! - the *event loop task* only polls `EventLoop`: it forwards publishes to the
+//!   ingest worker, connection changes to the session task, and sleeps with
+//!   exponential backoff and jitter after a failure (rumqttc itself would retry
+//!   in a tight loop). It never awaits a client call: the client's requests
+//!   are served by the very loop it polls, so awaiting one there can deadlock.
+//! - the *session task* reacts to connections: it (re)subscribes when the
+//!   broker kept no session, asks for the retained manifest on every
+//!   connection, and fetches notices the manifest lists but the broker did not
+//!   deliver by exact-topic subscriptions in bounded batches.
+//!
+//! Acknowledgements are manual: the ingest worker acks a publish only after
+//! the store committed what it decided, so a crash means redelivery, not loss.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rand::Rng;
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS, Transport};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::TopicSpace;
+use crate::store::Catalog;
+
+/// Envelopes are up to 256 KiB; the topic and MQTT framing need a little more.
+pub const MAX_OUTGOING_PACKET: usize = 256 * 1024 + 4096;
+/// Incoming packets may be larger than a valid envelope: an oversized message
+/// must reach the verifier to be rejected (and acknowledged), not break the
+/// connection over and over on every redelivery.
+pub const MAX_INCOMING_PACKET: usize = 8 * 1024 * 1024;
+/// Room for acknowledgements of every message in flight.
+const REQUEST_CHANNEL: usize = 4096;
+
+/// `mqtt://host[:port]` or `mqtts://host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl BrokerUrl {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+        let tls = match url.scheme() {
+            "mqtt" | "tcp" => false,
+            "mqtts" | "ssl" => true,
+            other => return Err(format!("scheme {other:?} must be mqtt or mqtts")),
+        };
+        let host = url
+            .host_str()
+            .ok_or_else(|| format!("{text:?} names no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        if url.path() != "" && url.path() != "/" {
+            return Err(format!("{text:?} must not have a path"));
+        }
+        let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
+        Ok(Self { tls, host, port })
+    }
+}
+
+/// How to reach and log in to a broker.
+#[derive(Debug, Clone)]
+pub struct Connect {
+    pub url: BrokerUrl,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub ca_file: Option<std::path::PathBuf>,
+    /// `false` for screens: the broker keeps subscriptions and queued messages.
+    pub clean_session: bool,
+    pub will: Option<LastWill>,
+}
+
+impl Connect {
+    /// A throwaway connection for the office CLI.
+    pub fn cli(url: &str, username: Option<String>, password: Option<String>) -> anyhow::Result<Self> {
+        Ok(Self {
+            url: BrokerUrl::parse(url).map_err(anyhow::Error::msg)?,
+            client_id: format!("gongkai-cli-{}", uuid::Uuid::new_v4().simple()),
+            username,
+            password,
+            ca_file: None,
+            clean_session: true,
+            will: None,
+        })
+    }
+
+    pub fn options(&self) -> anyhow::Result<MqttOptions> {
+        let mut o = MqttOptions::new(self.client_id.clone(), self.url.host.clone(), self.url.port);
+        o.set_keep_alive(Duration::from_secs(30))
+            .set_clean_session(self.clean_session)
+            .set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET)
+            .set_request_channel_capacity(REQUEST_CHANNEL)
+            .set_inflight(100);
+        if let Some(user) = &self.username {
+            o.set_credentials(user.clone(), self.password.clone().unwrap_or_default());
+        }
+        if let Some(will) = &self.will {
+            o.set_last_will(will.clone());
+        }
+        if self.url.tls {
+            o.set_transport(Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(Arc::new(tls_config(self.ca_file.as_deref())?)),
+            ));
+        }
+        Ok(o)
+    }
+}
+
+/// Installs the process-wide rustls crypto provider. Call once at start-up:
+/// with more than one provider linked, rustls panics at the first connection
+/// unless one is chosen.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn tls_config(ca_file: Option<&Path>) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for cert in CertificateDer::pem_file_iter(path)
+                .with_context(|| format!("reading CA file {}", path.display()))?
+            {
+                roots
+                    .add(cert.with_context(|| format!("parsing CA file {}", path.display()))?)
+                    .context("adding CA certificate")?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    if roots.is_empty() {
+        bail!("no CA certificates: install the system's CA bundle or set mqtt.ca_file");
+    }
+    Ok(rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// Exponential backoff with full jitter between reconnection attempts.
+#[derive(Debug)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self { min, max, current: min }
+    }
+
+    /// The next delay: uniformly between half and all of the current step,
+    /// which then doubles up to the maximum.
+    pub fn next_delay(&mut self) -> Duration {
+        let step = self.current;
+        self.current = (self.current * 2).min(self.max);
+        let low = step / 2;
+        low + step.mul_f64(rand::thread_rng().gen_range(0.0..=0.5))
+    }
+
+    pub fn reset(&mut self) {
+        self.current = self.min;
+    }
+}
+
+/// What the event loop task tells the session task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Link {
+    Connected { session_present: bool },
+    Disconnected { error: String },
+    SubscribeAcked,
+}
+
+/// Polls the event loop until `stop` fires or the client disconnected.
+pub async fn run_event_loop(
+    mut eventloop: EventLoop,
+    publishes: mpsc::UnboundedSender<Publish>,
+    links: mpsc::UnboundedSender<Link>,
+    stop: CancellationToken,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    loop {
+        let event = tokio::select! {
+            _ = stop.cancelled() => return,
+            event = eventloop.poll() => event,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                backoff.reset();
+                let _ = links.send(Link::Connected { session_present: ack.session_present });
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                // Unbounded is safe: the broker sends no more than its in-flight
+                // window of unacknowledged QoS 1 messages.
+                if publishes.send(publish).is_err() {
+                    return;
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                let _ = links.send(Link::SubscribeAcked);
+            }
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+            Ok(_) => {}
+            Err(error) => {
+                let delay = backoff.next_delay();
+                tracing::warn!("broker connection: {error}; retrying in {:.1} s", delay.as_secs_f64());
+                let _ = links.send(Link::Disconnected { error: error.to_string() });
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Manifest catch-up: which listed notices to fetch next, in batches.
+/// Pure state; the session task carries out what it returns.
+#[derive(Debug)]
+pub struct CatchUp {
+    batch: usize,
+    in_flight: Vec<String>,
+    deadline: Option<Instant>,
+    attempted: HashSet<String>,
+    pause_until: Option<Instant>,
+}
+
+/// What the session task should do for catch-up.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CatchUpStep {
+    Idle,
+    Subscribe(Vec<String>),
+    Unsubscribe(Vec<String>),
+}
+
+/// How long a batch may take before it is given up (the broker may lack some).
+const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// After every missing notice was asked for once, wait this long to try again.
+const ROUND_PAUSE: Duration = Duration::from_secs(60);
+
+impl CatchUp {
+    pub fn new(batch: usize) -> Self {
+        Self {
+            batch: batch.max(1),
+            in_flight: Vec::new(),
+            deadline: None,
+            attempted: HashSet::new(),
+            pause_until: None,
+        }
+    }
+
+    /// A new connection or manifest: every missing notice may be asked for again.
+    /// Exact subscriptions do not survive a connection without a session, and
+    /// with one, they are simply renewed.
+    pub fn restart(&mut self) {
+        self.in_flight.clear();
+        self.deadline = None;
+        self.attempted.clear();
+        self.pause_until = None;
+    }
+
+    /// `missing` is the catalog's current list; `quiet` says that no message
+    /// arrived since the last look (a wildcard flood has settled).
+    pub fn step(&mut self, missing: &[String], quiet: bool, now: Instant) -> CatchUpStep {
+        if !self.in_flight.is_empty() {
+            let done = self.in_flight.iter().all(|id| !missing.contains(id));
+            if done || self.deadline.is_some_and(|d| now >= d) {
+                self.deadline = None;
+                return CatchUpStep::Unsubscribe(std::mem::take(&mut self.in_flight));
+            }
+            return CatchUpStep::Idle;
+        }
+        if missing.is_empty() {
+            self.attempted.clear();
+            self.pause_until = None;
+            return CatchUpStep::Idle;
+        }
+        if self.pause_until.is_some_and(|p| now < p) || !quiet {
+            return CatchUpStep::Idle;
+        }
+        let next: Vec<String> = missing
+            .iter()
+            .filter(|id| !self.attempted.contains(*id))
+            .take(self.batch)
+            .cloned()
+            .collect();
+        if next.is_empty() {
+            self.attempted.clear();
+            self.pause_until = Some(now + ROUND_PAUSE);
+            return CatchUpStep::Idle;
+        }
+        self.attempted.extend(next.iter().cloned());
+        self.in_flight = next.clone();
+        self.deadline = Some(now + BATCH_TIMEOUT);
+        CatchUpStep::Subscribe(next)
+    }
+}
+
+/// Shared between tasks: how many publishes the ingest worker has handled.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub handled: AtomicU64,
+}
+
+/// The session task: subscriptions and manifest catch-up. On shutdown it
+/// publishes the offline status itself (a clean disconnect sends no will)
+/// and disconnects.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_session(
+    client: AsyncClient,
+    topics: TopicSpace,
+    mut links: mpsc::UnboundedReceiver<Link>,
+    mut catalog: watch::Receiver<Catalog>,
+    connected: watch::Sender<bool>,
+    counters: Arc<Counters>,
+    batch: usize,
+    offline_status: (String, Vec<u8>),
+    cancel: CancellationToken,
+) {
+    let mut catch_up = CatchUp::new(batch);
+    let mut is_connected = false;
+    let mut manifest_version = catalog.borrow().manifest.as_ref().map(|m| m.version);
+    let mut last_handled = counters.handled.load(Ordering::Relaxed);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            link = links.recv() => match link {
+                None => break,
+                Some(Link::Connected { session_present }) => {
+                    is_connected = true;
+                    tracing::info!("connected to the broker (session kept: {session_present})");
+                    subscribe(&client, &topics, session_present).await;
+                    catch_up.restart();
+                    connected.send_replace(true);
+                }
+                Some(Link::Disconnected { .. }) => {
+                    if is_connected {
+                        is_connected = false;
+                        connected.send_replace(false);
+                    }
+                }
+                Some(Link::SubscribeAcked) => {}
+            },
+            changed = catalog.changed() => {
+                if changed.is_err() { break; }
+                let version = catalog.borrow_and_update().manifest.as_ref().map(|m| m.version);
+                if version != manifest_version {
+                    manifest_version = version;
+                    catch_up.restart();
+                }
+            }
+            _ = tick.tick() => {}
+        }
+        if !is_connected {
+            continue;
+        }
+        let handled = counters.handled.load(Ordering::Relaxed);
+        let quiet = handled == last_handled;
+        last_handled = handled;
+        let missing = catalog.borrow().missing();
+        match catch_up.step(&missing, quiet, Instant::now()) {
+            CatchUpStep::Idle => {}
+            CatchUpStep::Subscribe(ids) => {
+                tracing::info!("fetching {} notices listed by the manifest ({} missing)", ids.len(), missing.len());
+                let filters = ids
+                    .iter()
+                    .map(|id| rumqttc::SubscribeFilter::new(topics.notice(id), QoS::AtLeastOnce));
+                if let Err(e) = client.subscribe_many(filters).await {
+                    tracing::warn!("cannot subscribe for missing notices: {e}");
+                }
+            }
+            CatchUpStep::Unsubscribe(ids) => {
+                for id in ids {
+                    let _ = client.unsubscribe(topics.notice(&id)).await;
+                }
+            }
+        }
+    }
+    // Say goodbye: a clean disconnect suppresses the will, so publish it ourselves.
+    if is_connected {
+        let (topic, payload) = offline_status;
+        let _ = client.publish(topic, QoS::AtLeastOnce, true, payload).await;
+    }
+    let _ = client.disconnect().await;
+}
+
+async fn subscribe(client: &AsyncClient, topics: &TopicSpace, session_present: bool) {
+    // The manifest first, and on every connection: re-subscribing makes the
+    // broker send the retained manifest again, which tells the screen whether
+    // it holds everything (a notice acked just before a power cut, say).
+    if let Err(e) = client.subscribe(topics.manifest(), QoS::AtLeastOnce).await {
+        tracing::warn!("cannot subscribe to the manifest: {e}");
+    }
+    if !session_present {
+        if let Err(e) = client.subscribe(topics.notices_filter(), QoS::AtLeastOnce).await {
+            tracing::warn!("cannot subscribe to notices: {e}");
+        }
+    }
+}
+
+/// Reads a secret from a file, trimming the final newline.
+pub fn read_secret(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls() {
+        assert_eq!(
+            BrokerUrl::parse("mqtt://127.0.0.1:1884").unwrap(),
+            BrokerUrl { tls: false, host: "127.0.0.1".into(), port: 1884 }
+        );
+        assert_eq!(BrokerUrl::parse("mqtts://broker.example").unwrap().port, 8883);
+        assert!(BrokerUrl::parse("http://x").is_err());
+        assert!(BrokerUrl::parse("mqtt://x/path").is_err());
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
+        let delays: Vec<Duration> = (0..6).map(|_| b.next_delay()).collect();
+        for (d, step) in delays.iter().zip([100u64, 200, 400, 800, 800, 800]) {
+            assert!(*d >= Duration::from_millis(step / 2) && *d <= Duration::from_millis(step), "{d:?} for {step}");
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    fn ids(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("n{i}")).collect()
+    }
+
+    #[test]
+    fn catch_up_fetches_in_batches_and_waits_for_each() {
+        let t = Instant::now();
+        let mut c = CatchUp::new(50);
+        let mut missing = ids(120);
+        assert_eq!(c.step(&missing, false, t), CatchUpStep::Idle, "waits for quiet");
+        let CatchUpStep::Subscribe(first) = c.step(&missing, true, t) else { panic!() };
+        assert_eq!(first.len(), 50);
+        assert_eq!(c.step(&missing, true, t), CatchUpStep::Idle, "one batch at a time");
+        missing.retain(|id| !first.contains(id));
+        assert_eq!(c.step(&missing, false, t), CatchUpStep::Unsubscribe(first));
+        let CatchUpStep::Subscribe(second) = c.step(&missing, true, t) else { panic!() };
+        assert_eq!(second.len(), 50);
+        // The broker lacks these: the batch times out and is dropped.
+        let later = t + BATCH_TIMEOUT;
+        assert_eq!(c.step(&missing, true, later), CatchUpStep::Unsubscribe(second));
+        let CatchUpStep::Subscribe(third) = c.step(&missing, true, later) else { panic!() };
+        assert_eq!(third.len(), 20);
+        assert!(matches!(c.step(&missing, true, later + BATCH_TIMEOUT), CatchUpStep::Unsubscribe(_)));
+        // Every one was asked for once: pause before the next round.
+        assert_eq!(c.step(&missing, true, later + BATCH_TIMEOUT), CatchUpStep::Idle);
+        assert_eq!(c.step(&missing, true, later + BATCH_TIMEOUT * 2), CatchUpStep::Idle);
+        assert!(matches!(
+            c.step(&missing, true, later + BATCH_TIMEOUT + ROUND_PAUSE),
+            CatchUpStep::Subscribe(_)
+        ));
+    }
+}

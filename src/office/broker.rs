@@ -1,0 +1,203 @@
+//! The office talking to the broker: publishing notices with the manifest,
+//! and reading the fleet's status.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rumqttc::{AsyncClient, Event, Packet, Publish, QoS};
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+
+use crate::mqtt::Connect;
+use crate::protocol::envelope::{Envelope, MANIFEST_TYPE, NOTICE_TYPE};
+use crate::protocol::{Manifest, ManifestEntry, Notice, SecretKey, TopicSpace, sha256_hex};
+
+/// How long to wait for retained messages after the broker acknowledged a
+/// subscription (brokers send them right after the SUBACK).
+const RETAINED_GRACE: Duration = Duration::from_millis(700);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A short-lived connection. Its event loop runs in a task of its own and
+/// forwards what the CLI waits for, so client calls are never awaited from
+/// the polling task.
+pub struct OneShotClient {
+    client: AsyncClient,
+    events: mpsc::UnboundedReceiver<Result<Packet, String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl OneShotClient {
+    pub async fn connect(connect: &Connect) -> anyhow::Result<Self> {
+        crate::mqtt::install_crypto_provider();
+        let (client, mut eventloop) = AsyncClient::new(connect.options()?, 64);
+        let (tx, events) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(packet)) => {
+                        if tx.send(Ok(packet)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                        return;
+                    }
+                }
+            }
+        });
+        let mut this = Self { client, events, task };
+        this.wait_for(CONNECT_TIMEOUT, |p| matches!(p, Packet::ConnAck(_)))
+            .await
+            .with_context(|| format!("connecting to {}:{}", connect.url.host, connect.url.port))?;
+        Ok(this)
+    }
+
+    async fn wait_for(&mut self, timeout: Duration, want: impl Fn(&Packet) -> bool) -> anyhow::Result<Packet> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Err(_) => bail!("the broker did not answer within {} s", timeout.as_secs()),
+                Ok(None) => bail!("connection closed"),
+                Ok(Some(Err(e))) => bail!("{e}"),
+                Ok(Some(Ok(p))) if want(&p) => return Ok(p),
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
+    /// Publishes retained at QoS 1 and waits for the broker's PUBACK.
+    pub async fn publish_retained(&mut self, topic: &str, payload: Vec<u8>) -> anyhow::Result<()> {
+        self.client.publish(topic, QoS::AtLeastOnce, true, payload).await?;
+        self.wait_for(Duration::from_secs(30), |p| matches!(p, Packet::PubAck(_)))
+            .await
+            .with_context(|| format!("publishing {topic}"))?;
+        Ok(())
+    }
+
+    /// The retained messages on `filter` (possibly none).
+    pub async fn retained(&mut self, filter: &str) -> anyhow::Result<Vec<Publish>> {
+        self.client.subscribe(filter, QoS::AtLeastOnce).await?;
+        let mut out = Vec::new();
+        let mut acked = false;
+        loop {
+            let timeout = if acked { RETAINED_GRACE } else { CONNECT_TIMEOUT };
+            match tokio::time::timeout(timeout, self.events.recv()).await {
+                Err(_) if acked => break,
+                Err(_) => bail!("the broker did not acknowledge the subscription"),
+                Ok(None) => bail!("connection closed"),
+                Ok(Some(Err(e))) => bail!("{e}"),
+                Ok(Some(Ok(Packet::SubAck(_)))) => acked = true,
+                Ok(Some(Ok(Packet::Publish(p)))) if p.retain => out.push(p),
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+        let _ = self.client.unsubscribe(filter).await;
+        Ok(out)
+    }
+
+    pub async fn close(self) {
+        let _ = self.client.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
+    }
+}
+
+/// What `publish` did for one community.
+#[derive(Debug)]
+pub struct Published {
+    pub community: String,
+    pub notices: Vec<(String, u64)>,
+    pub manifest_version: u64,
+}
+
+/// Publishes each envelope retained at QoS 1 on the topic its payload
+/// implies, waiting for each PUBACK, then the next manifest of each
+/// community, merged with the retained one and signed by `key`.
+pub async fn publish(
+    connect: &Connect,
+    prefix: &str,
+    key: &SecretKey,
+    files: &[PathBuf],
+) -> anyhow::Result<Vec<Published>> {
+    // Read and check everything before sending anything.
+    let mut by_community: BTreeMap<String, Vec<(Notice, Vec<u8>)>> = BTreeMap::new();
+    for file in files {
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let envelope = Envelope::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        if envelope.payload_type != NOTICE_TYPE {
+            bail!("{}: payload type {:?} is not a notice", file.display(), envelope.payload_type);
+        }
+        let payload = envelope.payload_bytes().map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let notice = Notice::from_payload(&payload).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        if envelope.signatures.len() < 2 {
+            tracing::warn!(
+                "{}: only {} signature(s); screens need the office's and the supervisory committee's",
+                file.display(),
+                envelope.signatures.len()
+            );
+        }
+        by_community.entry(notice.community.clone()).or_default().push((notice, bytes));
+    }
+    let mut client = OneShotClient::connect(connect).await?;
+    let mut done = Vec::new();
+    for (community, notices) in by_community {
+        let topics = TopicSpace::new(prefix, &community);
+        let previous = retained_manifest(&mut client, &topics).await?;
+        let mut entries = Vec::new();
+        for (notice, bytes) in notices {
+            entries.push(ManifestEntry {
+                id: notice.id.clone(),
+                version: notice.version,
+                sha256: sha256_hex(&bytes),
+            });
+            client.publish_retained(&topics.notice(&notice.id), bytes).await?;
+        }
+        let manifest = Manifest::merged(previous.as_ref(), &community, &entries, OffsetDateTime::now_utc());
+        let payload = serde_json::to_vec(&manifest)?;
+        let envelope = Envelope::sign_new(MANIFEST_TYPE, &payload, key);
+        client.publish_retained(&topics.manifest(), envelope.to_bytes()).await?;
+        done.push(Published {
+            community,
+            notices: entries.into_iter().map(|e| (e.id, e.version)).collect(),
+            manifest_version: manifest.version,
+        });
+    }
+    client.close().await;
+    Ok(done)
+}
+
+async fn retained_manifest(client: &mut OneShotClient, topics: &TopicSpace) -> anyhow::Result<Option<Manifest>> {
+    let retained = client.retained(&topics.manifest()).await?;
+    let Some(last) = retained.last() else { return Ok(None) };
+    if last.payload.is_empty() {
+        return Ok(None);
+    }
+    let parsed = Envelope::parse(&last.payload)
+        .and_then(|e| e.payload_bytes())
+        .and_then(|p| Manifest::from_payload(&p));
+    match parsed {
+        Ok(m) => Ok(Some(m)),
+        Err(e) => bail!(
+            "the retained manifest on {} does not parse ({e}); fix or clear it before publishing",
+            topics.manifest()
+        ),
+    }
+}
+
+/// The fleet: every screen's retained status message.
+pub async fn fleet_status(connect: &Connect, prefix: &str, community: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let topics = TopicSpace::new(prefix, community);
+    let mut client = OneShotClient::connect(connect).await?;
+    let retained = client.retained(&topics.status_filter()).await?;
+    client.close().await;
+    let mut out: Vec<serde_json::Value> = retained
+        .iter()
+        .filter_map(|p| serde_json::from_slice(&p.payload).ok())
+        .collect();
+    out.sort_by(|a, b| a["screen"].as_str().cmp(&b["screen"].as_str()));
+    Ok(out)
+}

@@ -1,0 +1,9 @@
+//! The office's side of the protocol, behind the `gongkai` CLI: keys,
+//! signing, verifying as a screen would, withdrawing, publishing with the
+//! manifest, reading a screen's cache and the fleet's status.
+
+pub mod broker;
+pub mod sign;
+
+pub use broker::{fleet_status, publish};
+pub use sign::{keygen, sign_file, withdraw};

@@ -1,0 +1,176 @@
+//! A screen's verdict on one message: envelope, payload type for the topic,
+//! payload rules, topic and community match, and the approval policy of
+//! section 3.4 (office **and** supervisor unless the screen relaxes it).
+
+use std::fmt;
+
+use super::envelope::{self, Envelope, MANIFEST_TYPE, NOTICE_TYPE};
+use super::keys::{KeyId, PublicKey};
+use super::manifest::Manifest;
+use super::notice::{Category, Notice, Priority};
+use super::rejection::Rejection;
+use super::topic::{Topic, TopicSpace};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Office,
+    Supervisor,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Office => "office",
+            Role::Supervisor => "supervisor",
+        })
+    }
+}
+
+/// The keys a screen trusts, by role, and where it relaxes dual signing.
+/// Roles come from the screen's configuration, never from the message.
+#[derive(Debug, Clone, Default)]
+pub struct TrustPolicy {
+    pub office: Vec<PublicKey>,
+    pub supervisor: Vec<PublicKey>,
+    /// Accept `priority: urgent` notices with an office signature alone.
+    pub urgent_office_only: bool,
+    /// Categories accepted with an office signature alone.
+    pub office_only_categories: Vec<Category>,
+}
+
+impl TrustPolicy {
+    fn keys(&self, role: Role) -> &[PublicKey] {
+        match role {
+            Role::Office => &self.office,
+            Role::Supervisor => &self.supervisor,
+        }
+    }
+
+    /// The roles whose signatures this notice needs under this policy.
+    pub fn required_roles(&self, notice: &Notice) -> &'static [Role] {
+        let relaxed = (self.urgent_office_only && notice.priority == Priority::Urgent)
+            || self.office_only_categories.contains(&notice.category);
+        if relaxed {
+            &[Role::Office]
+        } else {
+            &[Role::Office, Role::Supervisor]
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct VerifiedNotice {
+    pub notice: Notice,
+    pub payload_sha256: String,
+    pub envelope_sha256: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct VerifiedManifest {
+    pub manifest: Manifest,
+    pub envelope_sha256: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Verified {
+    Notice(VerifiedNotice),
+    Manifest(VerifiedManifest),
+}
+
+/// The roles for which `envelope` carries at least one valid signature over
+/// `payload`. Unknown keys and undecodable signatures are ignored; a role is
+/// a set member, so two signatures by one key count once.
+pub fn signed_roles(envelope: &Envelope, payload: &[u8], policy: &TrustPolicy) -> Vec<Role> {
+    let message = envelope::pae(&envelope.payload_type, payload);
+    let mut roles = Vec::new();
+    for role in [Role::Office, Role::Supervisor] {
+        let signed = envelope.signatures.iter().any(|s| {
+            let Some(sig) = envelope::decode_base64(&s.sig) else {
+                return false;
+            };
+            policy
+                .keys(role)
+                .iter()
+                .filter(|k| s.keyid.is_empty() || k.key_id() == &KeyId(s.keyid.to_ascii_lowercase()))
+                .any(|k| k.verify(&message, &sig))
+        });
+        if signed {
+            roles.push(role);
+        }
+    }
+    roles
+}
+
+/// The verdict on `bytes` arriving on `topic` for a screen of `space`.
+/// Only notice and manifest topics carry content; anything else is rejected.
+pub fn verify_message(
+    space: &TopicSpace,
+    topic: &str,
+    bytes: &[u8],
+    policy: &TrustPolicy,
+) -> Result<Verified, Rejection> {
+    let parsed_topic = space.parse(topic);
+    let expected_type = match &parsed_topic {
+        Some(Topic::Notice(_)) => NOTICE_TYPE,
+        Some(Topic::Manifest) => MANIFEST_TYPE,
+        _ => {
+            return Err(Rejection::UnexpectedTopic {
+                topic: topic.to_owned(),
+                community: space.community.clone(),
+            });
+        }
+    };
+    let envelope = Envelope::parse(bytes)?;
+    if envelope.payload_type != expected_type {
+        return Err(Rejection::WrongPayloadType {
+            expected: expected_type,
+            got: envelope.payload_type,
+        });
+    }
+    let payload = envelope.payload_bytes()?;
+    let envelope_sha256 = super::sha256_hex(bytes);
+    let check_community = |community: &str| {
+        if community == space.community {
+            Ok(())
+        } else {
+            Err(Rejection::WrongCommunity {
+                expected: space.community.clone(),
+                payload: community.to_owned(),
+            })
+        }
+    };
+    let require = |roles: &[Role]| {
+        let signed = signed_roles(&envelope, &payload, policy);
+        match roles.iter().find(|r| !signed.contains(r)) {
+            Some(role) => Err(Rejection::MissingSignature(*role)),
+            None => Ok(()),
+        }
+    };
+    match parsed_topic {
+        Some(Topic::Notice(topic_id)) => {
+            let notice = Notice::from_payload(&payload)?;
+            if notice.id != topic_id {
+                return Err(Rejection::IdMismatch {
+                    topic: topic_id,
+                    payload: notice.id,
+                });
+            }
+            check_community(&notice.community)?;
+            require(policy.required_roles(&notice))?;
+            Ok(Verified::Notice(VerifiedNotice {
+                payload_sha256: super::sha256_hex(&payload),
+                envelope_sha256,
+                notice,
+            }))
+        }
+        _ => {
+            let manifest = Manifest::from_payload(&payload)?;
+            check_community(&manifest.community)?;
+            require(&[Role::Office])?;
+            Ok(Verified::Manifest(VerifiedManifest {
+                manifest,
+                envelope_sha256,
+            }))
+        }
+    }
+}

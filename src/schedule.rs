@@ -1,0 +1,286 @@
+//! What to show and when (PROTOCOL.md section 4). Pure: no I/O, no clock;
+//! every function takes `now` as a parameter so tests run on virtual time.
+
+use std::collections::HashSet;
+
+use time::OffsetDateTime;
+
+use crate::protocol::{Category, Priority, Status};
+
+/// What the schedule needs to know of a notice: the head (highest accepted
+/// version) of one id. Built by the store from its rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    pub id: String,
+    pub version: u64,
+    pub category: Category,
+    pub priority: Priority,
+    pub status: Status,
+    pub title: String,
+    pub valid_from: OffsetDateTime,
+    pub valid_until: OffsetDateTime,
+    pub screens: Vec<String>,
+}
+
+/// A notice version, as the rotation names it.
+pub type Key = (String, u64);
+
+impl Item {
+    pub fn key(&self) -> Key {
+        (self.id.clone(), self.version)
+    }
+
+    fn targets(&self, screen: &str) -> bool {
+        self.screens.is_empty() || self.screens.iter().any(|s| s == screen)
+    }
+
+    /// Active, addressed to this screen and inside its window (from inclusive,
+    /// until exclusive).
+    pub fn is_active(&self, screen: &str, now: OffsetDateTime) -> bool {
+        self.status == Status::Active
+            && self.targets(screen)
+            && self.valid_from <= now
+            && now < self.valid_until
+    }
+}
+
+/// The active set in display order: by category as residents know them, then
+/// newest window first, then id, so every screen of a community agrees.
+pub fn active_set<'a>(
+    items: impl IntoIterator<Item = &'a Item>,
+    screen: &str,
+    now: OffsetDateTime,
+) -> Vec<&'a Item> {
+    let mut active: Vec<&Item> = items.into_iter().filter(|i| i.is_active(screen, now)).collect();
+    active.sort_by(|a, b| {
+        a.category
+            .cmp(&b.category)
+            .then(b.valid_from.cmp(&a.valid_from))
+            .then(a.id.cmp(&b.id))
+    });
+    active
+}
+
+/// The next instant after `now` at which the active set changes by the clock
+/// alone: a window of an active notice for this screen opens or closes.
+pub fn next_deadline<'a>(
+    items: impl IntoIterator<Item = &'a Item>,
+    screen: &str,
+    now: OffsetDateTime,
+) -> Option<OffsetDateTime> {
+    items
+        .into_iter()
+        .filter(|i| i.status == Status::Active && i.targets(screen))
+        .flat_map(|i| [i.valid_from, i.valid_until])
+        .filter(|t| *t > now)
+        .min()
+}
+
+/// Rotation state: which notice comes next. `high` notices come round twice
+/// per cycle, `normal` once; an `urgent` notice interrupts as soon as it is
+/// first seen and then takes at least every other slot.
+#[derive(Debug, Default)]
+pub struct Rotation {
+    cursor: usize,
+    urgent_cursor: usize,
+    last_was_urgent: bool,
+    /// Urgent versions already shown once; one not in here interrupts.
+    announced: HashSet<Key>,
+}
+
+impl Rotation {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether the current slot should be cut short: an urgent notice has
+    /// arrived that has not been shown yet.
+    pub fn should_interrupt(&self, active: &[&Item]) -> bool {
+        active
+            .iter()
+            .any(|i| i.priority == Priority::Urgent && !self.announced.contains(&i.key()))
+    }
+
+    /// The notice for the next slot, or `None` when nothing is active.
+    pub fn next(&mut self, active: &[&Item]) -> Option<Key> {
+        self.announced
+            .retain(|k| active.iter().any(|i| i.id == k.0 && i.version == k.1));
+        let urgent: Vec<&Item> = active
+            .iter()
+            .copied()
+            .filter(|i| i.priority == Priority::Urgent)
+            .collect();
+        if let Some(fresh) = urgent.iter().find(|i| !self.announced.contains(&i.key())) {
+            self.announced.insert(fresh.key());
+            self.last_was_urgent = true;
+            return Some(fresh.key());
+        }
+        let cycle = cycle(active);
+        if !urgent.is_empty() && (!self.last_was_urgent || cycle.is_empty()) {
+            let item = urgent[self.urgent_cursor % urgent.len()];
+            self.urgent_cursor = self.urgent_cursor.wrapping_add(1);
+            self.last_was_urgent = true;
+            return Some(item.key());
+        }
+        if cycle.is_empty() {
+            return None;
+        }
+        let item = cycle[self.cursor % cycle.len()];
+        self.cursor = (self.cursor % cycle.len()) + 1;
+        self.last_was_urgent = false;
+        Some(item.key())
+    }
+}
+
+/// One cycle of the non-urgent rotation: the high notices, the first half of
+/// the normal ones, the high notices again, the second half.
+fn cycle<'a>(active: &[&'a Item]) -> Vec<&'a Item> {
+    let high: Vec<&Item> = active.iter().copied().filter(|i| i.priority == Priority::High).collect();
+    let normal: Vec<&Item> = active.iter().copied().filter(|i| i.priority == Priority::Normal).collect();
+    if high.is_empty() || normal.is_empty() {
+        return high.into_iter().chain(normal).collect();
+    }
+    let half = normal.len().div_ceil(2);
+    high.iter()
+        .chain(&normal[..half])
+        .chain(&high)
+        .chain(&normal[half..])
+        .copied()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use time::Duration;
+    use time::macros::datetime;
+
+    const T0: OffsetDateTime = datetime!(2026-10-08 00:00 +08:00);
+
+    fn item(id: &str, priority: Priority, from_h: i64, until_h: i64) -> Item {
+        Item {
+            id: id.into(),
+            version: 1,
+            category: Category::Affairs,
+            priority,
+            status: Status::Active,
+            title: id.into(),
+            valid_from: T0 + Duration::hours(from_h),
+            valid_until: T0 + Duration::hours(until_h),
+            screens: vec![],
+        }
+    }
+
+    fn ids(active: &[&Item]) -> Vec<String> {
+        active.iter().map(|i| i.id.clone()).collect()
+    }
+
+    #[test]
+    fn windows_open_and_close_on_the_clock_alone() {
+        let items = vec![
+            item("now", Priority::Normal, -1, 1),
+            item("later", Priority::Normal, 2, 3),
+            item("past", Priority::Normal, -5, -1),
+        ];
+        assert_eq!(ids(&active_set(&items, "s", T0)), ["now"]);
+        assert_eq!(next_deadline(&items, "s", T0), Some(T0 + Duration::hours(1)));
+        let t = T0 + Duration::hours(1);
+        assert!(active_set(&items, "s", t).is_empty(), "until is exclusive");
+        assert_eq!(next_deadline(&items, "s", t), Some(T0 + Duration::hours(2)));
+        assert_eq!(ids(&active_set(&items, "s", T0 + Duration::hours(2))), ["later"]);
+        assert_eq!(next_deadline(&items, "s", T0 + Duration::hours(3)), None);
+    }
+
+    #[test]
+    fn withdrawn_and_other_screens_notices_are_not_shown() {
+        let mut withdrawn = item("w", Priority::Normal, -1, 1);
+        withdrawn.status = Status::Withdrawn;
+        let mut elsewhere = item("e", Priority::Normal, -1, 1);
+        elsewhere.screens = vec!["lobby-2".into()];
+        let mut here = item("h", Priority::Normal, -1, 1);
+        here.screens = vec!["lobby-1".into(), "lobby-2".into()];
+        let items = [withdrawn, elsewhere, here];
+        assert_eq!(ids(&active_set(&items, "lobby-1", T0)), ["h"]);
+        assert_eq!(ids(&active_set(&items, "lobby-2", T0)), ["e", "h"]);
+    }
+
+    #[test]
+    fn display_order_is_by_category_then_newest() {
+        let mut finance = item("f", Priority::Normal, -1, 1);
+        finance.category = Category::Finance;
+        let old = item("old", Priority::Normal, -3, 1);
+        let new = item("new", Priority::Normal, -2, 1);
+        let items = [finance, old, new];
+        assert_eq!(ids(&active_set(&items, "s", T0)), ["new", "old", "f"]);
+    }
+
+    fn run(rotation: &mut Rotation, active: &[&Item], slots: usize) -> Vec<String> {
+        (0..slots).filter_map(|_| rotation.next(active)).map(|k| k.0).collect()
+    }
+
+    #[test]
+    fn high_notices_come_round_twice_as_often() {
+        let items = [
+            item("a", Priority::Normal, -1, 1),
+            item("b", Priority::Normal, -1, 1),
+            item("c", Priority::Normal, -1, 1),
+            item("h", Priority::High, -1, 1),
+        ];
+        let active = active_set(&items, "s", T0);
+        let shown = run(&mut Rotation::new(), &active, 50);
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for id in &shown {
+            *counts.entry(id).or_default() += 1;
+        }
+        assert_eq!(counts["h"], 20);
+        for id in ["a", "b", "c"] {
+            assert_eq!(counts[id], 10, "{id}");
+        }
+        assert!(!shown.windows(2).any(|w| w[0] == w[1]), "{shown:?}");
+    }
+
+    #[test]
+    fn urgent_interrupts_then_takes_every_other_slot() {
+        let mut items = vec![item("a", Priority::Normal, -1, 1), item("b", Priority::Normal, -1, 1)];
+        let mut rotation = Rotation::new();
+        assert_eq!(run(&mut rotation, &active_set(&items, "s", T0), 3), ["a", "b", "a"]);
+
+        items.push(item("water", Priority::Urgent, -1, 1));
+        let active = active_set(&items, "s", T0);
+        assert!(rotation.should_interrupt(&active));
+        assert_eq!(rotation.next(&active).unwrap().0, "water", "shown at once");
+        assert!(!rotation.should_interrupt(&active));
+        let shown = run(&mut rotation, &active, 8);
+        for pair in shown.chunks(2) {
+            assert!(pair.contains(&"water".to_string()), "{shown:?}");
+        }
+        assert!(shown.contains(&"a".to_string()) && shown.contains(&"b".to_string()));
+
+        // Expired: the rotation goes back to normal.
+        let later = T0 + Duration::hours(2);
+        items[2].valid_until = T0 + Duration::minutes(90);
+        items[0].valid_until = later + Duration::hours(1);
+        items[1].valid_until = later + Duration::hours(1);
+        let active = active_set(&items, "s", later);
+        assert!(!run(&mut rotation, &active, 4).contains(&"water".to_string()));
+    }
+
+    #[test]
+    fn a_new_version_of_an_urgent_notice_interrupts_again() {
+        let mut items = vec![item("a", Priority::Normal, -1, 1), item("u", Priority::Urgent, -1, 1)];
+        let mut rotation = Rotation::new();
+        run(&mut rotation, &active_set(&items, "s", T0), 3);
+        assert!(!rotation.should_interrupt(&active_set(&items, "s", T0)));
+        items[1].version = 2;
+        assert!(rotation.should_interrupt(&active_set(&items, "s", T0)));
+    }
+
+    #[test]
+    fn only_urgent_or_nothing() {
+        let items = [item("u", Priority::Urgent, -1, 1)];
+        let mut rotation = Rotation::new();
+        assert_eq!(run(&mut rotation, &active_set(&items, "s", T0), 3), ["u", "u", "u"]);
+        assert_eq!(rotation.next(&[]), None);
+    }
+}
