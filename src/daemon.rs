@@ -42,6 +42,8 @@ pub struct Daemon {
     pub connected: watch::Receiver<bool>,
     /// What the rotation shows now.
     pub showing: watch::Receiver<Option<Showing>>,
+    /// Message counters shared with the MQTT and ingest tasks.
+    pub counters: Arc<Counters>,
     cancel: CancellationToken,
     stop_event_loop: CancellationToken,
     session: JoinHandle<()>,
@@ -60,6 +62,12 @@ impl Daemon {
             .with_context(|| format!("opening the store {}", config.store.path.display()))?;
         store.set_meta("screen_id", &config.screen.id)?;
         store.set_meta("community", &config.screen.community)?;
+        // The broker keeps this screen's subscriptions in its session. When the
+        // screen was set up for other topics before, start with a clean session
+        // so the old subscriptions go; the event loop keeps sessions after that.
+        let subscribed = topics_key(&config);
+        let fresh_session = store.meta("session_topics")?.as_deref() != Some(subscribed.as_str());
+        store.set_meta("session_topics", &subscribed)?;
         let initial = store.load_catalog()?;
         tracing::info!(
             "store {} holds {} notices (manifest version {})",
@@ -69,7 +77,8 @@ impl Daemon {
         );
 
         let topics = config.topics();
-        let connect = screen_connect(&config, &topics)?;
+        let mut connect = screen_connect(&config, &topics)?;
+        connect.clean_session = fresh_session;
         let (client, eventloop) = AsyncClient::new(connect.options()?, 16);
 
         let cancel = CancellationToken::new();
@@ -108,7 +117,7 @@ impl Daemon {
             link_rx,
             catalog_rx.clone(),
             connected_tx,
-            counters,
+            counters.clone(),
             config.mqtt.fetch_batch,
             (
                 topics.status(&config.screen.id),
@@ -144,6 +153,7 @@ impl Daemon {
             catalog: catalog_rx,
             connected: connected_rx,
             showing: showing_rx,
+            counters,
             cancel,
             stop_event_loop,
             session,
@@ -190,6 +200,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     Ok(())
 }
 
+fn topics_key(config: &Config) -> String {
+    format!("{}|{}|{}", config.mqtt.url, config.topics().notices_filter(), config.screen.id)
+}
+
 fn screen_connect(config: &Config, topics: &TopicSpace) -> anyhow::Result<Connect> {
     let password = config
         .mqtt
@@ -204,6 +218,7 @@ fn screen_connect(config: &Config, topics: &TopicSpace) -> anyhow::Result<Connec
         password,
         ca_file: config.mqtt.ca_file.clone(),
         clean_session: false,
+        manual_acks: true,
         will: Some(LastWill::new(
             topics.status(&config.screen.id),
             status::offline(&config.screen.id, &config.screen.community),

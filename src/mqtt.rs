@@ -79,6 +79,9 @@ pub struct Connect {
     pub ca_file: Option<std::path::PathBuf>,
     /// `false` for screens: the broker keeps subscriptions and queued messages.
     pub clean_session: bool,
+    /// Screens acknowledge a publish only after committing it; rumqttc would
+    /// otherwise acknowledge on receipt.
+    pub manual_acks: bool,
     pub will: Option<LastWill>,
 }
 
@@ -92,6 +95,7 @@ impl Connect {
             password,
             ca_file: None,
             clean_session: true,
+            manual_acks: false,
             will: None,
         })
     }
@@ -100,6 +104,7 @@ impl Connect {
         let mut o = MqttOptions::new(self.client_id.clone(), self.url.host.clone(), self.url.port);
         o.set_keep_alive(Duration::from_secs(30))
             .set_clean_session(self.clean_session)
+            .set_manual_acks(self.manual_acks)
             .set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET)
             .set_request_channel_capacity(REQUEST_CHANNEL)
             .set_inflight(100);
@@ -206,6 +211,10 @@ pub async fn run_event_loop(
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff.reset();
+                // A first clean connection (see `Connect::clean_session`) has
+                // dropped what an older configuration subscribed to; from now
+                // on the broker keeps the session.
+                eventloop.mqtt_options.set_clean_session(false);
                 let _ = links.send(Link::Connected { session_present: ack.session_present });
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
@@ -319,6 +328,9 @@ impl CatchUp {
 #[derive(Debug, Default)]
 pub struct Counters {
     pub handled: AtomicU64,
+    /// Notices asked for by exact-topic subscription because the manifest
+    /// listed them and the broker had not delivered them.
+    pub fetched: AtomicU64,
 }
 
 /// The session task: subscriptions and manifest catch-up. On shutdown it
@@ -383,6 +395,7 @@ pub async fn run_session(
             CatchUpStep::Idle => {}
             CatchUpStep::Subscribe(ids) => {
                 tracing::info!("fetching {} notices listed by the manifest ({} missing)", ids.len(), missing.len());
+                counters.fetched.fetch_add(ids.len() as u64, Ordering::Relaxed);
                 let filters = ids
                     .iter()
                     .map(|id| rumqttc::SubscribeFilter::new(topics.notice(id), QoS::AtLeastOnce));

@@ -1,0 +1,308 @@
+//! Helpers shared by the integration tests: brokers, keys, signed notices,
+//! screens, and waiting for a condition with a deadline.
+//!
+//! Tests run against the embedded broker by default and against
+//! `GONGKAI_TEST_BROKER` when it is set (CI). Each test has a topic space
+//! (community) and client ids of its own, so tests never see each other.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use gongkai::config::Config;
+use gongkai::daemon::Daemon;
+use gongkai::office::broker::OneShotClient;
+use gongkai::protocol::envelope::{Envelope, MANIFEST_TYPE, NOTICE_TYPE};
+use gongkai::protocol::{Manifest, ManifestEntry, SecretKey, TopicSpace, sha256_hex};
+use gongkai::store::Catalog;
+use time::OffsetDateTime;
+
+pub const PREFIX: &str = "gongkai/v1";
+
+/// The broker URL for tests that can use any broker.
+pub fn broker_url() -> String {
+    static EMBEDDED: OnceLock<u16> = OnceLock::new();
+    if let Ok(url) = std::env::var("GONGKAI_TEST_BROKER") {
+        return url;
+    }
+    let port = EMBEDDED.get_or_init(|| gongkai::demo::start_embedded_broker().expect("embedded broker"));
+    format!("mqtt://127.0.0.1:{port}")
+}
+
+/// A community name no other test (or earlier run on a shared broker) uses.
+pub fn community(test: &str) -> String {
+    let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos() % 1_000_000_000_000;
+    format!("t-{test}-{}-{nanos}", std::process::id())
+}
+
+/// A screen id (and so MQTT client id) of the test's own: client ids are
+/// unique per broker, and a persistent session outlives the test.
+pub fn screen_id(community: &str) -> String {
+    format!("s-{community}")
+}
+
+pub fn office_key() -> SecretKey {
+    SecretKey::from_seed([1; 32])
+}
+
+pub fn supervisor_key() -> SecretKey {
+    SecretKey::from_seed([2; 32])
+}
+
+pub fn stranger_key() -> SecretKey {
+    SecretKey::from_seed([3; 32])
+}
+
+/// A valid notice payload, open from an hour ago for 30 days.
+pub fn notice(community: &str, id: &str, version: u64) -> serde_json::Value {
+    let now = OffsetDateTime::now_utc();
+    let rfc = gongkai::protocol::notice::rfc3339;
+    serde_json::json!({
+        "schema": 1, "id": id, "version": version, "community": community,
+        "category": "affairs", "priority": "normal", "status": "active",
+        "title": format!("测试公告 {id} 第{version}版"),
+        "body": [{"type": "paragraph", "text": "根据居务公开制度，现将有关事项公开如下。"}],
+        "valid_from": rfc(now - time::Duration::hours(1)),
+        "valid_until": rfc(now + time::Duration::days(30)),
+        "issued_at": rfc(now),
+        "publisher": "历下区示范社区居民委员会",
+        "contact": "监督电话：0531-00000000"
+    })
+}
+
+/// Envelope bytes signed by the office and the supervisor.
+pub fn signed(payload: &serde_json::Value) -> Vec<u8> {
+    signed_by(payload, &[&office_key(), &supervisor_key()])
+}
+
+pub fn signed_by(payload: &serde_json::Value, keys: &[&SecretKey]) -> Vec<u8> {
+    let bytes = serde_json::to_vec(payload).unwrap();
+    let mut envelope = Envelope::sign_new(NOTICE_TYPE, &bytes, keys[0]);
+    for key in &keys[1..] {
+        envelope.add_signature(&bytes, key);
+    }
+    envelope.to_bytes()
+}
+
+/// An office-signed manifest listing these envelopes.
+pub fn manifest(community: &str, version: u64, envelopes: &[(String, u64, &[u8])]) -> Vec<u8> {
+    let manifest = Manifest {
+        schema: 1,
+        community: community.into(),
+        version,
+        issued_at: OffsetDateTime::now_utc(),
+        notices: envelopes
+            .iter()
+            .map(|(id, v, bytes)| ManifestEntry { id: id.clone(), version: *v, sha256: sha256_hex(bytes) })
+            .collect(),
+    };
+    Envelope::sign_new(MANIFEST_TYPE, &serde_json::to_vec(&manifest).unwrap(), &office_key()).to_bytes()
+}
+
+/// A screen configuration for `community` on `url`, trusting the test keys.
+pub fn screen_config(url: &str, community: &str, screen: &str, store: &Path) -> Config {
+    Config::parse(&config_text(url, community, screen, store)).unwrap()
+}
+
+pub fn config_text(url: &str, community: &str, screen: &str, store: &Path) -> String {
+    format!(
+        r#"
+[screen]
+id = "{screen}"
+community = "{community}"
+[mqtt]
+url = "{url}"
+[trust]
+office = ["{}"]
+supervisor = ["{}"]
+[store]
+path = "{}"
+[display]
+dwell_seconds = 2
+"#,
+        office_key().public().to_base64(),
+        supervisor_key().public().to_base64(),
+        store.display()
+    )
+}
+
+/// A publisher connection with the office's tools.
+pub async fn publisher(url: &str) -> OneShotClient {
+    let connect = gongkai::mqtt::Connect::cli(url, None, None).unwrap();
+    OneShotClient::connect(&connect).await.unwrap()
+}
+
+pub fn topics(community: &str) -> TopicSpace {
+    TopicSpace::new(PREFIX, community)
+}
+
+/// Waits until the daemon's catalog satisfies `ok`, or fails the test with
+/// `what` and the catalog's state.
+pub async fn wait_for(daemon: &Daemon, what: &str, ok: impl Fn(&Catalog) -> bool) {
+    let mut rx = daemon.catalog.clone();
+    let wait = async {
+        loop {
+            if ok(&rx.borrow_and_update()) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(30), wait).await.is_err() {
+        let cat = daemon.catalog.borrow();
+        panic!(
+            "timed out waiting for {what}: {} notices, manifest {:?}, missing {}, last rejection {:?}",
+            cat.items.len(),
+            cat.manifest.as_ref().map(|m| m.version),
+            cat.missing().len(),
+            cat.last_rejection
+        );
+    }
+}
+
+/// Polls `ok` until it holds or 30 s pass.
+pub fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A Mosquitto process of a test's own, on a free port, with persistence in
+/// a temporary folder, so that it can be killed and restarted.
+pub struct Mosquitto {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    extra: String,
+}
+
+impl Mosquitto {
+    /// `None` (and a line saying so) where no mosquitto binary exists and
+    /// `GONGKAI_TEST_BROKER` is unset; in CI its absence fails the test.
+    pub fn start(test: &str, extra: &str) -> Option<Mosquitto> {
+        if Command::new("mosquitto").arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+            assert!(
+                std::env::var("GONGKAI_TEST_BROKER").is_err(),
+                "{test}: GONGKAI_TEST_BROKER is set but there is no mosquitto binary"
+            );
+            eprintln!("SKIPPED {test}: no mosquitto binary on this machine (set GONGKAI_TEST_BROKER in CI)");
+            return None;
+        }
+        let mut m = Mosquitto {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            extra: extra.to_owned(),
+        };
+        m.restart();
+        Some(m)
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("mosquitto.conf")
+    }
+
+    /// (Re)starts the broker on the same port and persistence folder.
+    pub fn restart(&mut self) {
+        let conf = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\n\
+             persistence_location {dir}/\nautosave_interval 1\nautosave_on_changes true\n\
+             log_dest file {dir}/mosquitto.log\n{extra}\n",
+            port = self.port,
+            dir = self.dir.path().display(),
+            extra = self.extra
+        );
+        std::fs::write(self.config_path(), conf).unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(self.config_path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting mosquitto");
+        self.child = Some(child);
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        eventually("mosquitto to listen", || {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+        });
+    }
+
+    /// Kills the broker with SIGKILL: no goodbye, no final save.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The real `gongkaid` binary, headless, with its stderr collected.
+pub struct DaemonProcess {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl DaemonProcess {
+    pub fn start(config: &Path, log: &Path) -> DaemonProcess {
+        let child = Command::new(env!("CARGO_BIN_EXE_gongkaid"))
+            .arg("--config")
+            .arg(config)
+            .arg("--headless")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        DaemonProcess { child, log: log.to_owned() }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// What a screen's store holds, read as `gongkai cache` reads it.
+pub fn stored_versions(store: &Path) -> std::collections::BTreeMap<String, (u64, bool)> {
+    if !store.exists() {
+        return Default::default();
+    }
+    let Ok(s) = gongkai::store::Store::open_read_only(store) else { return Default::default() };
+    s.cache_rows("lobby-1", OffsetDateTime::now_utc())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| (r.id, (r.version, r.active)))
+        .collect()
+}

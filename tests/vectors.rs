@@ -1,0 +1,128 @@
+//! Every case of the independent implementation's test vectors, and the
+//! ordering sequence, through the same code the daemon runs.
+
+use std::path::PathBuf;
+
+use gongkai::protocol::{PublicKey, TopicSpace, TrustPolicy, Verified, verify_message};
+use gongkai::store::{Incoming, Outcome, Store};
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/vectors")
+}
+
+fn json(path: PathBuf) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+fn policy() -> TrustPolicy {
+    let keys = json(dir().join("keys.json"));
+    let key = |role: &str| PublicKey::from_base64(keys[role]["public_b64"].as_str().unwrap()).unwrap();
+    TrustPolicy {
+        office: vec![key("office")],
+        supervisor: vec![key("supervisor")],
+        ..TrustPolicy::default()
+    }
+}
+
+fn space() -> TopicSpace {
+    let vectors = json(dir().join("vectors.json"));
+    TopicSpace::new("gongkai/v1", vectors["screen_community"].as_str().unwrap())
+}
+
+#[test]
+fn key_ids_are_the_sha256_of_the_raw_public_key() {
+    let keys = json(dir().join("keys.json"));
+    for role in ["office", "supervisor", "stranger"] {
+        let seed: [u8; 32] = hex::decode(keys[role]["seed_hex"].as_str().unwrap()).unwrap().try_into().unwrap();
+        let secret = gongkai::protocol::SecretKey::from_seed(seed);
+        assert_eq!(secret.public().to_base64(), keys[role]["public_b64"].as_str().unwrap());
+        assert_eq!(secret.public().key_id().0, keys[role]["keyid"].as_str().unwrap());
+    }
+}
+
+#[test]
+fn every_vector_gets_its_verdict_and_reason() {
+    let vectors = json(dir().join("vectors.json"));
+    let cases = vectors["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 24);
+    let (space, policy) = (space(), policy());
+    let mut failures = Vec::new();
+    for case in cases {
+        let file = case["file"].as_str().unwrap();
+        let bytes = std::fs::read(dir().join(file)).unwrap();
+        let verdict = verify_message(&space, case["topic"].as_str().unwrap(), &bytes, &policy);
+        let reason = case["reason"].as_str().unwrap().to_lowercase();
+        match (case["expect"].as_str().unwrap(), &verdict) {
+            ("accept", Ok(_)) => {}
+            ("reject", Err(r)) if r.to_string().to_lowercase().contains(&reason) => {}
+            (expect, _) => failures.push(format!("{file}: expected {expect} ({reason}), got {verdict:?}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn urgent_office_only_is_accepted_where_the_policy_allows_it() {
+    let bytes = std::fs::read(dir().join("18_urgent_office_only.json")).unwrap();
+    let topic = "gongkai/v1/lixia-demo/notices/water-cut-0612";
+    let relaxed = TrustPolicy { urgent_office_only: true, ..policy() };
+    assert!(matches!(verify_message(&space(), topic, &bytes, &relaxed), Ok(Verified::Notice(_))));
+    // Relaxing urgent notices does not relax ordinary ones.
+    let ordinary = std::fs::read(dir().join("02_office_only.json")).unwrap();
+    let topic = "gongkai/v1/lixia-demo/notices/2026q3-finance-001";
+    assert!(verify_message(&space(), topic, &ordinary, &relaxed).is_err());
+    let by_category = TrustPolicy {
+        office_only_categories: vec![gongkai::protocol::Category::Finance],
+        ..policy()
+    };
+    assert!(verify_message(&space(), topic, &ordinary, &by_category).is_ok());
+}
+
+#[test]
+fn the_ordering_sequence_leaves_the_expected_state() {
+    let seq_dir = dir().join("sequence");
+    let sequence = json(seq_dir.join("sequence.json"));
+    let topic = sequence["topic"].as_str().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&tmp.path().join("screen.db")).unwrap();
+    let (space, policy) = (space(), policy());
+    let now = time::macros::datetime!(2026-10-10 12:00 +08:00);
+    let expected_states = [
+        ("accept", Some((2, true))),
+        ("ignore", Some((2, true))),
+        ("reject", Some((2, true))),
+        ("accept", Some((3, false))),
+        ("accept", Some((4, true))),
+    ];
+    let steps = sequence["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), expected_states.len());
+    for (step, (expect, state)) in steps.iter().zip(expected_states) {
+        let file = step["file"].as_str().unwrap();
+        assert_eq!(step["expect"].as_str().unwrap(), expect, "{file}");
+        let bytes = std::fs::read(seq_dir.join(file)).unwrap();
+        let verdict = verify_message(&space, topic, &bytes, &policy);
+        let outcome = store
+            .commit(&[Incoming { topic: topic.into(), bytes, verdict }])
+            .unwrap()
+            .remove(0);
+        let kind = match &outcome {
+            Outcome::Accepted(_) => "accept",
+            Outcome::Replay { .. } | Outcome::Duplicate => "ignore",
+            Outcome::Rejected(_) => "reject",
+            other => panic!("{file}: {other:?}"),
+        };
+        assert_eq!(kind, expect, "{file}: {outcome:?}");
+        if let Outcome::Rejected(r) = &outcome {
+            assert!(r.reason.contains("equivocation"), "{}", r.reason);
+        }
+        let catalog = store.load_catalog().unwrap();
+        let item = &catalog.items["2026q3-finance-001"];
+        let (version, shown) = state.unwrap();
+        assert_eq!(item.version, version, "{file}: {}", step["state_after"]);
+        assert_eq!(item.is_active("lobby-1", now), shown, "{file}: {}", step["state_after"]);
+    }
+    // The withdrawn version stays in the archive.
+    assert_eq!(store.versions("2026q3-finance-001").unwrap(), vec![2, 3, 4]);
+    let catalog = store.load_catalog().unwrap();
+    assert_eq!(catalog.rejected, 1);
+}
