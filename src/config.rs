@@ -95,9 +95,9 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Self, Problems> {
-        let root: Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| Problems(vec![format!("not valid TOML: {}", e.message())]))?;
+        let root: Table = text.parse().map_err(|e: toml::de::Error| {
+            Problems(vec![format!("not valid TOML: {}", e.message())])
+        })?;
         let mut p = Vec::new();
         let known_sections = ["screen", "mqtt", "trust", "store", "display", "office"];
         for key in root.keys() {
@@ -113,14 +113,18 @@ impl Config {
         s.finish();
         for (key, value) in [("screen.id", &id), ("screen.community", &community)] {
             if let Some(v) = value.as_ref().filter(|v| !is_valid_id(v)) {
-                p.push(format!("{key} {v:?} must match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,63}}$"));
+                p.push(format!(
+                    "{key} {v:?} must match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,63}}$"
+                ));
             }
         }
         let mode = match mode.as_deref() {
             None | Some("led") => Mode::Led,
             Some("kiosk") => Mode::Kiosk,
             Some(other) => {
-                p.push(format!("screen.mode {other:?} must be \"led\" or \"kiosk\""));
+                p.push(format!(
+                    "screen.mode {other:?} must be \"led\" or \"kiosk\""
+                ));
                 Mode::Led
             }
         };
@@ -140,7 +144,9 @@ impl Config {
         }
         if let Some(prefix) = &topic_prefix {
             if prefix.is_empty() || prefix.contains(['+', '#']) || prefix.starts_with('/') {
-                p.push(format!("mqtt.topic_prefix {prefix:?} must be a topic without wildcards"));
+                p.push(format!(
+                    "mqtt.topic_prefix {prefix:?} must be a topic without wildcards"
+                ));
             }
         }
         if password_file.is_some() && username.is_none() {
@@ -241,7 +247,12 @@ struct Section<'a> {
 }
 
 impl<'a> Section<'a> {
-    fn new(root: &'a Table, name: &'static str, required: bool, problems: &'a mut Vec<String>) -> Self {
+    fn new(
+        root: &'a Table,
+        name: &'static str,
+        required: bool,
+        problems: &'a mut Vec<String>,
+    ) -> Self {
         let table = match root.get(name) {
             Some(Value::Table(t)) => Some(t),
             Some(_) => {
@@ -255,7 +266,12 @@ impl<'a> Section<'a> {
                 None
             }
         };
-        Self { name, table, seen: BTreeSet::new(), problems }
+        Self {
+            name,
+            table,
+            seen: BTreeSet::new(),
+            problems,
+        }
     }
 
     fn get(&mut self, key: &'static str, required: bool) -> Option<&'a Value> {
@@ -268,7 +284,8 @@ impl<'a> Section<'a> {
     }
 
     fn wrong(&mut self, key: &str, expected: &str) {
-        self.problems.push(format!("{}.{key} must be {expected}", self.name));
+        self.problems
+            .push(format!("{}.{key} must be {expected}", self.name));
     }
 
     fn string(&mut self, key: &'static str, required: bool) -> Option<String> {
@@ -304,7 +321,10 @@ impl<'a> Section<'a> {
     fn strings(&mut self, key: &'static str) -> Option<Vec<String>> {
         match self.get(key, false)? {
             Value::Array(items) if items.iter().all(Value::is_str) => Some(
-                items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+                items
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
             ),
             _ => {
                 self.wrong(key, "a list of strings");
@@ -314,12 +334,11 @@ impl<'a> Section<'a> {
     }
 
     fn keys(&mut self, key: &'static str) -> Option<Vec<PublicKey>> {
-        if self.get(key, true).is_none() {
-            return None;
-        }
+        self.get(key, true)?;
         let texts = self.strings(key)?;
         if texts.is_empty() {
-            self.problems.push(format!("{}.{key} must list at least one key", self.name));
+            self.problems
+                .push(format!("{}.{key} must list at least one key", self.name));
         }
         let mut keys = Vec::new();
         for (i, text) in texts.iter().enumerate() {
@@ -338,7 +357,8 @@ impl<'a> Section<'a> {
         if let Some(table) = self.table {
             for key in table.keys() {
                 if !self.seen.contains(key.as_str()) {
-                    self.problems.push(format!("unknown key {}.{key}", self.name));
+                    self.problems
+                        .push(format!("unknown key {}.{key}", self.name));
                 }
             }
         }
@@ -397,7 +417,13 @@ path = "/var/lib/gongkai/screen.db"
             .replace("[store]\npath = \"/var/lib/gongkai/screen.db\"", "[stor]");
         let problems = Config::parse(&text).unwrap_err().0;
         let all = problems.join("\n");
-        for expected in ["screen.mode", "unknown key screen.colour", "trust.supervisor[0]", "unknown section [stor]", "missing section [store]"] {
+        for expected in [
+            "screen.mode",
+            "unknown key screen.colour",
+            "trust.supervisor[0]",
+            "unknown section [stor]",
+            "missing section [store]",
+        ] {
             assert!(all.contains(expected), "{expected} not in:\n{all}");
         }
         assert_eq!(problems.len(), 5, "{all}");

@@ -201,7 +201,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 }
 
 fn topics_key(config: &Config) -> String {
-    format!("{}|{}|{}", config.mqtt.url, config.topics().notices_filter(), config.screen.id)
+    format!(
+        "{}|{}|{}",
+        config.mqtt.url,
+        config.topics().notices_filter(),
+        config.screen.id
+    )
 }
 
 fn screen_connect(config: &Config, topics: &TopicSpace) -> anyhow::Result<Connect> {
@@ -261,7 +266,10 @@ impl IngestWorker {
                     // Clearing a retained message is not a withdrawal: only a
                     // signed one removes a notice, so a broker-side actor
                     // cannot silently erase a disclosure.
-                    tracing::info!("{}: empty retained payload ignored; the notice stays", p.topic);
+                    tracing::info!(
+                        "{}: empty retained payload ignored; the notice stays",
+                        p.topic
+                    );
                 }
                 !p.payload.is_empty()
             })
@@ -288,7 +296,10 @@ impl IngestWorker {
         self.catalog.send_if_modified(|catalog| {
             let mut changed = false;
             for outcome in &outcomes {
-                changed |= !matches!(outcome, Outcome::Duplicate | Outcome::Replay { .. } | Outcome::StaleManifest { .. });
+                changed |= !matches!(
+                    outcome,
+                    Outcome::Duplicate | Outcome::Replay { .. } | Outcome::StaleManifest { .. }
+                );
                 catalog.apply(outcome);
             }
             changed
@@ -298,7 +309,9 @@ impl IngestWorker {
                 tracing::debug!("ack for {} not sent: {e}", publish.topic);
             }
         }
-        self.counters.handled.fetch_add(batch.len() as u64, AtomicOrdering::Relaxed);
+        self.counters
+            .handled
+            .fetch_add(batch.len() as u64, AtomicOrdering::Relaxed);
     }
 }
 
@@ -313,11 +326,15 @@ fn log_outcome(topic: &str, outcome: &Outcome) {
             item.title
         ),
         Outcome::Duplicate => tracing::debug!("{topic}: already held"),
-        Outcome::Replay { held } => tracing::info!("{topic}: ignored as a replay (holding version {held})"),
+        Outcome::Replay { held } => {
+            tracing::info!("{topic}: ignored as a replay (holding version {held})")
+        }
         Outcome::Manifest { version, entries } => {
             tracing::info!("manifest version {version} lists {} notices", entries.len())
         }
-        Outcome::StaleManifest { held } => tracing::debug!("{topic}: manifest not newer than {held}"),
+        Outcome::StaleManifest { held } => {
+            tracing::debug!("{topic}: manifest not newer than {held}")
+        }
         Outcome::Rejected(r) => tracing::warn!("rejected {}: {}", r.topic, r.reason),
     }
 }
@@ -368,7 +385,9 @@ async fn run_status(
             Some(prev) => status.differs_from(prev) || last_sent.elapsed() >= PERIOD,
         };
         if due {
-            if let Err(e) = client.try_publish(topic.clone(), QoS::AtLeastOnce, true, status.to_json()) {
+            if let Err(e) =
+                client.try_publish(topic.clone(), QoS::AtLeastOnce, true, status.to_json())
+            {
                 tracing::debug!("status not published: {e}");
             }
             last = Some(status);
@@ -398,7 +417,12 @@ async fn run_rotation(
                 .as_ref()
                 .and_then(|k| cat.items.get(&k.0))
                 .map(|i| format!("[{}] {}", i.category.label_zh(), i.title));
-            (slot, active.len(), schedule::next_deadline(cat.items.values(), &screen, now), title)
+            (
+                slot,
+                active.len(),
+                schedule::next_deadline(cat.items.values(), &screen, now),
+                title,
+            )
         };
         match &slot {
             Some((id, version)) => {

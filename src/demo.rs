@@ -71,7 +71,8 @@ pub fn shifted_samples(now: OffsetDateTime) -> Vec<(String, Vec<u8>)> {
     crate::samples::ALL
         .iter()
         .map(|(_, text)| {
-            let mut value: serde_json::Value = serde_json::from_str(text).expect("samples are JSON");
+            let mut value: serde_json::Value =
+                serde_json::from_str(text).expect("samples are JSON");
             let id = value["id"].as_str().unwrap_or_default().to_owned();
             let from = if id == OPENS_LATER {
                 now + time::Duration::minutes(1)
@@ -95,7 +96,13 @@ pub fn dual_sign(payload: &[u8], office: &SecretKey, supervisor: &SecretKey) -> 
 }
 
 /// A screen configuration for a broker on `port`, trusting these keys.
-pub fn screen_config(port: u16, office: &SecretKey, supervisor: &SecretKey, store: &Path, dwell: u64) -> Config {
+pub fn screen_config(
+    port: u16,
+    office: &SecretKey,
+    supervisor: &SecretKey,
+    store: &Path,
+    dwell: u64,
+) -> Config {
     let text = format!(
         r#"
 [screen]

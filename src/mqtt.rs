@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use rand::Rng;
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS, Transport};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS, Transport,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -87,7 +89,11 @@ pub struct Connect {
 
 impl Connect {
     /// A throwaway connection for the office CLI.
-    pub fn cli(url: &str, username: Option<String>, password: Option<String>) -> anyhow::Result<Self> {
+    pub fn cli(
+        url: &str,
+        username: Option<String>,
+        password: Option<String>,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             url: BrokerUrl::parse(url).map_err(anyhow::Error::msg)?,
             client_id: format!("gongkai-cli-{}", uuid::Uuid::new_v4().simple()),
@@ -170,7 +176,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Self {
-        Self { min, max, current: min }
+        Self {
+            min,
+            max,
+            current: min,
+        }
     }
 
     /// The next delay: uniformly between half and all of the current step,
@@ -215,7 +225,9 @@ pub async fn run_event_loop(
                 // dropped what an older configuration subscribed to; from now
                 // on the broker keeps the session.
                 eventloop.mqtt_options.set_clean_session(false);
-                let _ = links.send(Link::Connected { session_present: ack.session_present });
+                let _ = links.send(Link::Connected {
+                    session_present: ack.session_present,
+                });
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 // Unbounded is safe: the broker sends no more than its in-flight
@@ -231,8 +243,13 @@ pub async fn run_event_loop(
             Ok(_) => {}
             Err(error) => {
                 let delay = backoff.next_delay();
-                tracing::warn!("broker connection: {error}; retrying in {:.1} s", delay.as_secs_f64());
-                let _ = links.send(Link::Disconnected { error: error.to_string() });
+                tracing::warn!(
+                    "broker connection: {error}; retrying in {:.1} s",
+                    delay.as_secs_f64()
+                );
+                let _ = links.send(Link::Disconnected {
+                    error: error.to_string(),
+                });
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}
@@ -394,8 +411,14 @@ pub async fn run_session(
         match catch_up.step(&missing, quiet, Instant::now()) {
             CatchUpStep::Idle => {}
             CatchUpStep::Subscribe(ids) => {
-                tracing::info!("fetching {} notices listed by the manifest ({} missing)", ids.len(), missing.len());
-                counters.fetched.fetch_add(ids.len() as u64, Ordering::Relaxed);
+                tracing::info!(
+                    "fetching {} notices listed by the manifest ({} missing)",
+                    ids.len(),
+                    missing.len()
+                );
+                counters
+                    .fetched
+                    .fetch_add(ids.len() as u64, Ordering::Relaxed);
                 let filters = ids
                     .iter()
                     .map(|id| rumqttc::SubscribeFilter::new(topics.notice(id), QoS::AtLeastOnce));
@@ -426,7 +449,10 @@ async fn subscribe(client: &AsyncClient, topics: &TopicSpace, session_present: b
         tracing::warn!("cannot subscribe to the manifest: {e}");
     }
     if !session_present {
-        if let Err(e) = client.subscribe(topics.notices_filter(), QoS::AtLeastOnce).await {
+        if let Err(e) = client
+            .subscribe(topics.notices_filter(), QoS::AtLeastOnce)
+            .await
+        {
             tracing::warn!("cannot subscribe to notices: {e}");
         }
     }
@@ -434,7 +460,8 @@ async fn subscribe(client: &AsyncClient, topics: &TopicSpace, session_present: b
 
 /// Reads a secret from a file, trimming the final newline.
 pub fn read_secret(path: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(text.trim_end_matches(['\n', '\r']).to_owned())
 }
 
@@ -446,9 +473,16 @@ mod tests {
     fn broker_urls() {
         assert_eq!(
             BrokerUrl::parse("mqtt://127.0.0.1:1884").unwrap(),
-            BrokerUrl { tls: false, host: "127.0.0.1".into(), port: 1884 }
+            BrokerUrl {
+                tls: false,
+                host: "127.0.0.1".into(),
+                port: 1884
+            }
         );
-        assert_eq!(BrokerUrl::parse("mqtts://broker.example").unwrap().port, 8883);
+        assert_eq!(
+            BrokerUrl::parse("mqtts://broker.example").unwrap().port,
+            8883
+        );
         assert!(BrokerUrl::parse("http://x").is_err());
         assert!(BrokerUrl::parse("mqtt://x/path").is_err());
     }
@@ -458,7 +492,10 @@ mod tests {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
         let delays: Vec<Duration> = (0..6).map(|_| b.next_delay()).collect();
         for (d, step) in delays.iter().zip([100u64, 200, 400, 800, 800, 800]) {
-            assert!(*d >= Duration::from_millis(step / 2) && *d <= Duration::from_millis(step), "{d:?} for {step}");
+            assert!(
+                *d >= Duration::from_millis(step / 2) && *d <= Duration::from_millis(step),
+                "{d:?} for {step}"
+            );
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
@@ -473,23 +510,49 @@ mod tests {
         let t = Instant::now();
         let mut c = CatchUp::new(50);
         let mut missing = ids(120);
-        assert_eq!(c.step(&missing, false, t), CatchUpStep::Idle, "waits for quiet");
-        let CatchUpStep::Subscribe(first) = c.step(&missing, true, t) else { panic!() };
+        assert_eq!(
+            c.step(&missing, false, t),
+            CatchUpStep::Idle,
+            "waits for quiet"
+        );
+        let CatchUpStep::Subscribe(first) = c.step(&missing, true, t) else {
+            panic!()
+        };
         assert_eq!(first.len(), 50);
-        assert_eq!(c.step(&missing, true, t), CatchUpStep::Idle, "one batch at a time");
+        assert_eq!(
+            c.step(&missing, true, t),
+            CatchUpStep::Idle,
+            "one batch at a time"
+        );
         missing.retain(|id| !first.contains(id));
         assert_eq!(c.step(&missing, false, t), CatchUpStep::Unsubscribe(first));
-        let CatchUpStep::Subscribe(second) = c.step(&missing, true, t) else { panic!() };
+        let CatchUpStep::Subscribe(second) = c.step(&missing, true, t) else {
+            panic!()
+        };
         assert_eq!(second.len(), 50);
         // The broker lacks these: the batch times out and is dropped.
         let later = t + BATCH_TIMEOUT;
-        assert_eq!(c.step(&missing, true, later), CatchUpStep::Unsubscribe(second));
-        let CatchUpStep::Subscribe(third) = c.step(&missing, true, later) else { panic!() };
+        assert_eq!(
+            c.step(&missing, true, later),
+            CatchUpStep::Unsubscribe(second)
+        );
+        let CatchUpStep::Subscribe(third) = c.step(&missing, true, later) else {
+            panic!()
+        };
         assert_eq!(third.len(), 20);
-        assert!(matches!(c.step(&missing, true, later + BATCH_TIMEOUT), CatchUpStep::Unsubscribe(_)));
+        assert!(matches!(
+            c.step(&missing, true, later + BATCH_TIMEOUT),
+            CatchUpStep::Unsubscribe(_)
+        ));
         // Every one was asked for once: pause before the next round.
-        assert_eq!(c.step(&missing, true, later + BATCH_TIMEOUT), CatchUpStep::Idle);
-        assert_eq!(c.step(&missing, true, later + BATCH_TIMEOUT * 2), CatchUpStep::Idle);
+        assert_eq!(
+            c.step(&missing, true, later + BATCH_TIMEOUT),
+            CatchUpStep::Idle
+        );
+        assert_eq!(
+            c.step(&missing, true, later + BATCH_TIMEOUT * 2),
+            CatchUpStep::Idle
+        );
         assert!(matches!(
             c.step(&missing, true, later + BATCH_TIMEOUT + ROUND_PAUSE),
             CatchUpStep::Subscribe(_)

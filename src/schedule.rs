@@ -51,7 +51,10 @@ pub fn active_set<'a>(
     screen: &str,
     now: OffsetDateTime,
 ) -> Vec<&'a Item> {
-    let mut active: Vec<&Item> = items.into_iter().filter(|i| i.is_active(screen, now)).collect();
+    let mut active: Vec<&Item> = items
+        .into_iter()
+        .filter(|i| i.is_active(screen, now))
+        .collect();
     active.sort_by(|a, b| {
         a.category
             .cmp(&b.category)
@@ -135,8 +138,16 @@ impl Rotation {
 /// One cycle of the non-urgent rotation: the high notices, the first half of
 /// the normal ones, the high notices again, the second half.
 fn cycle<'a>(active: &[&'a Item]) -> Vec<&'a Item> {
-    let high: Vec<&Item> = active.iter().copied().filter(|i| i.priority == Priority::High).collect();
-    let normal: Vec<&Item> = active.iter().copied().filter(|i| i.priority == Priority::Normal).collect();
+    let high: Vec<&Item> = active
+        .iter()
+        .copied()
+        .filter(|i| i.priority == Priority::High)
+        .collect();
+    let normal: Vec<&Item> = active
+        .iter()
+        .copied()
+        .filter(|i| i.priority == Priority::Normal)
+        .collect();
     if high.is_empty() || normal.is_empty() {
         return high.into_iter().chain(normal).collect();
     }
@@ -184,11 +195,17 @@ mod tests {
             item("past", Priority::Normal, -5, -1),
         ];
         assert_eq!(ids(&active_set(&items, "s", T0)), ["now"]);
-        assert_eq!(next_deadline(&items, "s", T0), Some(T0 + Duration::hours(1)));
+        assert_eq!(
+            next_deadline(&items, "s", T0),
+            Some(T0 + Duration::hours(1))
+        );
         let t = T0 + Duration::hours(1);
         assert!(active_set(&items, "s", t).is_empty(), "until is exclusive");
         assert_eq!(next_deadline(&items, "s", t), Some(T0 + Duration::hours(2)));
-        assert_eq!(ids(&active_set(&items, "s", T0 + Duration::hours(2))), ["later"]);
+        assert_eq!(
+            ids(&active_set(&items, "s", T0 + Duration::hours(2))),
+            ["later"]
+        );
         assert_eq!(next_deadline(&items, "s", T0 + Duration::hours(3)), None);
     }
 
@@ -216,7 +233,10 @@ mod tests {
     }
 
     fn run(rotation: &mut Rotation, active: &[&Item], slots: usize) -> Vec<String> {
-        (0..slots).filter_map(|_| rotation.next(active)).map(|k| k.0).collect()
+        (0..slots)
+            .filter_map(|_| rotation.next(active))
+            .map(|k| k.0)
+            .collect()
     }
 
     #[test]
@@ -242,9 +262,15 @@ mod tests {
 
     #[test]
     fn urgent_interrupts_then_takes_every_other_slot() {
-        let mut items = vec![item("a", Priority::Normal, -1, 1), item("b", Priority::Normal, -1, 1)];
+        let mut items = vec![
+            item("a", Priority::Normal, -1, 1),
+            item("b", Priority::Normal, -1, 1),
+        ];
         let mut rotation = Rotation::new();
-        assert_eq!(run(&mut rotation, &active_set(&items, "s", T0), 3), ["a", "b", "a"]);
+        assert_eq!(
+            run(&mut rotation, &active_set(&items, "s", T0), 3),
+            ["a", "b", "a"]
+        );
 
         items.push(item("water", Priority::Urgent, -1, 1));
         let active = active_set(&items, "s", T0);
@@ -268,7 +294,10 @@ mod tests {
 
     #[test]
     fn a_new_version_of_an_urgent_notice_interrupts_again() {
-        let mut items = vec![item("a", Priority::Normal, -1, 1), item("u", Priority::Urgent, -1, 1)];
+        let mut items = vec![
+            item("a", Priority::Normal, -1, 1),
+            item("u", Priority::Urgent, -1, 1),
+        ];
         let mut rotation = Rotation::new();
         run(&mut rotation, &active_set(&items, "s", T0), 3);
         assert!(!rotation.should_interrupt(&active_set(&items, "s", T0)));
@@ -280,7 +309,10 @@ mod tests {
     fn only_urgent_or_nothing() {
         let items = [item("u", Priority::Urgent, -1, 1)];
         let mut rotation = Rotation::new();
-        assert_eq!(run(&mut rotation, &active_set(&items, "s", T0), 3), ["u", "u", "u"]);
+        assert_eq!(
+            run(&mut rotation, &active_set(&items, "s", T0), 3),
+            ["u", "u", "u"]
+        );
         assert_eq!(rotation.next(&[]), None);
     }
 }

@@ -49,7 +49,12 @@ pub struct Identity {
 }
 
 impl ScreenStatus {
-    pub fn build(id: &Identity, catalog: &Catalog, showing: Option<Showing>, now: OffsetDateTime) -> Self {
+    pub fn build(
+        id: &Identity,
+        catalog: &Catalog,
+        showing: Option<Showing>,
+        now: OffsetDateTime,
+    ) -> Self {
         Self {
             screen: id.screen.clone(),
             community: id.community.clone(),

@@ -26,7 +26,10 @@ const REJECTIONS_KEPT: i64 = 10_000;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store {path}: {source}")]
-    Open { path: String, source: rusqlite::Error },
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
     #[error("store: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("store holds a row that does not parse: {0}")]
@@ -99,11 +102,18 @@ pub enum Outcome {
     Accepted(Item),
     /// Already held exactly, or lower than held: nothing changed.
     Duplicate,
-    Replay { held: u64 },
+    Replay {
+        held: u64,
+    },
     /// A newer manifest; its entries replace the old ones.
-    Manifest { version: u64, entries: Vec<(String, u64)> },
+    Manifest {
+        version: u64,
+        entries: Vec<(String, u64)>,
+    },
     /// Not newer than the manifest held.
-    StaleManifest { held: u64 },
+    StaleManifest {
+        held: u64,
+    },
     Rejected(RejectionRecord),
 }
 
@@ -199,9 +209,8 @@ impl Store {
             source,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                open_err(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| open_err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
         }
         let conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -227,7 +236,9 @@ impl Store {
     }
 
     fn migrate(&mut self) -> Result<()> {
-        let done: usize = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let done: usize = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
         let tx = self.conn.transaction()?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
             tx.execute_batch(sql)?;
@@ -290,10 +301,16 @@ impl Store {
     pub fn manifest_state(&self) -> Result<Option<ManifestState>> {
         let version: Option<u64> = self
             .conn
-            .query_row("SELECT version FROM manifest WHERE slot = 1", [], |r| r.get(0))
+            .query_row("SELECT version FROM manifest WHERE slot = 1", [], |r| {
+                r.get(0)
+            })
             .optional()?;
-        let Some(version) = version else { return Ok(None) };
-        let mut stmt = self.conn.prepare("SELECT id, version FROM manifest_entries ORDER BY id")?;
+        let Some(version) = version else {
+            return Ok(None);
+        };
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, version FROM manifest_entries ORDER BY id")?;
         let entries = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<Vec<(String, u64)>>>()?;
@@ -302,15 +319,23 @@ impl Store {
 
     /// The newest rejections, newest first.
     pub fn rejections(&self, limit: usize) -> Result<Vec<RejectionRecord>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT topic, reason, at FROM rejections ORDER BY seq DESC LIMIT ?1",
-        )?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT topic, reason, at FROM rejections ORDER BY seq DESC LIMIT ?1")?;
         let rows = stmt.query_map([limit as i64], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
         })?;
         rows.map(|row| {
             let (topic, reason, at) = row?;
-            Ok(RejectionRecord { topic, reason, at: parse_time(&at)? })
+            Ok(RejectionRecord {
+                topic,
+                reason,
+                at: parse_time(&at)?,
+            })
         })
         .collect()
     }
@@ -329,7 +354,9 @@ impl Store {
 
     /// Every version kept of one notice id, oldest first (the archive).
     pub fn versions(&self, id: &str) -> Result<Vec<u64>> {
-        let mut stmt = self.conn.prepare("SELECT version FROM notices WHERE id = ?1 ORDER BY version")?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT version FROM notices WHERE id = ?1 ORDER BY version")?;
         let rows = stmt.query_map([id], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -374,8 +401,10 @@ fn item_from_row(row: &rusqlite::Row<'_>) -> Result<Item> {
         id: text(0)?,
         version: row.get(1)?,
         status: Status::parse(&status).ok_or_else(|| corrupt("status", status.clone()))?,
-        category: Category::parse(&category).ok_or_else(|| corrupt("category", category.clone()))?,
-        priority: Priority::parse(&priority).ok_or_else(|| corrupt("priority", priority.clone()))?,
+        category: Category::parse(&category)
+            .ok_or_else(|| corrupt("category", category.clone()))?,
+        priority: Priority::parse(&priority)
+            .ok_or_else(|| corrupt("priority", priority.clone()))?,
         title: text(5)?,
         valid_from: parse_time(&text(6)?)?,
         valid_until: parse_time(&text(7)?)?,
@@ -405,11 +434,16 @@ fn record(tx: &rusqlite::Transaction<'_>, incoming: &Incoming) -> Result<Outcome
             });
             match ordering::decide(held_ref, n.version, &v.payload_sha256) {
                 Ordering::Duplicate => Ok(Outcome::Duplicate),
-                Ordering::Replay => Ok(Outcome::Replay { held: held.map_or(0, |h| h.0) }),
+                Ordering::Replay => Ok(Outcome::Replay {
+                    held: held.map_or(0, |h| h.0),
+                }),
                 Ordering::Equivocation => reject(
                     tx,
                     incoming,
-                    &Rejection::Equivocation { id: n.id.clone(), version: n.version },
+                    &Rejection::Equivocation {
+                        id: n.id.clone(),
+                        version: n.version,
+                    },
                 ),
                 Ordering::Newer => {
                     let item = Item {
@@ -457,7 +491,9 @@ fn record(tx: &rusqlite::Transaction<'_>, incoming: &Incoming) -> Result<Outcome
         Verified::Manifest(v) => {
             let m = &v.manifest;
             let held: Option<u64> = tx
-                .query_row("SELECT version FROM manifest WHERE slot = 1", [], |r| r.get(0))
+                .query_row("SELECT version FROM manifest WHERE slot = 1", [], |r| {
+                    r.get(0)
+                })
                 .optional()?;
             if let Some(held) = held.filter(|h| *h >= m.version) {
                 return Ok(Outcome::StaleManifest { held });
@@ -468,23 +504,37 @@ fn record(tx: &rusqlite::Transaction<'_>, incoming: &Incoming) -> Result<Outcome
                  ON CONFLICT (slot) DO UPDATE SET version = excluded.version,
                     issued_at = excluded.issued_at, envelope_sha256 = excluded.envelope_sha256,
                     received_at = excluded.received_at",
-                params![m.version, rfc3339(m.issued_at), v.envelope_sha256, now_text()],
+                params![
+                    m.version,
+                    rfc3339(m.issued_at),
+                    v.envelope_sha256,
+                    now_text()
+                ],
             )?;
             tx.execute("DELETE FROM manifest_entries", [])?;
-            let mut insert =
-                tx.prepare_cached("INSERT INTO manifest_entries (id, version, sha256) VALUES (?1, ?2, ?3)")?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO manifest_entries (id, version, sha256) VALUES (?1, ?2, ?3)",
+            )?;
             for e in &m.notices {
                 insert.execute(params![e.id, e.version, e.sha256])?;
             }
             Ok(Outcome::Manifest {
                 version: m.version,
-                entries: m.notices.iter().map(|e| (e.id.clone(), e.version)).collect(),
+                entries: m
+                    .notices
+                    .iter()
+                    .map(|e| (e.id.clone(), e.version))
+                    .collect(),
             })
         }
     }
 }
 
-fn reject(tx: &rusqlite::Transaction<'_>, incoming: &Incoming, rejection: &Rejection) -> Result<Outcome> {
+fn reject(
+    tx: &rusqlite::Transaction<'_>,
+    incoming: &Incoming,
+    rejection: &Rejection,
+) -> Result<Outcome> {
     let record = RejectionRecord {
         topic: incoming.topic.clone(),
         reason: rejection.to_string(),

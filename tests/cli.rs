@@ -8,7 +8,10 @@ use std::process::{Command, Output};
 use common::*;
 
 fn gongkai(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gongkai")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_gongkai"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn stdout(o: &Output) -> String {
@@ -30,13 +33,21 @@ struct Office {
 
 impl Office {
     fn new() -> Office {
-        let office = Office { dir: tempfile::tempdir().unwrap() };
+        let office = Office {
+            dir: tempfile::tempdir().unwrap(),
+        };
         for role in ["office", "supervisor"] {
             let out = gongkai(&["keygen", "--out", p(&office.path(&format!("{role}.key")))]);
             assert!(out.status.success(), "{}", stderr(&out));
             let text = stdout(&out);
-            let public = text.lines().find_map(|l| l.strip_prefix("public: ")).unwrap();
-            let keyid = text.lines().find_map(|l| l.strip_prefix("keyid: ")).unwrap();
+            let public = text
+                .lines()
+                .find_map(|l| l.strip_prefix("public: "))
+                .unwrap();
+            let keyid = text
+                .lines()
+                .find_map(|l| l.strip_prefix("keyid: "))
+                .unwrap();
             let key = gongkai::protocol::PublicKey::from_base64(public).unwrap();
             assert_eq!(key.key_id().0, keyid);
             std::fs::write(office.path(&format!("{role}.pub")), public).unwrap();
@@ -70,10 +81,24 @@ impl Office {
         let input = self.path(&format!("{name}.json"));
         std::fs::write(&input, serde_json::to_vec_pretty(payload).unwrap()).unwrap();
         let once = self.path(&format!("{name}.office.json"));
-        let out = gongkai(&["sign", "--key", p(&self.path("office.key")), p(&input), "-o", p(&once)]);
+        let out = gongkai(&[
+            "sign",
+            "--key",
+            p(&self.path("office.key")),
+            p(&input),
+            "-o",
+            p(&once),
+        ]);
         assert!(out.status.success(), "{}", stderr(&out));
         let twice = self.path(&format!("{name}.env.json"));
-        let out = gongkai(&["sign", "--key", p(&self.path("supervisor.key")), p(&once), "-o", p(&twice)]);
+        let out = gongkai(&[
+            "sign",
+            "--key",
+            p(&self.path("supervisor.key")),
+            p(&once),
+            "-o",
+            p(&twice),
+        ]);
         assert!(out.status.success(), "{}", stderr(&out));
         assert!(stdout(&out).contains("2 signature(s)"));
         twice
@@ -87,14 +112,21 @@ fn keygen_writes_a_private_seed_and_never_overwrites() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
     let text = std::fs::read_to_string(&key).unwrap();
     assert_eq!(text.lines().count(), 1);
     gongkai::protocol::SecretKey::from_base64(&text).unwrap();
     let again = gongkai(&["keygen", "--out", p(&key)]);
     assert!(!again.status.success());
-    assert_eq!(std::fs::read_to_string(&key).unwrap(), text, "the key is untouched");
+    assert_eq!(
+        std::fs::read_to_string(&key).unwrap(),
+        text,
+        "the key is untouched"
+    );
 }
 
 #[test]
@@ -105,18 +137,47 @@ fn sign_then_verify_as_the_screen_would() {
     let envelope = office.sign_both("n1", &notice(c, "n1", 1));
     let topic = format!("gongkai/v1/{c}/notices/n1");
 
-    let out = gongkai(&["verify", "--config", p(&config), "--topic", &topic, p(&envelope)]);
+    let out = gongkai(&[
+        "verify",
+        "--config",
+        p(&config),
+        "--topic",
+        &topic,
+        p(&envelope),
+    ]);
     assert_eq!(stdout(&out).trim(), "accept");
     assert_eq!(out.status.code(), Some(0));
 
     let office_only = office.path("n1.office.json");
-    let out = gongkai(&["verify", "--config", p(&config), "--topic", &topic, p(&office_only)]);
+    let out = gongkai(&[
+        "verify",
+        "--config",
+        p(&config),
+        "--topic",
+        &topic,
+        p(&office_only),
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stdout(&out).starts_with("reject: missing supervisor signature"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("reject: missing supervisor signature"),
+        "{}",
+        stdout(&out)
+    );
 
-    let out = gongkai(&["verify", "--config", p(&config), "--topic", &format!("gongkai/v1/{c}/notices/n2"), p(&envelope)]);
+    let out = gongkai(&[
+        "verify",
+        "--config",
+        p(&config),
+        "--topic",
+        &format!("gongkai/v1/{c}/notices/n2"),
+        p(&envelope),
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stdout(&out).contains("does not match the topic's id"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("does not match the topic's id"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
@@ -127,7 +188,14 @@ fn sign_refuses_invalid_payloads_and_unmasked_personal_data() {
     bad["title"] = "".into();
     let input = office.path("bad.json");
     std::fs::write(&input, serde_json::to_vec(&bad).unwrap()).unwrap();
-    let out = gongkai(&["sign", "--key", p(&key), p(&input), "-o", p(&office.path("bad.env"))]);
+    let out = gongkai(&[
+        "sign",
+        "--key",
+        p(&key),
+        p(&input),
+        "-o",
+        p(&office.path("bad.env")),
+    ]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("title"), "{}", stderr(&out));
     assert!(!office.path("bad.env").exists(), "nothing is written");
@@ -137,12 +205,33 @@ fn sign_refuses_invalid_payloads_and_unmasked_personal_data() {
         "rows": [["张*三", "370102198001011234", "13800138000"]]}]);
     let input = office.path("personal.json");
     std::fs::write(&input, serde_json::to_vec(&personal).unwrap()).unwrap();
-    let out = gongkai(&["sign", "--key", p(&key), p(&input), "-o", p(&office.path("p.env"))]);
+    let out = gongkai(&[
+        "sign",
+        "--key",
+        p(&key),
+        p(&input),
+        "-o",
+        p(&office.path("p.env")),
+    ]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("resident ID") && err.contains("mobile"), "{err}");
-    assert!(!err.contains("13800138000"), "the refusal does not repeat the number: {err}");
-    let out = gongkai(&["sign", "--key", p(&key), p(&input), "-o", p(&office.path("p.env")), "--allow-personal-data"]);
+    assert!(
+        err.contains("resident ID") && err.contains("mobile"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("13800138000"),
+        "the refusal does not repeat the number: {err}"
+    );
+    let out = gongkai(&[
+        "sign",
+        "--key",
+        p(&key),
+        p(&input),
+        "-o",
+        p(&office.path("p.env")),
+        "--allow-personal-data",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
@@ -155,11 +244,19 @@ fn withdraw_makes_the_next_version_and_signing_it_is_accepted() {
     let withdrawal = office.path("withdraw.json");
     let out = gongkai(&["withdraw", p(&envelope), "-o", p(&withdrawal)]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let value: serde_json::Value = serde_json::from_slice(&std::fs::read(&withdrawal).unwrap()).unwrap();
+    let value: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&withdrawal).unwrap()).unwrap();
     assert_eq!(value["version"], 4);
     assert_eq!(value["status"], "withdrawn");
     let signed = office.sign_both("withdraw", &value);
-    let out = gongkai(&["verify", "--config", p(&config), "--topic", &format!("gongkai/v1/{c}/notices/n1"), p(&signed)]);
+    let out = gongkai(&[
+        "verify",
+        "--config",
+        p(&config),
+        "--topic",
+        &format!("gongkai/v1/{c}/notices/n1"),
+        p(&signed),
+    ]);
     assert_eq!(stdout(&out).trim(), "accept");
 }
 
@@ -167,15 +264,29 @@ fn withdraw_makes_the_next_version_and_signing_it_is_accepted() {
 fn gongkaid_check_exits_78_listing_every_problem() {
     let office = Office::new();
     let config = office.screen_config("lixia-demo", "mqtt://127.0.0.1:1883");
-    let ok = Command::new(env!("CARGO_BIN_EXE_gongkaid")).args(["--config", p(&config), "--check"]).output().unwrap();
+    let ok = Command::new(env!("CARGO_BIN_EXE_gongkaid"))
+        .args(["--config", p(&config), "--check"])
+        .output()
+        .unwrap();
     assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
 
-    let text = std::fs::read_to_string(&config).unwrap().replace("lobby-1", "lobby 1") + "\n[extra]\n";
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("lobby-1", "lobby 1")
+        + "\n[extra]\n";
     std::fs::write(&config, text.replace("mqtt://", "http://")).unwrap();
-    let bad = Command::new(env!("CARGO_BIN_EXE_gongkaid")).args(["--config", p(&config), "--check"]).output().unwrap();
+    let bad = Command::new(env!("CARGO_BIN_EXE_gongkaid"))
+        .args(["--config", p(&config), "--check"])
+        .output()
+        .unwrap();
     assert_eq!(bad.status.code(), Some(78));
     let err = stderr(&bad);
-    for expected in ["screen.id", "mqtt.url", "unknown section [extra]", "3 problem(s)"] {
+    for expected in [
+        "screen.id",
+        "mqtt.url",
+        "unknown section [extra]",
+        "3 problem(s)",
+    ] {
         assert!(err.contains(expected), "{expected} not in {err}");
     }
 }
@@ -191,31 +302,52 @@ fn publish_then_a_screen_caches_it_and_the_fleet_reports() {
     let key = office.path("office.key");
     let out = gongkai(&["publish", "--broker", &url, "--key", p(&key), p(&a), p(&b)]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("manifest version 1"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("manifest version 1"),
+        "{}",
+        stdout(&out)
+    );
     // A second publish merges with the retained manifest.
     let a2 = office.sign_both("a2", &notice(&c, "a", 2));
     let out = gongkai(&["publish", "--broker", &url, "--key", p(&key), p(&a2)]);
-    assert!(stdout(&out).contains("manifest version 2"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("manifest version 2"),
+        "{}",
+        stdout(&out)
+    );
 
-    let text = std::fs::read_to_string(&config).unwrap().replace("lobby-1", &screen_id(&c));
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("lobby-1", &screen_id(&c));
     std::fs::write(&config, text).unwrap();
     let daemon = DaemonProcess::start(&config, &office.path("daemon.log"));
     let store = office.path("screen.db");
     eventually("the screen to hold a v2 and b v1 with the manifest", || {
         let out = gongkai(&["cache", "--store", p(&store), "--json"]);
         let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let Some(rows) = rows.as_array() else { return false };
+        let Some(rows) = rows.as_array() else {
+            return false;
+        };
         rows.len() == 2
-            && rows.iter().any(|r| r["id"] == "a" && r["version"] == 2 && r["active"] == true)
-            && rows.iter().any(|r| r["id"] == "b" && r["status"] == "active" && r["category"] == "affairs")
+            && rows
+                .iter()
+                .any(|r| r["id"] == "a" && r["version"] == 2 && r["active"] == true)
+            && rows
+                .iter()
+                .any(|r| r["id"] == "b" && r["status"] == "active" && r["category"] == "affairs")
     });
     let table = stdout(&gongkai(&["cache", "--store", p(&store)]));
-    assert!(table.contains("manifest version 2 lists 2 notices"), "{table}");
+    assert!(
+        table.contains("manifest version 2 lists 2 notices"),
+        "{table}"
+    );
 
     eventually("the fleet status to show the screen online", || {
         let out = gongkai(&["status", "--broker", &url, "--community", &c, "--json"]);
         let fleet: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        fleet[0]["state"] == "online" && fleet[0]["cached"] == 2 && fleet[0]["manifest"]["version"] == 2
+        fleet[0]["state"] == "online"
+            && fleet[0]["cached"] == 2
+            && fleet[0]["manifest"]["version"] == 2
     });
     drop(daemon);
 }

@@ -13,7 +13,12 @@ use gongkai::daemon::Daemon;
 use gongkai::office::broker::OneShotClient;
 
 /// Publishes retained, reconnecting and retrying until the broker takes it.
-async fn publish_through_outages(client: &mut Option<OneShotClient>, url: &str, topic: &str, bytes: Vec<u8>) {
+async fn publish_through_outages(
+    client: &mut Option<OneShotClient>,
+    url: &str,
+    topic: &str,
+    bytes: Vec<u8>,
+) {
     let connect = gongkai::mqtt::Connect::cli(url, None, None).unwrap();
     for _ in 0..600 {
         if client.is_none() {
@@ -31,28 +36,44 @@ async fn publish_through_outages(client: &mut Option<OneShotClient>, url: &str, 
 }
 
 fn notices(c: &str, n: usize) -> Vec<(String, Vec<u8>)> {
-    (0..n).map(|i| format!("n{i:03}")).map(|id| {
-        let bytes = signed(&notice(c, &id, 1));
-        (id, bytes)
-    }).collect()
+    (0..n)
+        .map(|i| format!("n{i:03}"))
+        .map(|id| {
+            let bytes = signed(&notice(c, &id, 1));
+            (id, bytes)
+        })
+        .collect()
 }
 
 fn manifest_of(c: &str, version: u64, all: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let entries: Vec<(String, u64, &[u8])> = all.iter().map(|(id, b)| (id.clone(), 1, b.as_slice())).collect();
+    let entries: Vec<(String, u64, &[u8])> = all
+        .iter()
+        .map(|(id, b)| (id.clone(), 1, b.as_slice()))
+        .collect();
     manifest(c, version, &entries)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn broker_killed_and_restarted_mid_stream_misses_no_notice() {
-    let Some(mut broker) = Mosquitto::start("broker_killed_and_restarted_mid_stream", "") else { return };
+    let Some(mut broker) = Mosquitto::start("broker_killed_and_restarted_mid_stream", "") else {
+        return;
+    };
     let url = broker.url();
     let c = community("restart");
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(screen_config(&url, &c, &screen_id(&c), &dir.path().join("screen.db")))
-        .await
-        .unwrap();
+    let daemon = Daemon::start(screen_config(
+        &url,
+        &c,
+        &screen_id(&c),
+        &dir.path().join("screen.db"),
+    ))
+    .await
+    .unwrap();
     let mut connected = daemon.connected.clone();
-    tokio::time::timeout(Duration::from_secs(10), connected.wait_for(|up| *up)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), connected.wait_for(|up| *up))
+        .await
+        .unwrap()
+        .unwrap();
 
     let all = notices(&c, 60);
     let stream = {
@@ -60,16 +81,26 @@ async fn broker_killed_and_restarted_mid_stream_misses_no_notice() {
         tokio::spawn(async move {
             let mut client = None;
             for (id, bytes) in &all {
-                publish_through_outages(&mut client, &url, &topics(&c).notice(id), bytes.clone()).await;
+                publish_through_outages(&mut client, &url, &topics(&c).notice(id), bytes.clone())
+                    .await;
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
-            publish_through_outages(&mut client, &url, &topics(&c).manifest(), manifest_of(&c, 1, &all)).await;
+            publish_through_outages(
+                &mut client,
+                &url,
+                &topics(&c).manifest(),
+                manifest_of(&c, 1, &all),
+            )
+            .await;
         })
     };
     // Kill the broker mid-stream, leave it down for a while, bring it back.
     tokio::time::sleep(Duration::from_millis(500)).await;
     broker.kill();
-    tokio::time::timeout(Duration::from_secs(5), connected.wait_for(|up| !*up)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), connected.wait_for(|up| !*up))
+        .await
+        .unwrap()
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
     broker.restart();
     stream.await.unwrap();
@@ -84,15 +115,23 @@ async fn broker_killed_and_restarted_mid_stream_misses_no_notice() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn daemon_killed_and_restarted_while_the_broker_is_down_serves_from_its_cache() {
-    let Some(mut broker) = Mosquitto::start("daemon_killed_while_broker_down", "") else { return };
+    let Some(mut broker) = Mosquitto::start("daemon_killed_while_broker_down", "") else {
+        return;
+    };
     let url = broker.url();
     let c = community("kill9");
     let all = notices(&c, 3);
     let mut client = publisher(&url).await;
     for (id, bytes) in &all {
-        client.publish_retained(&topics(&c).notice(id), bytes.clone()).await.unwrap();
+        client
+            .publish_retained(&topics(&c).notice(id), bytes.clone())
+            .await
+            .unwrap();
     }
-    client.publish_retained(&topics(&c).manifest(), manifest_of(&c, 1, &all)).await.unwrap();
+    client
+        .publish_retained(&topics(&c).manifest(), manifest_of(&c, 1, &all))
+        .await
+        .unwrap();
     client.close().await;
 
     let dir = tempfile::tempdir().unwrap();
@@ -100,7 +139,9 @@ async fn daemon_killed_and_restarted_while_the_broker_is_down_serves_from_its_ca
     let config = dir.path().join("gongkaid.toml");
     std::fs::write(&config, config_text(&url, &c, "lobby-1", &store)).unwrap();
     let mut first = DaemonProcess::start(&config, &dir.path().join("first.log"));
-    eventually("the first daemon to store 3 notices", || stored_versions(&store).len() == 3);
+    eventually("the first daemon to store 3 notices", || {
+        stored_versions(&store).len() == 3
+    });
 
     first.kill9();
     broker.kill();
@@ -110,9 +151,16 @@ async fn daemon_killed_and_restarted_while_the_broker_is_down_serves_from_its_ca
     });
     let log = second.log_text();
     assert!(log.contains("holds 3 notices"), "{log}");
-    assert!(log.contains("broker connection:"), "the broker is down: {log}");
+    assert!(
+        log.contains("broker connection:"),
+        "the broker is down: {log}"
+    );
     assert!(!log.contains("connected to the broker"), "{log}");
-    assert!(stored_versions(&store).values().all(|(v, active)| *v == 1 && *active));
+    assert!(
+        stored_versions(&store)
+            .values()
+            .all(|(v, active)| *v == 1 && *active)
+    );
 
     // SIGTERM: every task joined, exit 0 within 5 s.
     assert_terminates(&mut second, Duration::from_secs(5));
@@ -120,14 +168,27 @@ async fn daemon_killed_and_restarted_while_the_broker_is_down_serves_from_its_ca
 
 fn assert_terminates(daemon: &mut DaemonProcess, within: Duration) {
     let pid = daemon.child.id().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let start = std::time::Instant::now();
     loop {
         if let Some(status) = daemon.child.try_wait().unwrap() {
-            assert!(status.success(), "exit status {status}: {}", daemon.log_text());
+            assert!(
+                status.success(),
+                "exit status {status}: {}",
+                daemon.log_text()
+            );
             return;
         }
-        assert!(start.elapsed() < within, "still running {within:?} after SIGTERM");
+        assert!(
+            start.elapsed() < within,
+            "still running {within:?} after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -135,24 +196,37 @@ fn assert_terminates(daemon: &mut DaemonProcess, within: Duration) {
 async fn publish_all(url: &str, c: &str, all: &[(String, Vec<u8>)], manifest_version: u64) {
     let mut client = publisher(url).await;
     for (id, bytes) in all {
-        client.publish_retained(&topics(c).notice(id), bytes.clone()).await.unwrap();
+        client
+            .publish_retained(&topics(c).notice(id), bytes.clone())
+            .await
+            .unwrap();
     }
-    client.publish_retained(&topics(c).manifest(), manifest_of(c, manifest_version, all)).await.unwrap();
+    client
+        .publish_retained(&topics(c).manifest(), manifest_of(c, manifest_version, all))
+        .await
+        .unwrap();
     client.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broker_that_drops_past_a_small_queue_is_made_whole_through_the_manifest() {
-    let Some(broker) = Mosquitto::start("capped_queue", "max_queued_messages 60") else { return };
+    let Some(broker) = Mosquitto::start("capped_queue", "max_queued_messages 60") else {
+        return;
+    };
     let url = broker.url();
     let c = community("capped");
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("screen.db");
 
     // First connection: the screen subscribes, so the broker holds a session.
-    let daemon = Daemon::start(screen_config(&url, &c, &screen_id(&c), &store)).await.unwrap();
+    let daemon = Daemon::start(screen_config(&url, &c, &screen_id(&c), &store))
+        .await
+        .unwrap();
     let mut connected = daemon.connected.clone();
-    tokio::time::timeout(Duration::from_secs(10), connected.wait_for(|up| *up)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), connected.wait_for(|up| *up))
+        .await
+        .unwrap()
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     daemon.shutdown().await;
 
@@ -161,13 +235,21 @@ async fn a_broker_that_drops_past_a_small_queue_is_made_whole_through_the_manife
     let all = notices(&c, 300);
     publish_all(&url, &c, &all, 1).await;
 
-    let daemon = Daemon::start(screen_config(&url, &c, &screen_id(&c), &store)).await.unwrap();
+    let daemon = Daemon::start(screen_config(&url, &c, &screen_id(&c), &store))
+        .await
+        .unwrap();
     wait_for(&daemon, "all 300 notices", |cat| {
         cat.items.len() == 300 && cat.manifest.is_some() && cat.missing().is_empty()
     })
     .await;
-    let fetched = daemon.counters.fetched.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(fetched >= 200, "the broker dropped messages and the manifest fetched them: {fetched}");
+    let fetched = daemon
+        .counters
+        .fetched
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        fetched >= 200,
+        "the broker dropped messages and the manifest fetched them: {fetched}"
+    );
     daemon.shutdown().await;
     assert_store_complete(&store, 300);
 }
@@ -180,7 +262,10 @@ fn assert_store_complete(store: &Path, n: usize) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn three_hundred_retained_notices_behind_a_small_queue_arrive_on_first_connect() {
-    let Some(broker) = Mosquitto::start("capped_queue_first_connect", "max_queued_messages 60") else { return };
+    let Some(broker) = Mosquitto::start("capped_queue_first_connect", "max_queued_messages 60")
+    else {
+        return;
+    };
     let url = broker.url();
     let c = community("capped-first");
     let all = notices(&c, 300);
@@ -188,14 +273,19 @@ async fn three_hundred_retained_notices_behind_a_small_queue_arrive_on_first_con
 
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("screen.db");
-    let daemon = Daemon::start(screen_config(&url, &c, &screen_id(&c), &store)).await.unwrap();
+    let daemon = Daemon::start(screen_config(&url, &c, &screen_id(&c), &store))
+        .await
+        .unwrap();
     wait_for(&daemon, "all 300 notices", |cat| {
         cat.items.len() == 300 && cat.manifest.is_some() && cat.missing().is_empty()
     })
     .await;
     // Mosquitto drops retained messages past the queue on a first
     // subscription too: what arrives is made whole through the manifest.
-    let fetched = daemon.counters.fetched.load(std::sync::atomic::Ordering::Relaxed);
+    let fetched = daemon
+        .counters
+        .fetched
+        .load(std::sync::atomic::Ordering::Relaxed);
     assert!(fetched > 0, "nothing was fetched through the manifest");
     daemon.shutdown().await;
     assert_store_complete(&store, 300);

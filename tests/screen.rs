@@ -8,7 +8,12 @@ use common::*;
 use gongkai::daemon::Daemon;
 
 async fn start_screen(url: &str, community: &str, dir: &tempfile::TempDir) -> Daemon {
-    let config = screen_config(url, community, &screen_id(community), &dir.path().join("screen.db"));
+    let config = screen_config(
+        url,
+        community,
+        &screen_id(community),
+        &dir.path().join("screen.db"),
+    );
     Daemon::start(config).await.unwrap()
 }
 
@@ -19,31 +24,49 @@ async fn retained_notices_are_picked_up_at_start_and_live_updates_follow() {
     let mut publisher = publisher(&url).await;
     let n1 = signed(&notice(&c, "n1", 1));
     let n2 = signed(&notice(&c, "n2", 1));
-    publisher.publish_retained(&topics(&c).notice("n1"), n1.clone()).await.unwrap();
-    publisher.publish_retained(&topics(&c).notice("n2"), n2.clone()).await.unwrap();
     publisher
-        .publish_retained(&topics(&c).manifest(), manifest(&c, 1, &[("n1".into(), 1, &n1), ("n2".into(), 1, &n2)]))
+        .publish_retained(&topics(&c).notice("n1"), n1.clone())
+        .await
+        .unwrap();
+    publisher
+        .publish_retained(&topics(&c).notice("n2"), n2.clone())
+        .await
+        .unwrap();
+    publisher
+        .publish_retained(
+            &topics(&c).manifest(),
+            manifest(&c, 1, &[("n1".into(), 1, &n1), ("n2".into(), 1, &n2)]),
+        )
         .await
         .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let daemon = start_screen(&url, &c, &dir).await;
-    wait_for(&daemon, "the retained notices", |cat| cat.items.len() == 2 && cat.manifest.is_some()).await;
+    wait_for(&daemon, "the retained notices", |cat| {
+        cat.items.len() == 2 && cat.manifest.is_some()
+    })
+    .await;
     assert!(daemon.catalog.borrow().missing().is_empty());
 
     // A live update: a new version replaces the old one in the active set.
     let mut v2 = notice(&c, "n1", 2);
     v2["title"] = "更新后的公告".into();
-    publisher.publish_retained(&topics(&c).notice("n1"), signed(&v2)).await.unwrap();
+    publisher
+        .publish_retained(&topics(&c).notice("n1"), signed(&v2))
+        .await
+        .unwrap();
     wait_for(&daemon, "version 2", |cat| cat.items["n1"].version == 2).await;
     assert_eq!(daemon.catalog.borrow().items["n1"].title, "更新后的公告");
 
     // The rotation shows what is active.
     let mut showing = daemon.showing.clone();
-    tokio::time::timeout(std::time::Duration::from_secs(10), showing.wait_for(|s| s.is_some()))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        showing.wait_for(|s| s.is_some()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     publisher.close().await;
     daemon.shutdown().await;
 }
@@ -56,7 +79,10 @@ async fn a_signed_withdrawal_takes_a_notice_out_of_rotation_and_keeps_it_archive
     let daemon = start_screen(&url, &c, &dir).await;
     let mut publisher = publisher(&url).await;
     let topic = topics(&c).notice("n1");
-    publisher.publish_retained(&topic, signed(&notice(&c, "n1", 1))).await.unwrap();
+    publisher
+        .publish_retained(&topic, signed(&notice(&c, "n1", 1)))
+        .await
+        .unwrap();
     wait_for(&daemon, "the notice", |cat| cat.items.contains_key("n1")).await;
 
     // The withdrawal the CLI makes from the published envelope.
@@ -65,14 +91,24 @@ async fn a_signed_withdrawal_takes_a_notice_out_of_rotation_and_keeps_it_archive
     let payload = gongkai::office::withdraw(&envelope, time::OffsetDateTime::now_utc()).unwrap();
     let value: serde_json::Value = serde_json::from_slice(&payload).unwrap();
     assert_eq!(value["version"], 2);
-    publisher.publish_retained(&topic, signed(&value)).await.unwrap();
-    wait_for(&daemon, "the withdrawal", |cat| cat.items["n1"].version == 2).await;
+    publisher
+        .publish_retained(&topic, signed(&value))
+        .await
+        .unwrap();
+    wait_for(&daemon, "the withdrawal", |cat| {
+        cat.items["n1"].version == 2
+    })
+    .await;
     let now = time::OffsetDateTime::now_utc();
     assert!(!daemon.catalog.borrow().items["n1"].is_active(&screen_id(&c), now));
     daemon.shutdown().await;
 
     let store = gongkai::store::Store::open_read_only(&dir.path().join("screen.db")).unwrap();
-    assert_eq!(store.versions("n1").unwrap(), vec![1, 2], "version 1 stays in the archive");
+    assert_eq!(
+        store.versions("n1").unwrap(),
+        vec![1, 2],
+        "version 1 stays in the archive"
+    );
     publisher.close().await;
 }
 
@@ -84,14 +120,26 @@ async fn replays_are_ignored_and_equivocations_rejected() {
     let daemon = start_screen(&url, &c, &dir).await;
     let mut publisher = publisher(&url).await;
     let topic = topics(&c).notice("n1");
-    publisher.publish_retained(&topic, signed(&notice(&c, "n1", 2))).await.unwrap();
-    wait_for(&daemon, "version 2", |cat| cat.items.get("n1").is_some_and(|i| i.version == 2)).await;
+    publisher
+        .publish_retained(&topic, signed(&notice(&c, "n1", 2)))
+        .await
+        .unwrap();
+    wait_for(&daemon, "version 2", |cat| {
+        cat.items.get("n1").is_some_and(|i| i.version == 2)
+    })
+    .await;
 
     // A replay of version 1, then version 2 with other content.
-    publisher.publish_retained(&topic, signed(&notice(&c, "n1", 1))).await.unwrap();
+    publisher
+        .publish_retained(&topic, signed(&notice(&c, "n1", 1)))
+        .await
+        .unwrap();
     let mut other = notice(&c, "n1", 2);
     other["title"] = "另一份内容".into();
-    publisher.publish_retained(&topic, signed(&other)).await.unwrap();
+    publisher
+        .publish_retained(&topic, signed(&other))
+        .await
+        .unwrap();
     wait_for(&daemon, "the equivocation", |cat| cat.rejected == 1).await;
     let cat = daemon.catalog.borrow().clone();
     assert_eq!(cat.items["n1"].version, 2);
@@ -108,18 +156,39 @@ async fn an_empty_retained_payload_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = start_screen(&url, &c, &dir).await;
     let mut publisher = publisher(&url).await;
-    publisher.publish_retained(&topics(&c).notice("n1"), signed(&notice(&c, "n1", 1))).await.unwrap();
+    publisher
+        .publish_retained(&topics(&c).notice("n1"), signed(&notice(&c, "n1", 1)))
+        .await
+        .unwrap();
     wait_for(&daemon, "the notice", |cat| cat.items.contains_key("n1")).await;
 
     // Clear the retained message the MQTT way, then publish a marker: once the
     // marker is in, the empty payload has been handled.
-    publisher.publish_retained(&topics(&c).notice("n1"), Vec::new()).await.unwrap();
-    publisher.publish_retained(&topics(&c).notice("marker"), signed(&notice(&c, "marker", 1))).await.unwrap();
-    wait_for(&daemon, "the marker", |cat| cat.items.contains_key("marker")).await;
+    publisher
+        .publish_retained(&topics(&c).notice("n1"), Vec::new())
+        .await
+        .unwrap();
+    publisher
+        .publish_retained(
+            &topics(&c).notice("marker"),
+            signed(&notice(&c, "marker", 1)),
+        )
+        .await
+        .unwrap();
+    wait_for(&daemon, "the marker", |cat| {
+        cat.items.contains_key("marker")
+    })
+    .await;
     let now = time::OffsetDateTime::now_utc();
     let cat = daemon.catalog.borrow().clone();
-    assert!(cat.items["n1"].is_active(&screen_id(&c), now), "the notice is still shown");
-    assert_eq!(cat.rejected, 0, "an empty payload is not a rejection either");
+    assert!(
+        cat.items["n1"].is_active(&screen_id(&c), now),
+        "the notice is still shown"
+    );
+    assert_eq!(
+        cat.rejected, 0,
+        "an empty payload is not a rejection either"
+    );
     daemon.shutdown().await;
     publisher.close().await;
 }
@@ -134,12 +203,27 @@ async fn forged_and_unsigned_notices_are_rejected_with_their_reason() {
     let t = topics(&c);
 
     let office_only = signed_by(&notice(&c, "a", 1), &[&office_key()]);
-    publisher.publish_retained(&t.notice("a"), office_only).await.unwrap();
+    publisher
+        .publish_retained(&t.notice("a"), office_only)
+        .await
+        .unwrap();
     wait_for(&daemon, "the first rejection", |cat| cat.rejected == 1).await;
-    assert!(daemon.catalog.borrow().last_rejection.as_ref().unwrap().reason.contains("missing supervisor signature"));
+    assert!(
+        daemon
+            .catalog
+            .borrow()
+            .last_rejection
+            .as_ref()
+            .unwrap()
+            .reason
+            .contains("missing supervisor signature")
+    );
 
     let forged = signed_by(&notice(&c, "b", 1), &[&office_key(), &stranger_key()]);
-    publisher.publish_retained(&t.notice("b"), forged).await.unwrap();
+    publisher
+        .publish_retained(&t.notice("b"), forged)
+        .await
+        .unwrap();
     wait_for(&daemon, "the second rejection", |cat| cat.rejected == 2).await;
 
     let unsigned = serde_json::json!({
@@ -147,18 +231,41 @@ async fn forged_and_unsigned_notices_are_rejected_with_their_reason() {
         "payload": base64_of(&notice(&c, "c", 1)),
         "signatures": []
     });
-    publisher.publish_retained(&t.notice("c"), serde_json::to_vec(&unsigned).unwrap()).await.unwrap();
+    publisher
+        .publish_retained(&t.notice("c"), serde_json::to_vec(&unsigned).unwrap())
+        .await
+        .unwrap();
     wait_for(&daemon, "the third rejection", |cat| cat.rejected == 3).await;
-    assert!(daemon.catalog.borrow().last_rejection.as_ref().unwrap().reason.contains("missing office signature"));
+    assert!(
+        daemon
+            .catalog
+            .borrow()
+            .last_rejection
+            .as_ref()
+            .unwrap()
+            .reason
+            .contains("missing office signature")
+    );
 
-    publisher.publish_retained(&t.notice("d"), b"not json".to_vec()).await.unwrap();
+    publisher
+        .publish_retained(&t.notice("d"), b"not json".to_vec())
+        .await
+        .unwrap();
     wait_for(&daemon, "the fourth rejection", |cat| cat.rejected == 4).await;
-    assert!(daemon.catalog.borrow().items.is_empty(), "nothing was accepted");
+    assert!(
+        daemon.catalog.borrow().items.is_empty(),
+        "nothing was accepted"
+    );
     daemon.shutdown().await;
 
     // The reasons are in the store for the office to read.
     let store = gongkai::store::Store::open_read_only(&dir.path().join("screen.db")).unwrap();
-    let reasons: Vec<String> = store.rejections(10).unwrap().into_iter().map(|r| r.reason).collect();
+    let reasons: Vec<String> = store
+        .rejections(10)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.reason)
+        .collect();
     assert_eq!(reasons.len(), 4);
     assert!(reasons[0].contains("not valid JSON"), "{reasons:?}");
     publisher.close().await;
@@ -176,13 +283,18 @@ async fn status_is_published_retained_and_goes_offline_on_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = start_screen(&url, &c, &dir).await;
     let mut publisher = publisher(&url).await;
-    publisher.publish_retained(&topics(&c).notice("n1"), signed(&notice(&c, "n1", 1))).await.unwrap();
+    publisher
+        .publish_retained(&topics(&c).notice("n1"), signed(&notice(&c, "n1", 1)))
+        .await
+        .unwrap();
     wait_for(&daemon, "the notice", |cat| cat.items.contains_key("n1")).await;
 
     let connect = gongkai::mqtt::Connect::cli(&url, None, None).unwrap();
     let mut online = serde_json::Value::Null;
     for _ in 0..50 {
-        let fleet = gongkai::office::fleet_status(&connect, PREFIX, &c).await.unwrap();
+        let fleet = gongkai::office::fleet_status(&connect, PREFIX, &c)
+            .await
+            .unwrap();
         if let Some(s) = fleet.into_iter().find(|s| s["cached"] == 1) {
             online = s;
             break;
@@ -195,7 +307,9 @@ async fn status_is_published_retained_and_goes_offline_on_shutdown() {
     assert_eq!(online["manifest"]["missing"], 0);
 
     daemon.shutdown().await;
-    let fleet = gongkai::office::fleet_status(&connect, PREFIX, &c).await.unwrap();
+    let fleet = gongkai::office::fleet_status(&connect, PREFIX, &c)
+        .await
+        .unwrap();
     assert_eq!(fleet[0]["state"], "offline", "{fleet:?}");
     publisher.close().await;
 }

@@ -16,7 +16,8 @@ fn json(path: PathBuf) -> serde_json::Value {
 
 fn policy() -> TrustPolicy {
     let keys = json(dir().join("keys.json"));
-    let key = |role: &str| PublicKey::from_base64(keys[role]["public_b64"].as_str().unwrap()).unwrap();
+    let key =
+        |role: &str| PublicKey::from_base64(keys[role]["public_b64"].as_str().unwrap()).unwrap();
     TrustPolicy {
         office: vec![key("office")],
         supervisor: vec![key("supervisor")],
@@ -33,10 +34,19 @@ fn space() -> TopicSpace {
 fn key_ids_are_the_sha256_of_the_raw_public_key() {
     let keys = json(dir().join("keys.json"));
     for role in ["office", "supervisor", "stranger"] {
-        let seed: [u8; 32] = hex::decode(keys[role]["seed_hex"].as_str().unwrap()).unwrap().try_into().unwrap();
+        let seed: [u8; 32] = hex::decode(keys[role]["seed_hex"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
         let secret = gongkai::protocol::SecretKey::from_seed(seed);
-        assert_eq!(secret.public().to_base64(), keys[role]["public_b64"].as_str().unwrap());
-        assert_eq!(secret.public().key_id().0, keys[role]["keyid"].as_str().unwrap());
+        assert_eq!(
+            secret.public().to_base64(),
+            keys[role]["public_b64"].as_str().unwrap()
+        );
+        assert_eq!(
+            secret.public().key_id().0,
+            keys[role]["keyid"].as_str().unwrap()
+        );
     }
 }
 
@@ -55,7 +65,9 @@ fn every_vector_gets_its_verdict_and_reason() {
         match (case["expect"].as_str().unwrap(), &verdict) {
             ("accept", Ok(_)) => {}
             ("reject", Err(r)) if r.to_string().to_lowercase().contains(&reason) => {}
-            (expect, _) => failures.push(format!("{file}: expected {expect} ({reason}), got {verdict:?}")),
+            (expect, _) => failures.push(format!(
+                "{file}: expected {expect} ({reason}), got {verdict:?}"
+            )),
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -65,8 +77,14 @@ fn every_vector_gets_its_verdict_and_reason() {
 fn urgent_office_only_is_accepted_where_the_policy_allows_it() {
     let bytes = std::fs::read(dir().join("18_urgent_office_only.json")).unwrap();
     let topic = "gongkai/v1/lixia-demo/notices/water-cut-0612";
-    let relaxed = TrustPolicy { urgent_office_only: true, ..policy() };
-    assert!(matches!(verify_message(&space(), topic, &bytes, &relaxed), Ok(Verified::Notice(_))));
+    let relaxed = TrustPolicy {
+        urgent_office_only: true,
+        ..policy()
+    };
+    assert!(matches!(
+        verify_message(&space(), topic, &bytes, &relaxed),
+        Ok(Verified::Notice(_))
+    ));
     // Relaxing urgent notices does not relax ordinary ones.
     let ordinary = std::fs::read(dir().join("02_office_only.json")).unwrap();
     let topic = "gongkai/v1/lixia-demo/notices/2026q3-finance-001";
@@ -102,7 +120,11 @@ fn the_ordering_sequence_leaves_the_expected_state() {
         let bytes = std::fs::read(seq_dir.join(file)).unwrap();
         let verdict = verify_message(&space, topic, &bytes, &policy);
         let outcome = store
-            .commit(&[Incoming { topic: topic.into(), bytes, verdict }])
+            .commit(&[Incoming {
+                topic: topic.into(),
+                bytes,
+                verdict,
+            }])
             .unwrap()
             .remove(0);
         let kind = match &outcome {
@@ -119,7 +141,12 @@ fn the_ordering_sequence_leaves_the_expected_state() {
         let item = &catalog.items["2026q3-finance-001"];
         let (version, shown) = state.unwrap();
         assert_eq!(item.version, version, "{file}: {}", step["state_after"]);
-        assert_eq!(item.is_active("lobby-1", now), shown, "{file}: {}", step["state_after"]);
+        assert_eq!(
+            item.is_active("lobby-1", now),
+            shown,
+            "{file}: {}",
+            step["state_after"]
+        );
     }
     // The withdrawn version stays in the archive.
     assert_eq!(store.versions("2026q3-finance-001").unwrap(), vec![2, 3, 4]);

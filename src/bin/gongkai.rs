@@ -37,7 +37,11 @@ struct BrokerArgs {
 
 impl BrokerArgs {
     fn connect(&self) -> anyhow::Result<Connect> {
-        let password = self.password_file.as_deref().map(gongkai::mqtt::read_secret).transpose()?;
+        let password = self
+            .password_file
+            .as_deref()
+            .map(gongkai::mqtt::read_secret)
+            .transpose()?;
         Connect::cli(&self.broker, self.username.clone(), password)
     }
 }
@@ -126,17 +130,32 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("public: {}", public.to_base64());
             println!("keyid: {}", public.key_id());
         }
-        Command::Sign { key, input, output, allow_personal_data } => {
+        Command::Sign {
+            key,
+            input,
+            output,
+            allow_personal_data,
+        } => {
             let signed = gongkai::office::sign_file(&key, &input, allow_personal_data)?;
             write_new(&output, &signed.envelope.to_bytes())?;
             println!("{}: {} signature(s)", output.display(), signed.signatures);
         }
-        Command::Verify { config, topic, file } => {
+        Command::Verify {
+            config,
+            topic,
+            file,
+        } => {
             let config = gongkai::config::Config::load(&config)
                 .map_err(|p| anyhow::anyhow!("{}:\n{p}", config.display()))?;
-            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             return Ok(
-                match gongkai::protocol::verify_message(&config.topics(), &topic, &bytes, &config.trust) {
+                match gongkai::protocol::verify_message(
+                    &config.topics(),
+                    &topic,
+                    &bytes,
+                    &config.trust,
+                ) {
                     Ok(_) => {
                         println!("accept");
                         ExitCode::SUCCESS
@@ -151,23 +170,45 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Publish { broker, key, files } => {
             let key = gongkai::office::sign::read_key(&key)?;
             let connect = broker.connect()?;
-            let published = runtime()?.block_on(gongkai::office::publish(&connect, &broker.prefix, &key, &files))?;
+            let published = runtime()?.block_on(gongkai::office::publish(
+                &connect,
+                &broker.prefix,
+                &key,
+                &files,
+            ))?;
             for p in published {
                 for (id, version) in &p.notices {
-                    println!("published {}/{}/notices/{id} version {version}", broker.prefix, p.community);
+                    println!(
+                        "published {}/{}/notices/{id} version {version}",
+                        broker.prefix, p.community
+                    );
                 }
-                println!("published {}/{}/manifest version {}", broker.prefix, p.community, p.manifest_version);
+                println!(
+                    "published {}/{}/manifest version {}",
+                    broker.prefix, p.community, p.manifest_version
+                );
             }
         }
         Command::Withdraw { input, output } => {
             let payload = gongkai::office::withdraw(&input, OffsetDateTime::now_utc())?;
             write_new(&output, &payload)?;
-            println!("{}: withdrawal payload; sign it with the office and supervisor keys, then publish", output.display());
+            println!(
+                "{}: withdrawal payload; sign it with the office and supervisor keys, then publish",
+                output.display()
+            );
         }
         Command::Cache { store, json } => print_cache(&store, json)?,
-        Command::Status { broker, community, json } => {
+        Command::Status {
+            broker,
+            community,
+            json,
+        } => {
             let connect = broker.connect()?;
-            let screens = runtime()?.block_on(gongkai::office::fleet_status(&connect, &broker.prefix, &community))?;
+            let screens = runtime()?.block_on(gongkai::office::fleet_status(
+                &connect,
+                &broker.prefix,
+                &community,
+            ))?;
             print_fleet(&screens, json)?;
         }
     }
@@ -176,15 +217,21 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     gongkai::mqtt::install_crypto_provider();
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 /// Writes through a temporary file and a rename, so a reader never sees half.
 fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     std::io::Write::write_all(&mut tmp, bytes)?;
-    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -199,7 +246,10 @@ fn print_cache(path: &Path, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    println!("{:<28} {:>3} {:<9} {:<10} {:<6} {:<27} title", "id", "ver", "status", "category", "active", "window");
+    println!(
+        "{:<28} {:>3} {:<9} {:<10} {:<6} {:<27} title",
+        "id", "ver", "status", "category", "active", "window"
+    );
     for r in &rows {
         println!(
             "{:<28} {:>3} {:<9} {:<10} {:<6} {:<27} {}",
@@ -208,18 +258,31 @@ fn print_cache(path: &Path, json: bool) -> anyhow::Result<()> {
             r.status,
             r.category,
             if r.active { "yes" } else { "no" },
-            format!("{}..{}", &r.valid_from[..10.min(r.valid_from.len())], &r.valid_until[..10.min(r.valid_until.len())]),
+            format!(
+                "{}..{}",
+                &r.valid_from[..10.min(r.valid_from.len())],
+                &r.valid_until[..10.min(r.valid_until.len())]
+            ),
             r.title
         );
     }
     let rejections = store.rejections(5)?;
     if let Some(manifest) = store.manifest_state()? {
-        println!("manifest version {} lists {} notices", manifest.version, manifest.entries.len());
+        println!(
+            "manifest version {} lists {} notices",
+            manifest.version,
+            manifest.entries.len()
+        );
     }
     if !rejections.is_empty() {
         println!("latest rejections:");
         for r in rejections {
-            println!("  {} {}: {}", gongkai::protocol::notice::rfc3339(r.at), r.topic, r.reason);
+            println!(
+                "  {} {}: {}",
+                gongkai::protocol::notice::rfc3339(r.at),
+                r.topic,
+                r.reason
+            );
         }
     }
     Ok(())
@@ -234,9 +297,16 @@ fn print_fleet(screens: &[serde_json::Value], json: bool) -> anyhow::Result<()> 
         println!("no screen has reported a status");
         return Ok(());
     }
-    println!("{:<20} {:<8} {:<6} {:>6} {:>6} {:>8} {:>7}  updated", "screen", "state", "mode", "active", "cached", "rejected", "missing");
+    println!(
+        "{:<20} {:<8} {:<6} {:>6} {:>6} {:>8} {:>7}  updated",
+        "screen", "state", "mode", "active", "cached", "rejected", "missing"
+    );
     for s in screens {
-        let num = |v: &serde_json::Value| v.as_u64().map(|n| n.to_string()).unwrap_or_else(|| "-".into());
+        let num = |v: &serde_json::Value| {
+            v.as_u64()
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into())
+        };
         println!(
             "{:<20} {:<8} {:<6} {:>6} {:>6} {:>8} {:>7}  {}",
             s["screen"].as_str().unwrap_or("?"),

@@ -41,7 +41,11 @@ fn main() -> ExitCode {
         Some(path) => match gongkai::config::Config::load(path) {
             Ok(config) => Some(config),
             Err(problems) => {
-                eprintln!("{}: {} problem(s):\n{problems}", path.display(), problems.0.len());
+                eprintln!(
+                    "{}: {} problem(s):\n{problems}",
+                    path.display(),
+                    problems.0.len()
+                );
                 return ExitCode::from(EX_CONFIG);
             }
         },

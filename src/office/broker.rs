@@ -50,14 +50,22 @@ impl OneShotClient {
                 }
             }
         });
-        let mut this = Self { client, events, task };
+        let mut this = Self {
+            client,
+            events,
+            task,
+        };
         this.wait_for(CONNECT_TIMEOUT, |p| matches!(p, Packet::ConnAck(_)))
             .await
             .with_context(|| format!("connecting to {}:{}", connect.url.host, connect.url.port))?;
         Ok(this)
     }
 
-    async fn wait_for(&mut self, timeout: Duration, want: impl Fn(&Packet) -> bool) -> anyhow::Result<Packet> {
+    async fn wait_for(
+        &mut self,
+        timeout: Duration,
+        want: impl Fn(&Packet) -> bool,
+    ) -> anyhow::Result<Packet> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
@@ -72,7 +80,9 @@ impl OneShotClient {
 
     /// Publishes retained at QoS 1 and waits for the broker's PUBACK.
     pub async fn publish_retained(&mut self, topic: &str, payload: Vec<u8>) -> anyhow::Result<()> {
-        self.client.publish(topic, QoS::AtLeastOnce, true, payload).await?;
+        self.client
+            .publish(topic, QoS::AtLeastOnce, true, payload)
+            .await?;
         self.wait_for(Duration::from_secs(30), |p| matches!(p, Packet::PubAck(_)))
             .await
             .with_context(|| format!("publishing {topic}"))?;
@@ -85,7 +95,11 @@ impl OneShotClient {
         let mut out = Vec::new();
         let mut acked = false;
         loop {
-            let timeout = if acked { RETAINED_GRACE } else { CONNECT_TIMEOUT };
+            let timeout = if acked {
+                RETAINED_GRACE
+            } else {
+                CONNECT_TIMEOUT
+            };
             match tokio::time::timeout(timeout, self.events.recv()).await {
                 Err(_) if acked => break,
                 Err(_) => bail!("the broker did not acknowledge the subscription"),
@@ -127,12 +141,20 @@ pub async fn publish(
     let mut by_community: BTreeMap<String, Vec<(Notice, Vec<u8>)>> = BTreeMap::new();
     for file in files {
         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        let envelope = Envelope::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let envelope =
+            Envelope::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         if envelope.payload_type != NOTICE_TYPE {
-            bail!("{}: payload type {:?} is not a notice", file.display(), envelope.payload_type);
+            bail!(
+                "{}: payload type {:?} is not a notice",
+                file.display(),
+                envelope.payload_type
+            );
         }
-        let payload = envelope.payload_bytes().map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-        let notice = Notice::from_payload(&payload).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let payload = envelope
+            .payload_bytes()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let notice = Notice::from_payload(&payload)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         if envelope.signatures.len() < 2 {
             tracing::warn!(
                 "{}: only {} signature(s); screens need the office's and the supervisory committee's",
@@ -140,7 +162,10 @@ pub async fn publish(
                 envelope.signatures.len()
             );
         }
-        by_community.entry(notice.community.clone()).or_default().push((notice, bytes));
+        by_community
+            .entry(notice.community.clone())
+            .or_default()
+            .push((notice, bytes));
     }
     let mut client = OneShotClient::connect(connect).await?;
     let mut done = Vec::new();
@@ -154,12 +179,21 @@ pub async fn publish(
                 version: notice.version,
                 sha256: sha256_hex(&bytes),
             });
-            client.publish_retained(&topics.notice(&notice.id), bytes).await?;
+            client
+                .publish_retained(&topics.notice(&notice.id), bytes)
+                .await?;
         }
-        let manifest = Manifest::merged(previous.as_ref(), &community, &entries, OffsetDateTime::now_utc());
+        let manifest = Manifest::merged(
+            previous.as_ref(),
+            &community,
+            &entries,
+            OffsetDateTime::now_utc(),
+        );
         let payload = serde_json::to_vec(&manifest)?;
         let envelope = Envelope::sign_new(MANIFEST_TYPE, &payload, key);
-        client.publish_retained(&topics.manifest(), envelope.to_bytes()).await?;
+        client
+            .publish_retained(&topics.manifest(), envelope.to_bytes())
+            .await?;
         done.push(Published {
             community,
             notices: entries.into_iter().map(|e| (e.id, e.version)).collect(),
@@ -170,9 +204,14 @@ pub async fn publish(
     Ok(done)
 }
 
-async fn retained_manifest(client: &mut OneShotClient, topics: &TopicSpace) -> anyhow::Result<Option<Manifest>> {
+async fn retained_manifest(
+    client: &mut OneShotClient,
+    topics: &TopicSpace,
+) -> anyhow::Result<Option<Manifest>> {
     let retained = client.retained(&topics.manifest()).await?;
-    let Some(last) = retained.last() else { return Ok(None) };
+    let Some(last) = retained.last() else {
+        return Ok(None);
+    };
     if last.payload.is_empty() {
         return Ok(None);
     }
@@ -189,7 +228,11 @@ async fn retained_manifest(client: &mut OneShotClient, topics: &TopicSpace) -> a
 }
 
 /// The fleet: every screen's retained status message.
-pub async fn fleet_status(connect: &Connect, prefix: &str, community: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+pub async fn fleet_status(
+    connect: &Connect,
+    prefix: &str,
+    community: &str,
+) -> anyhow::Result<Vec<serde_json::Value>> {
     let topics = TopicSpace::new(prefix, community);
     let mut client = OneShotClient::connect(connect).await?;
     let retained = client.retained(&topics.status_filter()).await?;

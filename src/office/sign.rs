@@ -19,16 +19,20 @@ pub fn keygen(out: &Path) -> anyhow::Result<PublicKey> {
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(out)
-        .with_context(|| format!("creating {} (an existing key is never overwritten)", out.display()))?;
+    let mut file = options.open(out).with_context(|| {
+        format!(
+            "creating {} (an existing key is never overwritten)",
+            out.display()
+        )
+    })?;
     writeln!(file, "{}", key.to_base64())?;
     file.sync_all()?;
     Ok(key.public())
 }
 
 pub fn read_key(path: &Path) -> anyhow::Result<SecretKey> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading key {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading key {}", path.display()))?;
     SecretKey::from_base64(&text).with_context(|| format!("key file {}", path.display()))
 }
 
@@ -42,27 +46,41 @@ pub struct Signed {
 /// envelope gets one more signature with its payload untouched. Refuses
 /// payloads that fail validation and, unless allowed, notices whose text
 /// holds unmasked personal data.
-pub fn sign_file(key_path: &Path, input: &Path, allow_personal_data: bool) -> anyhow::Result<Signed> {
+pub fn sign_file(
+    key_path: &Path,
+    input: &Path,
+    allow_personal_data: bool,
+) -> anyhow::Result<Signed> {
     let key = read_key(key_path)?;
     let bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&bytes).with_context(|| format!("{} is not JSON", input.display()))?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not JSON", input.display()))?;
     let (mut envelope, payload) = if value.get("payloadType").is_some() {
-        let envelope = Envelope::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
-        let payload = envelope.payload_bytes().map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
+        let envelope =
+            Envelope::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
+        let payload = envelope
+            .payload_bytes()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
         (Some(envelope), payload)
     } else {
         (None, bytes)
     };
     let payload_type = match &envelope {
         Some(e) => e.payload_type.clone(),
-        None if value.get("notices").is_some() && value.get("title").is_none() => MANIFEST_TYPE.to_owned(),
+        None if value.get("notices").is_some() && value.get("title").is_none() => {
+            MANIFEST_TYPE.to_owned()
+        }
         None => NOTICE_TYPE.to_owned(),
     };
     match payload_type.as_str() {
         NOTICE_TYPE => {
-            let notice = Notice::from_payload(&payload).map_err(|e| anyhow::anyhow!("refused: {e}"))?;
-            let findings: Vec<_> = notice.texts().into_iter().flat_map(personal_data::scan).collect();
+            let notice =
+                Notice::from_payload(&payload).map_err(|e| anyhow::anyhow!("refused: {e}"))?;
+            let findings: Vec<_> = notice
+                .texts()
+                .into_iter()
+                .flat_map(personal_data::scan)
+                .collect();
             if !findings.is_empty() && !allow_personal_data {
                 let list: Vec<String> = findings
                     .iter()
@@ -86,7 +104,10 @@ pub fn sign_file(key_path: &Path, input: &Path, allow_personal_data: bool) -> an
         }
         None => Envelope::sign_new(&payload_type, &payload, &key),
     };
-    Ok(Signed { signatures: envelope.signatures.len(), envelope })
+    Ok(Signed {
+        signatures: envelope.signatures.len(),
+        envelope,
+    })
 }
 
 /// The withdrawal payload of a notice (an envelope or a payload): the next
@@ -94,14 +115,16 @@ pub fn sign_file(key_path: &Path, input: &Path, allow_personal_data: bool) -> an
 /// like any notice.
 pub fn withdraw(input: &Path, now: OffsetDateTime) -> anyhow::Result<Vec<u8>> {
     let bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&bytes).with_context(|| format!("{} is not JSON", input.display()))?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not JSON", input.display()))?;
     let payload = if value.get("payloadType").is_some() {
         let envelope = Envelope::parse(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
         if envelope.payload_type != NOTICE_TYPE {
             bail!("{} is not a notice envelope", input.display());
         }
-        envelope.payload_bytes().map_err(|e| anyhow::anyhow!("{e}"))?
+        envelope
+            .payload_bytes()
+            .map_err(|e| anyhow::anyhow!("{e}"))?
     } else {
         bytes
     };

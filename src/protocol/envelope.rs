@@ -63,8 +63,8 @@ impl Envelope {
                 limit: MAX_ENVELOPE_BYTES,
             });
         }
-        let envelope: Envelope = serde_json::from_slice(bytes)
-            .map_err(|e| Rejection::EnvelopeNotJson(e.to_string()))?;
+        let envelope: Envelope =
+            serde_json::from_slice(bytes).map_err(|e| Rejection::EnvelopeNotJson(e.to_string()))?;
         if envelope.signatures.len() > MAX_SIGNATURES {
             return Err(Rejection::TooManySignatures(envelope.signatures.len()));
         }

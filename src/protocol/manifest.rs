@@ -29,7 +29,9 @@ impl Manifest {
         let value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| Rejection::PayloadNotJson(e.to_string()))?;
         if !value.is_object() {
-            return Err(Rejection::PayloadNotJson("payload is not a JSON object".into()));
+            return Err(Rejection::PayloadNotJson(
+                "payload is not a JSON object".into(),
+            ));
         }
         super::notice::check_schema(&value)?;
         let manifest: Manifest = serde_path_to_error::deserialize(value).map_err(|e| {
@@ -76,9 +78,19 @@ impl Manifest {
 
     /// The next manifest after `self` with `updates` merged in: an entry per id,
     /// the newer version winning, sorted by id so that diffs stay readable.
-    pub fn merged(previous: Option<&Manifest>, community: &str, updates: &[ManifestEntry], now: OffsetDateTime) -> Manifest {
+    pub fn merged(
+        previous: Option<&Manifest>,
+        community: &str,
+        updates: &[ManifestEntry],
+        now: OffsetDateTime,
+    ) -> Manifest {
         let mut entries: std::collections::BTreeMap<String, ManifestEntry> = previous
-            .map(|m| m.notices.iter().map(|e| (e.id.clone(), e.clone())).collect())
+            .map(|m| {
+                m.notices
+                    .iter()
+                    .map(|e| (e.id.clone(), e.clone()))
+                    .collect()
+            })
             .unwrap_or_default();
         for update in updates {
             match entries.get(&update.id) {

@@ -188,7 +188,9 @@ impl Notice {
         let value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| Rejection::PayloadNotJson(e.to_string()))?;
         if !value.is_object() {
-            return Err(Rejection::PayloadNotJson("payload is not a JSON object".into()));
+            return Err(Rejection::PayloadNotJson(
+                "payload is not a JSON object".into(),
+            ));
         }
         check_schema(&value)?;
         let notice: Notice = serde_path_to_error::deserialize(value).map_err(|e| {
@@ -206,7 +208,10 @@ impl Notice {
             return bad(format!("id {:?} does not match the id pattern", self.id));
         }
         if !super::is_valid_id(&self.community) {
-            return bad(format!("community {:?} does not match the id pattern", self.community));
+            return bad(format!(
+                "community {:?} does not match the id pattern",
+                self.community
+            ));
         }
         if self.version < 1 {
             return bad("version must be at least 1".into());
@@ -220,7 +225,9 @@ impl Notice {
         if let Some(summary) = &self.summary {
             let n = summary.chars().count();
             if n > MAX_SUMMARY_CHARS {
-                return bad(format!("summary must be at most {MAX_SUMMARY_CHARS} characters, found {n}"));
+                return bad(format!(
+                    "summary must be at most {MAX_SUMMARY_CHARS} characters, found {n}"
+                ));
             }
         }
         if self.body.is_empty() || self.body.len() > MAX_BODY_BLOCKS {
@@ -237,7 +244,11 @@ impl Notice {
                     if header.is_empty() {
                         return bad(format!("table in body block {} has an empty header", i + 1));
                     }
-                    if let Some((r, row)) = rows.iter().enumerate().find(|(_, r)| r.len() != header.len()) {
+                    if let Some((r, row)) = rows
+                        .iter()
+                        .enumerate()
+                        .find(|(_, r)| r.len() != header.len())
+                    {
                         return bad(format!(
                             "table in body block {}: row {} has {} cells, the header has {}",
                             i + 1,
@@ -259,7 +270,9 @@ impl Notice {
         }
         if let Some(period) = &self.period {
             if !is_valid_period(period) {
-                return bad(format!("period {period:?} is not like 2026Q3, 2026-09 or 2026"));
+                return bad(format!(
+                    "period {period:?} is not like 2026Q3, 2026-09 or 2026"
+                ));
             }
         }
         if self.valid_until <= self.valid_from {
@@ -286,7 +299,9 @@ impl Notice {
             return bad(format!("screens: {screen:?} is not a valid screen id"));
         }
         if let Some(code) = self.reply_to.iter().find(|c| !is_receipt_code(c)) {
-            return bad(format!("reply_to: {code:?} is not a 6-character receipt code"));
+            return bad(format!(
+                "reply_to: {code:?} is not a 6-character receipt code"
+            ));
         }
         Ok(())
     }
@@ -326,13 +341,21 @@ impl Notice {
 
     /// Every piece of text a resident can read, for the personal-data scan.
     pub fn texts(&self) -> Vec<&str> {
-        let mut out = vec![self.title.as_str(), self.publisher.as_str(), self.contact.as_str()];
+        let mut out = vec![
+            self.title.as_str(),
+            self.publisher.as_str(),
+            self.contact.as_str(),
+        ];
         out.extend(self.summary.as_deref());
         out.extend(self.reviewer.as_deref());
         for block in &self.body {
             match block {
                 Block::Paragraph { text } => out.push(text),
-                Block::Table { caption, header, rows } => {
+                Block::Table {
+                    caption,
+                    header,
+                    rows,
+                } => {
                     out.extend(caption.as_deref());
                     out.extend(header.iter().map(String::as_str));
                     out.extend(rows.iter().flatten().map(String::as_str));
@@ -363,7 +386,12 @@ fn is_valid_period(p: &str) -> bool {
         7 => {
             year(&b[..4])
                 && b[4] == b'-'
-                && matches!(std::str::from_utf8(&b[5..]).ok().and_then(|m| m.parse::<u8>().ok()), Some(1..=12))
+                && matches!(
+                    std::str::from_utf8(&b[5..])
+                        .ok()
+                        .and_then(|m| m.parse::<u8>().ok()),
+                    Some(1..=12)
+                )
                 && b[5].is_ascii_digit()
         }
         _ => false,
@@ -373,8 +401,10 @@ fn is_valid_period(p: &str) -> bool {
 /// Receipt codes are 6 characters of Crockford base32 (no I, L, O, U).
 pub fn is_receipt_code(s: &str) -> bool {
     s.len() == 6
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b.is_ascii_uppercase() && !matches!(b, b'I' | b'L' | b'O' | b'U')))
+        && s.bytes().all(|b| {
+            b.is_ascii_digit()
+                || (b.is_ascii_uppercase() && !matches!(b, b'I' | b'L' | b'O' | b'U'))
+        })
 }
 
 #[cfg(test)]
@@ -408,17 +438,39 @@ mod tests {
 
     #[test]
     fn rules_name_the_field_at_fault() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut serde_json::Value)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("title", Box::new(|v| v["title"] = "".into())),
-            ("summary", Box::new(|v| v["summary"] = "长".repeat(301).into())),
+            (
+                "summary",
+                Box::new(|v| v["summary"] = "长".repeat(301).into()),
+            ),
             ("body", Box::new(|v| v["body"] = serde_json::json!([]))),
-            ("media", Box::new(|v| v["body"] = serde_json::json!([{"type": "image", "media": "m9"}]))),
-            ("valid_until", Box::new(|v| v["valid_until"] = v["valid_from"].clone())),
-            ("qr_url", Box::new(|v| v["qr_url"] = "ftp://x.example/a".into())),
+            (
+                "media",
+                Box::new(|v| v["body"] = serde_json::json!([{"type": "image", "media": "m9"}])),
+            ),
+            (
+                "valid_until",
+                Box::new(|v| v["valid_until"] = v["valid_from"].clone()),
+            ),
+            (
+                "qr_url",
+                Box::new(|v| v["qr_url"] = "ftp://x.example/a".into()),
+            ),
             ("category", Box::new(|v| v["category"] = "sports".into())),
-            ("valid_from", Box::new(|v| v["valid_from"] = "2026-01-01T00:00:00".into())),
-            ("reply_to", Box::new(|v| v["reply_to"] = serde_json::json!(["ILOU00"]))),
-            ("screens", Box::new(|v| v["screens"] = serde_json::json!(["/bad"]))),
+            (
+                "valid_from",
+                Box::new(|v| v["valid_from"] = "2026-01-01T00:00:00".into()),
+            ),
+            (
+                "reply_to",
+                Box::new(|v| v["reply_to"] = serde_json::json!(["ILOU00"])),
+            ),
+            (
+                "screens",
+                Box::new(|v| v["screens"] = serde_json::json!(["/bad"])),
+            ),
             ("contact", Box::new(|v| v["contact"] = " ".into())),
         ];
         for (field, mutate) in cases {

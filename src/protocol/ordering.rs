@@ -39,7 +39,10 @@ mod tests {
 
     #[test]
     fn versions_and_payloads_decide() {
-        let held = Some(Held { version: 2, payload_sha256: "aa" });
+        let held = Some(Held {
+            version: 2,
+            payload_sha256: "aa",
+        });
         assert_eq!(decide(None, 1, "aa"), Ordering::Newer);
         assert_eq!(decide(held, 3, "bb"), Ordering::Newer);
         assert_eq!(decide(held, 1, "bb"), Ordering::Replay);

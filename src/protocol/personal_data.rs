@@ -49,7 +49,9 @@ pub fn scan(text: &str) -> Vec<Finding> {
                 j += 1;
             } else if (c == ' ' || c == '-')
                 && chars.get(j + 1).is_some_and(|n| n.is_ascii_digit())
-                && chars.get(j.wrapping_sub(1)).is_some_and(|p| p.is_ascii_digit())
+                && chars
+                    .get(j.wrapping_sub(1))
+                    .is_some_and(|p| p.is_ascii_digit())
             {
                 j += 1;
             } else {
@@ -59,11 +61,16 @@ pub fn scan(text: &str) -> Vec<Finding> {
         let ends_in_x = chars.get(j).is_some_and(|c| matches!(c, 'X' | 'x'))
             && !chars.get(j + 1).is_some_and(|c| c.is_ascii_alphanumeric());
         // A run glued to a decimal point or other letters is an amount or a code.
-        let glued = chars.get(j).is_some_and(|c| *c == '.' || (c.is_ascii_alphanumeric() && !ends_in_x))
+        let glued = chars
+            .get(j)
+            .is_some_and(|c| *c == '.' || (c.is_ascii_alphanumeric() && !ends_in_x))
             || (i > 0 && (chars[i - 1] == '.' || chars[i - 1].is_ascii_alphabetic()));
         if !glued {
             if let Some(kind) = classify(&digits, ends_in_x) {
-                findings.push(Finding { kind, masked: mask(&digits, ends_in_x) });
+                findings.push(Finding {
+                    kind,
+                    masked: mask(&digits, ends_in_x),
+                });
             }
         }
         i = j.max(i + 1);
@@ -116,7 +123,11 @@ fn luhn(digits: &str) -> bool {
 }
 
 fn mask(digits: &str, ends_in_x: bool) -> String {
-    let full = if ends_in_x { format!("{digits}X") } else { digits.to_owned() };
+    let full = if ends_in_x {
+        format!("{digits}X")
+    } else {
+        digits.to_owned()
+    };
     let n = full.chars().count();
     full.chars()
         .enumerate()
@@ -134,8 +145,14 @@ mod tests {
 
     #[test]
     fn finds_unmasked_numbers() {
-        assert_eq!(kinds("身份证 37010219800101123X 已登记"), vec![Kind::ResidentId]);
-        assert_eq!(kinds("身份证号370102198001011234。"), vec![Kind::ResidentId]);
+        assert_eq!(
+            kinds("身份证 37010219800101123X 已登记"),
+            vec![Kind::ResidentId]
+        );
+        assert_eq!(
+            kinds("身份证号370102198001011234。"),
+            vec![Kind::ResidentId]
+        );
         assert_eq!(kinds("联系电话13800138000"), vec![Kind::Mobile]);
         assert_eq!(kinds("电话 138-0013-8000"), vec![Kind::Mobile]);
         assert_eq!(kinds("卡号 6222 0212 3456 7890 128"), vec![Kind::BankCard]);
@@ -147,8 +164,14 @@ mod tests {
         assert!(kinds("张*三 138****8000 3701**********123X").is_empty());
         assert!(kinds("本季度收入 52,300.00 元，支出 48120.50 元").is_empty());
         assert!(kinds("监督电话：0531-00000000").is_empty());
-        assert!(kinds("编号 20261008000000000001").is_empty(), "20 digits is neither");
-        assert!(kinds("卡号4111111111111112").is_empty(), "fails the Luhn check");
+        assert!(
+            kinds("编号 20261008000000000001").is_empty(),
+            "20 digits is neither"
+        );
+        assert!(
+            kinds("卡号4111111111111112").is_empty(),
+            "fails the Luhn check"
+        );
     }
 
     #[test]

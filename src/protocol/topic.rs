@@ -83,7 +83,9 @@ impl TopicSpace {
 /// Splits `{prefix}/{community}/notices/{id}` or `{prefix}/{community}/manifest`
 /// when the community is not known in advance (the office CLI's verify).
 pub fn community_of(prefix: &str, topic: &str) -> Option<String> {
-    let rest = topic.strip_prefix(prefix.trim_end_matches('/'))?.strip_prefix('/')?;
+    let rest = topic
+        .strip_prefix(prefix.trim_end_matches('/'))?
+        .strip_prefix('/')?;
     let community = rest.split('/').next()?;
     super::is_valid_id(community).then(|| community.to_owned())
 }
@@ -96,9 +98,15 @@ mod tests {
     fn topics_round_trip() {
         let space = TopicSpace::new("gongkai/v1/", "lixia-demo");
         assert_eq!(space.notice("a-1"), "gongkai/v1/lixia-demo/notices/a-1");
-        assert_eq!(space.parse(&space.notice("a-1")), Some(Topic::Notice("a-1".into())));
+        assert_eq!(
+            space.parse(&space.notice("a-1")),
+            Some(Topic::Notice("a-1".into()))
+        );
         assert_eq!(space.parse(&space.manifest()), Some(Topic::Manifest));
-        assert_eq!(space.parse(&space.status("lobby-3")), Some(Topic::Status("lobby-3".into())));
+        assert_eq!(
+            space.parse(&space.status("lobby-3")),
+            Some(Topic::Status("lobby-3".into()))
+        );
         assert_eq!(space.parse("gongkai/v1/other/manifest"), None);
         assert_eq!(space.parse("gongkai/v1/lixia-demo/notices/-bad"), None);
         assert_eq!(space.parse("gongkai/v1/lixia-demo/notices/a/b"), None);

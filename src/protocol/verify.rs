@@ -73,7 +73,7 @@ pub struct VerifiedManifest {
 
 #[derive(Debug, Clone)]
 pub enum Verified {
-    Notice(VerifiedNotice),
+    Notice(Box<VerifiedNotice>),
     Manifest(VerifiedManifest),
 }
 
@@ -91,7 +91,9 @@ pub fn signed_roles(envelope: &Envelope, payload: &[u8], policy: &TrustPolicy) -
             policy
                 .keys(role)
                 .iter()
-                .filter(|k| s.keyid.is_empty() || k.key_id() == &KeyId(s.keyid.to_ascii_lowercase()))
+                .filter(|k| {
+                    s.keyid.is_empty() || k.key_id() == &KeyId(s.keyid.to_ascii_lowercase())
+                })
                 .any(|k| k.verify(&message, &sig))
         });
         if signed {
@@ -157,11 +159,11 @@ pub fn verify_message(
             }
             check_community(&notice.community)?;
             require(policy.required_roles(&notice))?;
-            Ok(Verified::Notice(VerifiedNotice {
+            Ok(Verified::Notice(Box::new(VerifiedNotice {
                 payload_sha256: super::sha256_hex(&payload),
                 envelope_sha256,
                 notice,
-            }))
+            })))
         }
         _ => {
             let manifest = Manifest::from_payload(&payload)?;

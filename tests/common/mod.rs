@@ -29,7 +29,8 @@ pub fn broker_url() -> String {
     if let Ok(url) = std::env::var("GONGKAI_TEST_BROKER") {
         return url;
     }
-    let port = EMBEDDED.get_or_init(|| gongkai::demo::start_embedded_broker().expect("embedded broker"));
+    let port =
+        EMBEDDED.get_or_init(|| gongkai::demo::start_embedded_broker().expect("embedded broker"));
     format!("mqtt://127.0.0.1:{port}")
 }
 
@@ -97,10 +98,19 @@ pub fn manifest(community: &str, version: u64, envelopes: &[(String, u64, &[u8])
         issued_at: OffsetDateTime::now_utc(),
         notices: envelopes
             .iter()
-            .map(|(id, v, bytes)| ManifestEntry { id: id.clone(), version: *v, sha256: sha256_hex(bytes) })
+            .map(|(id, v, bytes)| ManifestEntry {
+                id: id.clone(),
+                version: *v,
+                sha256: sha256_hex(bytes),
+            })
             .collect(),
     };
-    Envelope::sign_new(MANIFEST_TYPE, &serde_json::to_vec(&manifest).unwrap(), &office_key()).to_bytes()
+    Envelope::sign_new(
+        MANIFEST_TYPE,
+        &serde_json::to_vec(&manifest).unwrap(),
+        &office_key(),
+    )
+    .to_bytes()
 }
 
 /// A screen configuration for `community` on `url`, trusting the test keys.
@@ -154,7 +164,10 @@ pub async fn wait_for(daemon: &Daemon, what: &str, ok: impl Fn(&Catalog) -> bool
             }
         }
     };
-    if tokio::time::timeout(Duration::from_secs(30), wait).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(30), wait)
+        .await
+        .is_err()
+    {
         let cat = daemon.catalog.borrow();
         panic!(
             "timed out waiting for {what}: {} notices, manifest {:?}, missing {}, last rejection {:?}",
@@ -176,7 +189,11 @@ pub fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A Mosquitto process of a test's own, on a free port, with persistence in
@@ -192,12 +209,20 @@ impl Mosquitto {
     /// `None` (and a line saying so) where no mosquitto binary exists and
     /// `GONGKAI_TEST_BROKER` is unset; in CI its absence fails the test.
     pub fn start(test: &str, extra: &str) -> Option<Mosquitto> {
-        if Command::new("mosquitto").arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+        if Command::new("mosquitto")
+            .arg("-h")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_err()
+        {
             assert!(
                 std::env::var("GONGKAI_TEST_BROKER").is_err(),
                 "{test}: GONGKAI_TEST_BROKER is set but there is no mosquitto binary"
             );
-            eprintln!("SKIPPED {test}: no mosquitto binary on this machine (set GONGKAI_TEST_BROKER in CI)");
+            eprintln!(
+                "SKIPPED {test}: no mosquitto binary on this machine (set GONGKAI_TEST_BROKER in CI)"
+            );
             return None;
         }
         let mut m = Mosquitto {
@@ -275,7 +300,10 @@ impl DaemonProcess {
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()
             .unwrap();
-        DaemonProcess { child, log: log.to_owned() }
+        DaemonProcess {
+            child,
+            log: log.to_owned(),
+        }
     }
 
     pub fn log_text(&self) -> String {
@@ -299,7 +327,9 @@ pub fn stored_versions(store: &Path) -> std::collections::BTreeMap<String, (u64,
     if !store.exists() {
         return Default::default();
     }
-    let Ok(s) = gongkai::store::Store::open_read_only(store) else { return Default::default() };
+    let Ok(s) = gongkai::store::Store::open_read_only(store) else {
+        return Default::default();
+    };
     s.cache_rows("lobby-1", OffsetDateTime::now_utc())
         .unwrap_or_default()
         .into_iter()
