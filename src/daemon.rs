@@ -290,6 +290,15 @@ impl IngestWorker {
                 }
             }
         };
+        // Committed: now the broker may forget these. Acknowledge before
+        // telling the other tasks, so that the acks are queued ahead of any
+        // subscription the session task makes in response: a broker with a
+        // small queue would otherwise drop what that subscription brings.
+        for publish in batch.iter().filter(|p| p.qos != QoS::AtMostOnce) {
+            if let Err(e) = self.runtime.block_on(self.client.ack(publish)) {
+                tracing::debug!("ack for {} not sent: {e}", publish.topic);
+            }
+        }
         for (i, o) in incoming.iter().zip(&outcomes) {
             log_outcome(&i.topic, o);
         }
@@ -304,11 +313,6 @@ impl IngestWorker {
             }
             changed
         });
-        for publish in batch.iter().filter(|p| p.qos != QoS::AtMostOnce) {
-            if let Err(e) = self.runtime.block_on(self.client.ack(publish)) {
-                tracing::debug!("ack for {} not sent: {e}", publish.topic);
-            }
-        }
         self.counters
             .handled
             .fetch_add(batch.len() as u64, AtomicOrdering::Relaxed);

@@ -266,22 +266,28 @@ pub struct CatchUp {
     batch: usize,
     in_flight: Vec<String>,
     deadline: Option<Instant>,
+    /// Ids asked for in this round; each is asked for once per round.
     attempted: HashSet<String>,
+    /// A round runs from its first batch until every missing id was asked for.
+    in_round: bool,
+    pause: Duration,
     pause_until: Option<Instant>,
 }
 
-/// What the session task should do for catch-up.
-#[derive(Debug, PartialEq, Eq)]
-pub enum CatchUpStep {
-    Idle,
-    Subscribe(Vec<String>),
-    Unsubscribe(Vec<String>),
+/// What the session task should do for catch-up: drop the exact
+/// subscriptions of a finished batch, then subscribe the next one.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CatchUpStep {
+    pub unsubscribe: Vec<String>,
+    pub subscribe: Vec<String>,
 }
 
 /// How long a batch may take before it is given up (the broker may lack some).
 const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
-/// After every missing notice was asked for once, wait this long to try again.
-const ROUND_PAUSE: Duration = Duration::from_secs(60);
+/// After every missing notice was asked for once, wait before the next round;
+/// the pause doubles each round the broker still lacks them, up to the maximum.
+const ROUND_PAUSE: Duration = Duration::from_secs(5);
+const MAX_ROUND_PAUSE: Duration = Duration::from_secs(300);
 
 impl CatchUp {
     pub fn new(batch: usize) -> Self {
@@ -290,38 +296,42 @@ impl CatchUp {
             in_flight: Vec::new(),
             deadline: None,
             attempted: HashSet::new(),
+            in_round: false,
+            pause: ROUND_PAUSE,
             pause_until: None,
         }
     }
 
-    /// A new connection or manifest: every missing notice may be asked for again.
-    /// Exact subscriptions do not survive a connection without a session, and
-    /// with one, they are simply renewed.
+    /// A new connection or manifest: every missing notice may be asked for
+    /// again. Exact subscriptions do not survive a connection without a
+    /// session, and with one, renewing them is harmless.
     pub fn restart(&mut self) {
-        self.in_flight.clear();
-        self.deadline = None;
-        self.attempted.clear();
-        self.pause_until = None;
+        *self = Self::new(self.batch);
     }
 
     /// `missing` is the catalog's current list; `quiet` says that no message
-    /// arrived since the last look (a wildcard flood has settled).
+    /// arrived since the last look. A round starts only when quiet, so that
+    /// the retained flood of a wildcard subscription settles first; within a
+    /// round, each batch follows the previous one at once.
     pub fn step(&mut self, missing: &[String], quiet: bool, now: Instant) -> CatchUpStep {
+        let mut step = CatchUpStep::default();
         if !self.in_flight.is_empty() {
             let done = self.in_flight.iter().all(|id| !missing.contains(id));
-            if done || self.deadline.is_some_and(|d| now >= d) {
-                self.deadline = None;
-                return CatchUpStep::Unsubscribe(std::mem::take(&mut self.in_flight));
+            if !done && self.deadline.is_some_and(|d| now < d) {
+                return step;
             }
-            return CatchUpStep::Idle;
+            step.unsubscribe = std::mem::take(&mut self.in_flight);
+            self.deadline = None;
         }
         if missing.is_empty() {
             self.attempted.clear();
+            self.in_round = false;
+            self.pause = ROUND_PAUSE;
             self.pause_until = None;
-            return CatchUpStep::Idle;
+            return step;
         }
-        if self.pause_until.is_some_and(|p| now < p) || !quiet {
-            return CatchUpStep::Idle;
+        if !self.in_round && (!quiet || self.pause_until.is_some_and(|p| now < p)) {
+            return step;
         }
         let next: Vec<String> = missing
             .iter()
@@ -330,14 +340,19 @@ impl CatchUp {
             .cloned()
             .collect();
         if next.is_empty() {
+            // Everything missing was asked for once: the broker lacks the rest.
             self.attempted.clear();
-            self.pause_until = Some(now + ROUND_PAUSE);
-            return CatchUpStep::Idle;
+            self.in_round = false;
+            self.pause_until = Some(now + self.pause);
+            self.pause = (self.pause * 2).min(MAX_ROUND_PAUSE);
+            return step;
         }
+        self.in_round = true;
         self.attempted.extend(next.iter().cloned());
         self.in_flight = next.clone();
         self.deadline = Some(now + BATCH_TIMEOUT);
-        CatchUpStep::Subscribe(next)
+        step.subscribe = next;
+        step
     }
 }
 
@@ -408,28 +423,25 @@ pub async fn run_session(
         let quiet = handled == last_handled;
         last_handled = handled;
         let missing = catalog.borrow().missing();
-        match catch_up.step(&missing, quiet, Instant::now()) {
-            CatchUpStep::Idle => {}
-            CatchUpStep::Subscribe(ids) => {
-                tracing::info!(
-                    "fetching {} notices listed by the manifest ({} missing)",
-                    ids.len(),
-                    missing.len()
-                );
-                counters
-                    .fetched
-                    .fetch_add(ids.len() as u64, Ordering::Relaxed);
-                let filters = ids
-                    .iter()
-                    .map(|id| rumqttc::SubscribeFilter::new(topics.notice(id), QoS::AtLeastOnce));
-                if let Err(e) = client.subscribe_many(filters).await {
-                    tracing::warn!("cannot subscribe for missing notices: {e}");
-                }
-            }
-            CatchUpStep::Unsubscribe(ids) => {
-                for id in ids {
-                    let _ = client.unsubscribe(topics.notice(&id)).await;
-                }
+        let step = catch_up.step(&missing, quiet, Instant::now());
+        for id in &step.unsubscribe {
+            let _ = client.unsubscribe(topics.notice(id)).await;
+        }
+        if !step.subscribe.is_empty() {
+            tracing::info!(
+                "fetching {} notices listed by the manifest ({} missing)",
+                step.subscribe.len(),
+                missing.len()
+            );
+            counters
+                .fetched
+                .fetch_add(step.subscribe.len() as u64, Ordering::Relaxed);
+            let filters = step
+                .subscribe
+                .iter()
+                .map(|id| rumqttc::SubscribeFilter::new(topics.notice(id), QoS::AtLeastOnce));
+            if let Err(e) = client.subscribe_many(filters).await {
+                tracing::warn!("cannot subscribe for missing notices: {e}");
             }
         }
     }
@@ -505,57 +517,68 @@ mod tests {
         (0..n).map(|i| format!("n{i}")).collect()
     }
 
+    fn subscribed(step: CatchUpStep) -> Vec<String> {
+        step.subscribe
+    }
+
     #[test]
-    fn catch_up_fetches_in_batches_and_waits_for_each() {
+    fn catch_up_fetches_in_batches_one_after_another() {
         let t = Instant::now();
         let mut c = CatchUp::new(50);
         let mut missing = ids(120);
         assert_eq!(
             c.step(&missing, false, t),
-            CatchUpStep::Idle,
+            CatchUpStep::default(),
             "waits for quiet"
         );
-        let CatchUpStep::Subscribe(first) = c.step(&missing, true, t) else {
-            panic!()
-        };
+        let first = subscribed(c.step(&missing, true, t));
         assert_eq!(first.len(), 50);
         assert_eq!(
             c.step(&missing, true, t),
-            CatchUpStep::Idle,
+            CatchUpStep::default(),
             "one batch at a time"
         );
+        // The batch arrived: the next follows at once, even while messages flow.
         missing.retain(|id| !first.contains(id));
-        assert_eq!(c.step(&missing, false, t), CatchUpStep::Unsubscribe(first));
-        let CatchUpStep::Subscribe(second) = c.step(&missing, true, t) else {
-            panic!()
-        };
-        assert_eq!(second.len(), 50);
-        // The broker lacks these: the batch times out and is dropped.
+        let step = c.step(&missing, false, t);
+        assert_eq!(step.unsubscribe, first);
+        assert_eq!(step.subscribe.len(), 50);
+        // The broker lacks these: the batch times out and the last one follows.
         let later = t + BATCH_TIMEOUT;
-        assert_eq!(
-            c.step(&missing, true, later),
-            CatchUpStep::Unsubscribe(second)
-        );
-        let CatchUpStep::Subscribe(third) = c.step(&missing, true, later) else {
-            panic!()
-        };
-        assert_eq!(third.len(), 20);
-        assert!(matches!(
-            c.step(&missing, true, later + BATCH_TIMEOUT),
-            CatchUpStep::Unsubscribe(_)
-        ));
+        let step = c.step(&missing, false, later);
+        assert_eq!(step.unsubscribe.len(), 50);
+        assert_eq!(step.subscribe.len(), 20);
         // Every one was asked for once: pause before the next round.
+        let end = later + BATCH_TIMEOUT;
+        let step = c.step(&missing, true, end);
+        assert_eq!((step.unsubscribe.len(), step.subscribe.len()), (20, 0));
         assert_eq!(
-            c.step(&missing, true, later + BATCH_TIMEOUT),
-            CatchUpStep::Idle
+            c.step(&missing, true, end + ROUND_PAUSE / 2),
+            CatchUpStep::default()
         );
         assert_eq!(
-            c.step(&missing, true, later + BATCH_TIMEOUT * 2),
-            CatchUpStep::Idle
+            subscribed(c.step(&missing, true, end + ROUND_PAUSE)).len(),
+            50
         );
-        assert!(matches!(
-            c.step(&missing, true, later + BATCH_TIMEOUT + ROUND_PAUSE),
-            CatchUpStep::Subscribe(_)
-        ));
+        // A second fruitless round doubles the pause.
+        let mut t2 = end + ROUND_PAUSE;
+        for _ in 0..3 {
+            t2 += BATCH_TIMEOUT;
+            c.step(&missing, true, t2);
+        }
+        assert_eq!(
+            c.step(&missing, true, t2 + ROUND_PAUSE),
+            CatchUpStep::default()
+        );
+        assert_eq!(
+            subscribed(c.step(&missing, true, t2 + ROUND_PAUSE * 2)).len(),
+            50
+        );
+    }
+
+    #[test]
+    fn nothing_missing_means_nothing_to_do() {
+        let mut c = CatchUp::new(50);
+        assert_eq!(c.step(&[], true, Instant::now()), CatchUpStep::default());
     }
 }
