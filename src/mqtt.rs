@@ -561,8 +561,9 @@ mod tests {
             50
         );
         // A second fruitless round doubles the pause.
+        // The 70 missing take two batches of this round.
         let mut t2 = end + ROUND_PAUSE;
-        for _ in 0..3 {
+        for _ in 0..2 {
             t2 += BATCH_TIMEOUT;
             c.step(&missing, true, t2);
         }
