@@ -79,7 +79,7 @@ impl Daemon {
         let topics = config.topics();
         let mut connect = screen_connect(&config, &topics)?;
         connect.clean_session = fresh_session;
-        let (client, eventloop) = AsyncClient::new(connect.options()?, 16);
+        let (client, eventloop) = connect.client()?;
 
         let cancel = CancellationToken::new();
         let stop_event_loop = CancellationToken::new();
@@ -259,6 +259,7 @@ impl IngestWorker {
     }
 
     fn handle(&mut self, batch: &[Publish]) {
+        let started = std::time::Instant::now();
         let incoming: Vec<Incoming> = batch
             .iter()
             .filter(|p| {
@@ -313,6 +314,11 @@ impl IngestWorker {
             }
             changed
         });
+        tracing::debug!(
+            "handled {} messages in {:.2} ms",
+            batch.len(),
+            started.elapsed().as_secs_f64() * 1000.0
+        );
         self.counters
             .handled
             .fetch_add(batch.len() as u64, AtomicOrdering::Relaxed);

@@ -106,6 +106,17 @@ impl Connect {
         })
     }
 
+    /// A client and its event loop. Nagle's algorithm is off: acknowledgements
+    /// are tiny packets, and delaying them throttles the broker's window.
+    pub fn client(&self) -> anyhow::Result<(AsyncClient, EventLoop)> {
+        let (client, mut eventloop) = AsyncClient::new(self.options()?, REQUEST_CHANNEL);
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        network.set_connection_timeout(10);
+        eventloop.set_network_options(network);
+        Ok((client, eventloop))
+    }
+
     pub fn options(&self) -> anyhow::Result<MqttOptions> {
         let mut o = MqttOptions::new(self.client_id.clone(), self.url.host.clone(), self.url.port);
         o.set_keep_alive(Duration::from_secs(30))
@@ -309,8 +320,8 @@ impl CatchUp {
         *self = Self::new(self.batch);
     }
 
-    /// `missing` is the catalog's current list; `quiet` says that no message
-    /// arrived since the last look. A round starts only when quiet, so that
+    /// `missing` is the catalog's current list; `quiet` says that messages
+    /// stopped flowing for a while. A round starts only when quiet, so that
     /// the retained flood of a wildcard subscription settles first; within a
     /// round, each batch follows the previous one at once.
     pub fn step(&mut self, missing: &[String], quiet: bool, now: Instant) -> CatchUpStep {
@@ -384,6 +395,12 @@ pub async fn run_session(
     let mut is_connected = false;
     let mut manifest_version = catalog.borrow().manifest.as_ref().map(|m| m.version);
     let mut last_handled = counters.handled.load(Ordering::Relaxed);
+    // Catch-up waits until the subscriptions of a connection are acknowledged
+    // and a whole tick passed without a message: the retained flood of the
+    // wildcard subscription has then settled, and fetching what it lacked
+    // will not race it.
+    let mut pending_subacks = 0usize;
+    let mut settled = false;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -394,7 +411,8 @@ pub async fn run_session(
                 Some(Link::Connected { session_present }) => {
                     is_connected = true;
                     tracing::info!("connected to the broker (session kept: {session_present})");
-                    subscribe(&client, &topics, session_present).await;
+                    pending_subacks = subscribe(&client, &topics, session_present).await;
+                    settled = false;
                     catch_up.restart();
                     connected.send_replace(true);
                 }
@@ -404,7 +422,7 @@ pub async fn run_session(
                         connected.send_replace(false);
                     }
                 }
-                Some(Link::SubscribeAcked) => {}
+                Some(Link::SubscribeAcked) => pending_subacks = pending_subacks.saturating_sub(1),
             },
             changed = catalog.changed() => {
                 if changed.is_err() { break; }
@@ -414,16 +432,19 @@ pub async fn run_session(
                     catch_up.restart();
                 }
             }
-            _ = tick.tick() => {}
+            _ = tick.tick() => {
+                let handled = counters.handled.load(Ordering::Relaxed);
+                if handled == last_handled && pending_subacks == 0 {
+                    settled = true;
+                }
+                last_handled = handled;
+            }
         }
         if !is_connected {
             continue;
         }
-        let handled = counters.handled.load(Ordering::Relaxed);
-        let quiet = handled == last_handled;
-        last_handled = handled;
         let missing = catalog.borrow().missing();
-        let step = catch_up.step(&missing, quiet, Instant::now());
+        let step = catch_up.step(&missing, settled, Instant::now());
         for id in &step.unsubscribe {
             let _ = client.unsubscribe(topics.notice(id)).await;
         }
@@ -453,21 +474,24 @@ pub async fn run_session(
     let _ = client.disconnect().await;
 }
 
-async fn subscribe(client: &AsyncClient, topics: &TopicSpace, session_present: bool) {
+/// Subscribes for a new connection; returns how many SUBACKs to expect.
+async fn subscribe(client: &AsyncClient, topics: &TopicSpace, session_present: bool) -> usize {
     // The manifest first, and on every connection: re-subscribing makes the
     // broker send the retained manifest again, which tells the screen whether
     // it holds everything (a notice acked just before a power cut, say).
     if let Err(e) = client.subscribe(topics.manifest(), QoS::AtLeastOnce).await {
         tracing::warn!("cannot subscribe to the manifest: {e}");
     }
-    if !session_present {
-        if let Err(e) = client
-            .subscribe(topics.notices_filter(), QoS::AtLeastOnce)
-            .await
-        {
-            tracing::warn!("cannot subscribe to notices: {e}");
-        }
+    if session_present {
+        return 1;
     }
+    if let Err(e) = client
+        .subscribe(topics.notices_filter(), QoS::AtLeastOnce)
+        .await
+    {
+        tracing::warn!("cannot subscribe to notices: {e}");
+    }
+    2
 }
 
 /// Reads a secret from a file, trimming the final newline.

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use crate::mqtt::Connect;
-use crate::protocol::envelope::{Envelope, MANIFEST_TYPE, NOTICE_TYPE};
+use crate::protocol::envelope::{Envelope, MANIFEST_TYPE, MAX_ENVELOPE_BYTES, NOTICE_TYPE};
 use crate::protocol::{Manifest, ManifestEntry, Notice, SecretKey, TopicSpace, sha256_hex};
 
 /// How long to wait for retained messages after the broker acknowledged a
@@ -31,7 +31,7 @@ pub struct OneShotClient {
 impl OneShotClient {
     pub async fn connect(connect: &Connect) -> anyhow::Result<Self> {
         crate::mqtt::install_crypto_provider();
-        let (client, mut eventloop) = AsyncClient::new(connect.options()?, 64);
+        let (client, mut eventloop) = connect.client()?;
         let (tx, events) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
             loop {
@@ -86,6 +86,34 @@ impl OneShotClient {
         self.wait_for(Duration::from_secs(30), |p| matches!(p, Packet::PubAck(_)))
             .await
             .with_context(|| format!("publishing {topic}"))?;
+        Ok(())
+    }
+
+    /// Publishes many messages retained at QoS 1, pipelined, and returns once
+    /// the broker acknowledged every one of them.
+    pub async fn publish_retained_many(
+        &mut self,
+        messages: Vec<(String, Vec<u8>)>,
+    ) -> anyhow::Result<()> {
+        let total = messages.len();
+        let mut acked = 0;
+        let mut messages = messages.into_iter();
+        let mut sent = 0;
+        // Keep at most this many unacknowledged: the client's in-flight window.
+        const WINDOW: usize = 50;
+        while acked < total {
+            while sent < total && sent - acked < WINDOW {
+                let (topic, payload) = messages.next().expect("counted");
+                self.client
+                    .publish(topic, QoS::AtLeastOnce, true, payload)
+                    .await?;
+                sent += 1;
+            }
+            self.wait_for(Duration::from_secs(30), |p| matches!(p, Packet::PubAck(_)))
+                .await
+                .with_context(|| format!("publishing: {acked} of {total} acknowledged"))?;
+            acked += 1;
+        }
         Ok(())
     }
 
@@ -173,15 +201,14 @@ pub async fn publish(
         let topics = TopicSpace::new(prefix, &community);
         let previous = retained_manifest(&mut client, &topics).await?;
         let mut entries = Vec::new();
+        let mut messages = Vec::new();
         for (notice, bytes) in notices {
             entries.push(ManifestEntry {
                 id: notice.id.clone(),
                 version: notice.version,
                 sha256: sha256_hex(&bytes),
             });
-            client
-                .publish_retained(&topics.notice(&notice.id), bytes)
-                .await?;
+            messages.push((topics.notice(&notice.id), bytes));
         }
         let manifest = Manifest::merged(
             previous.as_ref(),
@@ -190,9 +217,22 @@ pub async fn publish(
             OffsetDateTime::now_utc(),
         );
         let payload = serde_json::to_vec(&manifest)?;
-        let envelope = Envelope::sign_new(MANIFEST_TYPE, &payload, key);
+        let envelope = Envelope::sign_new(MANIFEST_TYPE, &payload, key).to_bytes();
+        // Screens refuse any envelope over 256 KiB, manifests included: check
+        // before sending anything rather than publish notices no manifest lists.
+        if envelope.len() > MAX_ENVELOPE_BYTES {
+            bail!(
+                "the manifest of {community} would list {} notices in {} bytes, over the \
+                 {MAX_ENVELOPE_BYTES}-byte envelope limit (about 1,900 notices); clear expired \
+                 and withdrawn notices from the broker first",
+                manifest.notices.len(),
+                envelope.len()
+            );
+        }
+        // Every notice is acknowledged before the manifest that lists it goes out.
+        client.publish_retained_many(messages).await?;
         client
-            .publish_retained(&topics.manifest(), envelope.to_bytes())
+            .publish_retained(&topics.manifest(), envelope)
             .await?;
         done.push(Published {
             community,
