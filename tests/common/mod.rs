@@ -235,6 +235,11 @@ impl Mosquitto {
         Some(m)
     }
 
+    /// The broker's own folder, for files its configuration names.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
@@ -246,10 +251,15 @@ impl Mosquitto {
     /// (Re)starts the broker on the same port and persistence folder.
     pub fn restart(&mut self) {
         let conf = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\n\
+            "listener {port} 127.0.0.1\n{anonymous}user root\npersistence true\n\
              persistence_location {dir}/\nautosave_interval 1\nautosave_on_changes true\n\
              log_dest file {dir}/mosquitto.log\n{extra}\n",
             port = self.port,
+            anonymous = if self.extra.contains("allow_anonymous") {
+                ""
+            } else {
+                "allow_anonymous true\n"
+            },
             dir = self.dir.path().display(),
             extra = self.extra
         );
