@@ -26,18 +26,7 @@ pub struct ManifestEntry {
 
 impl Manifest {
     pub fn from_payload(bytes: &[u8]) -> Result<Self, Rejection> {
-        let value: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| Rejection::PayloadNotJson(e.to_string()))?;
-        if !value.is_object() {
-            return Err(Rejection::PayloadNotJson(
-                "payload is not a JSON object".into(),
-            ));
-        }
-        super::notice::check_schema(&value)?;
-        let manifest: Manifest = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            Rejection::invalid(format!("{path}: {}", e.into_inner()))
-        })?;
+        let manifest: Manifest = super::notice::parse_payload(bytes)?;
         manifest.validate()?;
         Ok(manifest)
     }

@@ -169,34 +169,35 @@ pub struct Notice {
     pub reply_to: Vec<String>,
 }
 
-/// Reads `schema` before anything else, so that a payload of a newer schema
-/// is reported as such instead of as a field error.
-pub(crate) fn check_schema(value: &serde_json::Value) -> Result<(), Rejection> {
+/// Parses a payload of schema 1 into `T`. `schema` is read before anything
+/// else, so that a payload of a newer schema is reported as such instead of as
+/// a field error; field errors name the field (`body[2].rows: ...`).
+pub(crate) fn parse_payload<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Rejection> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| Rejection::PayloadNotJson(e.to_string()))?;
+    if !value.is_object() {
+        return Err(Rejection::PayloadNotJson(
+            "payload is not a JSON object".into(),
+        ));
+    }
     match value.get("schema") {
-        None => Err(Rejection::invalid("missing field `schema`")),
+        None => return Err(Rejection::invalid("missing field `schema`")),
         Some(v) => match v.as_u64() {
-            Some(1) => Ok(()),
-            Some(n) if n > 1 => Err(Rejection::UnsupportedSchema(n)),
-            _ => Err(Rejection::invalid(format!("schema must be 1, found {v}"))),
+            Some(1) => {}
+            Some(n) if n > 1 => return Err(Rejection::UnsupportedSchema(n)),
+            _ => return Err(Rejection::invalid(format!("schema must be 1, found {v}"))),
         },
     }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        Rejection::invalid(format!("{path}: {}", e.into_inner()))
+    })
 }
 
 impl Notice {
     /// Parses and validates payload bytes (already base64-decoded).
     pub fn from_payload(bytes: &[u8]) -> Result<Self, Rejection> {
-        let value: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| Rejection::PayloadNotJson(e.to_string()))?;
-        if !value.is_object() {
-            return Err(Rejection::PayloadNotJson(
-                "payload is not a JSON object".into(),
-            ));
-        }
-        check_schema(&value)?;
-        let notice: Notice = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            Rejection::invalid(format!("{path}: {}", e.into_inner()))
-        })?;
+        let notice: Notice = parse_payload(bytes)?;
         notice.validate()?;
         Ok(notice)
     }
