@@ -13,14 +13,17 @@
 //!   a cancellation token; what `gongkaid` runs.
 //! - [`office`]: the office's side, behind the `gongkai` CLI.
 //! - [`demo`]: an embedded broker, demo keys and signed samples.
+//! - [`ui`]: the only user of slint; domain types to UI structs, rendering.
 
 pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod mqtt;
 pub mod office;
+pub mod preview;
 pub mod protocol;
 pub mod samples;
 pub mod schedule;
 pub mod status;
 pub mod store;
+pub mod ui;

@@ -351,3 +351,64 @@ fn publish_then_a_screen_caches_it_and_the_fleet_reports() {
     });
     drop(daemon);
 }
+
+#[test]
+fn render_draws_a_cached_notice_to_png_without_a_display() {
+    let office = Office::new();
+    let c = "lixia-demo";
+    let config = office.screen_config(c, "mqtt://127.0.0.1:1");
+    // Fill the screen's store the way the daemon does: verify, then commit.
+    let screen = gongkai::config::Config::load(&config).unwrap();
+    let mut store = gongkai::store::Store::open(&screen.store.path).unwrap();
+    let mut payload: serde_json::Value = serde_json::from_str(gongkai::samples::ALL[0].1).unwrap();
+    payload["community"] = c.into();
+    let id = payload["id"].as_str().unwrap().to_owned();
+    let envelope = std::fs::read(office.sign_both("finance", &payload)).unwrap();
+    let topic = format!("gongkai/v1/{c}/notices/{id}");
+    let verdict =
+        gongkai::protocol::verify_message(&screen.topics(), &topic, &envelope, &screen.trust);
+    assert!(verdict.is_ok(), "{verdict:?}");
+    store
+        .commit(&[gongkai::store::Incoming {
+            topic,
+            bytes: envelope,
+            verdict,
+        }])
+        .unwrap();
+    drop(store);
+
+    for (args, size) in [
+        (vec!["--now"], (1920u32, 1080u32)),
+        (vec!["--notice", id.as_str(), "--page", "2"], (1080, 1920)),
+    ] {
+        let out_file = office.path("page.png");
+        let size_arg = format!("{}x{}", size.0, size.1);
+        let mut all = vec![
+            "render",
+            "--config",
+            p(&config),
+            "--size",
+            &size_arg,
+            "--out",
+            p(&out_file),
+        ];
+        all.extend(args.iter().copied());
+        let out = gongkai(&all);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let png = std::fs::read(&out_file).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+        assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), size.0);
+        assert_eq!(u32::from_be_bytes(png[20..24].try_into().unwrap()), size.1);
+    }
+    let out = gongkai(&[
+        "render",
+        "--config",
+        p(&config),
+        "--notice",
+        "nope",
+        "--out",
+        p(&office.path("x.png")),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no notice"), "{}", stderr(&out));
+}

@@ -95,6 +95,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Render a page from a screen's cache to PNG, without a display.
+    Render {
+        /// The screen's configuration (its store and screen id).
+        #[arg(long)]
+        config: PathBuf,
+        /// The notice to render (its newest version held).
+        #[arg(long, conflicts_with = "now", required_unless_present = "now")]
+        notice: Option<String>,
+        /// Page of the notice, from 1.
+        #[arg(long, default_value_t = 1, requires = "notice")]
+        page: usize,
+        /// What the screen would show first now.
+        #[arg(long)]
+        now: bool,
+        /// WIDTHxHEIGHT in pixels, for example 1920x1080 or 1080x1920.
+        #[arg(long, default_value = "1920x1080", value_parser = parse_size)]
+        size: (u32, u32),
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// The fleet: every screen's status of a community.
     Status {
         #[command(flatten)]
@@ -198,6 +218,26 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Cache { store, json } => print_cache(&store, json)?,
+        Command::Render {
+            config,
+            notice,
+            page,
+            now: _,
+            size,
+            out,
+        } => {
+            let config = gongkai::config::Config::load(&config)
+                .map_err(|p| anyhow::anyhow!("{}:\n{p}", config.display()))?;
+            let png = gongkai::preview::render_from_store(
+                &config,
+                notice.as_deref(),
+                page,
+                size,
+                OffsetDateTime::now_utc(),
+            )?;
+            write_new(&out, &png)?;
+            println!("{}: {}x{} PNG", out.display(), size.0, size.1);
+        }
         Command::Status {
             broker,
             community,
@@ -213,6 +253,24 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_size(text: &str) -> Result<(u32, u32), String> {
+    let (w, h) = text
+        .split_once(['x', 'X', '×'])
+        .ok_or("expected WIDTHxHEIGHT")?;
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (64..=8192).contains(n))
+    };
+    match (parse(w), parse(h)) {
+        (Some(w), Some(h)) => Ok((w, h)),
+        _ => Err(format!(
+            "{text:?}: width and height must be 64 to 8192 pixels"
+        )),
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

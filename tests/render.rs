@@ -1,0 +1,155 @@
+//! Every sample notice rendered headless with the software renderer, in both
+//! orientations: the page is drawn, the title is there, and the QR code
+//! decodes back to `qr_url`. One test: the headless platform is per process.
+
+use gongkai::protocol::Notice;
+use gongkai::ui;
+
+const PAPER: [u8; 3] = [0xfd, 0xfb, 0xf7];
+const BAND: [u8; 3] = [0x1f, 0x4e, 0x79];
+const URGENT: [u8; 3] = [0xa4, 0x00, 0x1d];
+
+struct Frame {
+    rgba: Vec<u8>,
+    width: u32,
+    height: u32,
+}
+
+impl Frame {
+    fn pixel(&self, x: u32, y: u32) -> [u8; 3] {
+        let i = ((y * self.width + x) * 4) as usize;
+        [self.rgba[i], self.rgba[i + 1], self.rgba[i + 2]]
+    }
+
+    /// Pixels in rows `y0..y1` that are dark (text ink).
+    fn dark_in_rows(&self, y0: u32, y1: u32) -> usize {
+        (y0..y1)
+            .flat_map(|y| (0..self.width).map(move |x| (x, y)))
+            .filter(|&(x, y)| self.pixel(x, y).iter().all(|c| *c < 90))
+            .count()
+    }
+
+    fn luma(&self) -> image_like::Gray {
+        image_like::Gray {
+            width: self.width as usize,
+            height: self.height as usize,
+            data: self
+                .rgba
+                .chunks(4)
+                .map(|p| {
+                    ((u32::from(p[0]) * 299 + u32::from(p[1]) * 587 + u32::from(p[2]) * 114) / 1000)
+                        as u8
+                })
+                .collect(),
+        }
+    }
+}
+
+mod image_like {
+    pub struct Gray {
+        pub width: usize,
+        pub height: usize,
+        pub data: Vec<u8>,
+    }
+}
+
+#[test]
+fn every_sample_renders_in_both_orientations() {
+    let now = time::macros::datetime!(2026-10-10 10:30 +08:00);
+    for (name, text) in gongkai::samples::ALL {
+        let notice = Notice::from_payload(text.as_bytes()).unwrap();
+        for (width, height) in [(1920, 1080), (1080, 1920), (1280, 720)] {
+            let pages = ui::render_notice(&notice, width, height, now, None).unwrap();
+            // Nothing is cut: the pages hold every block of the body, in order.
+            let laid_out = ui::pages_of(&notice, width, height).unwrap();
+            assert_eq!(laid_out.len(), pages.len());
+            assert_eq!(
+                text_of(laid_out.iter().flatten()),
+                text_of(ui::body_blocks(&notice).iter()),
+                "{name}"
+            );
+            for (i, page) in pages.into_iter().enumerate() {
+                let what = format!("{name} page {} at {width}x{height}", i + 1);
+                assert!(!page.overflows, "{what}: the body overflows the page");
+                let frame = Frame {
+                    rgba: page.rgba,
+                    width,
+                    height,
+                };
+                // GONGKAI_RENDER_DIR=folder keeps every frame as PNG, to look at.
+                if let Ok(dir) = std::env::var("GONGKAI_RENDER_DIR") {
+                    let file = format!(
+                        "{}-{width}x{height}-p{}.png",
+                        name.trim_end_matches(".json"),
+                        i + 1
+                    );
+                    let png = ui::png(&frame.rgba, width, height).unwrap();
+                    std::fs::write(std::path::Path::new(&dir).join(file), png).unwrap();
+                }
+                check_frame(&notice, &frame, &what);
+            }
+        }
+    }
+}
+
+/// The paragraph text and table cells of blocks, concatenated (continuation
+/// captions and repeated header rows aside).
+fn text_of<'a>(blocks: impl Iterator<Item = &'a ui::BlockView>) -> String {
+    let mut out = String::new();
+    let mut seen_headers = std::collections::HashSet::new();
+    for b in blocks {
+        match b.kind {
+            "paragraph" => out.push_str(&b.text),
+            "caption" if b.text.ends_with("（续）") => {}
+            "caption" => out.push_str(&b.text),
+            _ if b.header && !seen_headers.insert(b.cells.clone()) => {}
+            _ => out.push_str(&b.cells.join("|")),
+        }
+    }
+    out
+}
+
+fn check_frame(notice: &Notice, frame: &Frame, what: &str) {
+    let (width, height) = (frame.width, frame.height);
+    // The header band carries the category, in the urgent colour for urgent notices.
+    let band = if notice.priority == gongkai::protocol::Priority::Urgent {
+        URGENT
+    } else {
+        BAND
+    };
+    assert_eq!(frame.pixel(2, 2), band, "{what}: header band");
+    // The page is paper-coloured where nothing is drawn.
+    assert_eq!(
+        frame.pixel(width - 3, height / 2),
+        PAPER,
+        "{what}: page background"
+    );
+    // The title (large, bold, dark) is drawn just below the band.
+    let u = ui::scale_for(width, height);
+    let (band_bottom, title_bottom) = ((112.0 * u) as u32, ((112.0 + 36.0 + 70.0) * u) as u32);
+    assert!(
+        frame.dark_in_rows(band_bottom, title_bottom) > 500,
+        "{what}: title ink"
+    );
+    // The footer is on the page, so nothing pushed it off: its QR code decodes.
+    if let Some(url) = &notice.qr_url {
+        let gray = frame.luma();
+        let mut prepared =
+            rqrr::PreparedImage::prepare_from_greyscale(gray.width, gray.height, |x, y| {
+                gray.data[y * gray.width + x]
+            });
+        let grids = prepared.detect_grids();
+        assert_eq!(grids.len(), 1, "{what}: one QR code");
+        let (_, content) = grids[0].decode().unwrap();
+        assert_eq!(&content, url, "{what}: QR code");
+    }
+}
+
+#[test]
+fn png_encoding_round_trips_dimensions() {
+    let png = ui::png(&[255u8; 4 * 8 * 4], 8, 4).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    // IHDR: width and height, big-endian, after the 8-byte signature and 8-byte chunk header.
+    assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 8);
+    assert_eq!(u32::from_be_bytes(png[20..24].try_into().unwrap()), 4);
+}
