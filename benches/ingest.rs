@@ -138,10 +138,7 @@ async fn first_connect(
     .expect("all notices within two minutes")
     .unwrap();
     let elapsed = start.elapsed();
-    let fetched = daemon
-        .counters
-        .fetched
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let fetched = fetched(&daemon);
     println!(
         "first connect, {n} retained notices, {label}: all verified and stored in {:.2} s ({fetched} fetched through the manifest)",
         elapsed.as_secs_f64()
@@ -189,16 +186,8 @@ async fn publish_to_active() {
     let broker = Mosquitto::start("bench", "").unwrap();
     let c = community("latency");
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(screen_config(
-        &broker.url(),
-        &c,
-        &screen_id(&c),
-        &dir.path().join("screen.db"),
-    ))
-    .await
-    .unwrap();
-    let mut connected = daemon.connected.clone();
-    connected.wait_for(|up| *up).await.unwrap();
+    let daemon = start_screen(&broker.url(), &c, &dir.path().join("screen.db")).await;
+    wait_connected(&daemon).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut client = publisher(&broker.url()).await;
     let screen = screen_id(&c);

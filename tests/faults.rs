@@ -9,7 +9,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use gongkai::daemon::Daemon;
 use gongkai::office::broker::OneShotClient;
 
 /// Publishes retained, reconnecting and retrying until the broker takes it.
@@ -61,19 +60,9 @@ async fn broker_killed_and_restarted_mid_stream_misses_no_notice() {
     let url = broker.url();
     let c = community("restart");
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(screen_config(
-        &url,
-        &c,
-        &screen_id(&c),
-        &dir.path().join("screen.db"),
-    ))
-    .await
-    .unwrap();
+    let daemon = start_screen(&url, &c, &dir.path().join("screen.db")).await;
+    wait_connected(&daemon).await;
     let mut connected = daemon.connected.clone();
-    tokio::time::timeout(Duration::from_secs(10), connected.wait_for(|up| *up))
-        .await
-        .unwrap()
-        .unwrap();
 
     let all = notices(&c, 60);
     let stream = {
@@ -105,10 +94,7 @@ async fn broker_killed_and_restarted_mid_stream_misses_no_notice() {
     broker.restart();
     stream.await.unwrap();
 
-    wait_for(&daemon, "all 60 notices", |cat| {
-        cat.items.len() == 60 && cat.manifest.is_some() && cat.missing().is_empty()
-    })
-    .await;
+    wait_complete(&daemon, 60).await;
     assert!(*daemon.connected.borrow());
     daemon.shutdown().await;
 }
@@ -219,14 +205,8 @@ async fn a_broker_that_drops_past_a_small_queue_is_made_whole_through_the_manife
     let store = dir.path().join("screen.db");
 
     // First connection: the screen subscribes, so the broker holds a session.
-    let daemon = Daemon::start(screen_config(&url, &c, &screen_id(&c), &store))
-        .await
-        .unwrap();
-    let mut connected = daemon.connected.clone();
-    tokio::time::timeout(Duration::from_secs(10), connected.wait_for(|up| *up))
-        .await
-        .unwrap()
-        .unwrap();
+    let daemon = start_screen(&url, &c, &store).await;
+    wait_connected(&daemon).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     daemon.shutdown().await;
 
@@ -235,17 +215,9 @@ async fn a_broker_that_drops_past_a_small_queue_is_made_whole_through_the_manife
     let all = notices(&c, 300);
     publish_all(&url, &c, &all, 1).await;
 
-    let daemon = Daemon::start(screen_config(&url, &c, &screen_id(&c), &store))
-        .await
-        .unwrap();
-    wait_for(&daemon, "all 300 notices", |cat| {
-        cat.items.len() == 300 && cat.manifest.is_some() && cat.missing().is_empty()
-    })
-    .await;
-    let fetched = daemon
-        .counters
-        .fetched
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let daemon = start_screen(&url, &c, &store).await;
+    wait_complete(&daemon, 300).await;
+    let fetched = fetched(&daemon);
     assert!(
         fetched >= 200,
         "the broker dropped messages and the manifest fetched them: {fetched}"
@@ -273,19 +245,11 @@ async fn three_hundred_retained_notices_behind_a_small_queue_arrive_on_first_con
 
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("screen.db");
-    let daemon = Daemon::start(screen_config(&url, &c, &screen_id(&c), &store))
-        .await
-        .unwrap();
-    wait_for(&daemon, "all 300 notices", |cat| {
-        cat.items.len() == 300 && cat.manifest.is_some() && cat.missing().is_empty()
-    })
-    .await;
+    let daemon = start_screen(&url, &c, &store).await;
+    wait_complete(&daemon, 300).await;
     // Mosquitto drops retained messages past the queue on a first
     // subscription too: what arrives is made whole through the manifest.
-    let fetched = daemon
-        .counters
-        .fetched
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let fetched = fetched(&daemon);
     assert!(fetched > 0, "nothing was fetched through the manifest");
     daemon.shutdown().await;
     assert_store_complete(&store, 300);

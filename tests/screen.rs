@@ -6,15 +6,60 @@ mod common;
 
 use common::*;
 use gongkai::daemon::Daemon;
+use gongkai::office::broker::OneShotClient;
+use gongkai::store::{Catalog, Store};
 
-async fn start_screen(url: &str, community: &str, dir: &tempfile::TempDir) -> Daemon {
-    let config = screen_config(
-        url,
-        community,
-        &screen_id(community),
-        &dir.path().join("screen.db"),
-    );
-    Daemon::start(config).await.unwrap()
+/// What most tests here need: a community of their own, a screen daemon on a
+/// fresh store, and an office publisher on the same broker.
+struct Scene {
+    url: String,
+    c: String,
+    dir: tempfile::TempDir,
+    daemon: Daemon,
+    publisher: OneShotClient,
+}
+
+impl Scene {
+    async fn start(test: &str) -> Scene {
+        let url = broker_url();
+        let c = community(test);
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = start_screen(&url, &c, &dir.path().join("screen.db")).await;
+        let publisher = publisher(&url).await;
+        Scene {
+            url,
+            c,
+            dir,
+            daemon,
+            publisher,
+        }
+    }
+
+    /// Publishes envelope bytes retained on the topic of notice `id`.
+    async fn put(&mut self, id: &str, bytes: Vec<u8>) {
+        let topic = topics(&self.c).notice(id);
+        self.publisher
+            .publish_retained(&topic, bytes)
+            .await
+            .unwrap();
+    }
+
+    /// A copy of what the screen holds now.
+    fn catalog(&self) -> Catalog {
+        self.daemon.catalog.borrow().clone()
+    }
+
+    fn last_reason(&self) -> String {
+        self.catalog().last_rejection.unwrap().reason
+    }
+
+    /// Stops the daemon and opens its store as `gongkai cache` would.
+    async fn stop(self) -> (tempfile::TempDir, Store) {
+        self.publisher.close().await;
+        self.daemon.shutdown().await;
+        let store = Store::open_read_only(&self.dir.path().join("screen.db")).unwrap();
+        (self.dir, store)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -41,7 +86,7 @@ async fn retained_notices_are_picked_up_at_start_and_live_updates_follow() {
         .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let daemon = start_screen(&url, &c, &dir).await;
+    let daemon = start_screen(&url, &c, &dir.path().join("screen.db")).await;
     wait_for(&daemon, "the retained notices", |cat| {
         cat.items.len() == 2 && cat.manifest.is_some()
     })
@@ -73,114 +118,73 @@ async fn retained_notices_are_picked_up_at_start_and_live_updates_follow() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_signed_withdrawal_takes_a_notice_out_of_rotation_and_keeps_it_archived() {
-    let url = broker_url();
-    let c = community("withdraw");
-    let dir = tempfile::tempdir().unwrap();
-    let daemon = start_screen(&url, &c, &dir).await;
-    let mut publisher = publisher(&url).await;
-    let topic = topics(&c).notice("n1");
-    publisher
-        .publish_retained(&topic, signed(&notice(&c, "n1", 1)))
-        .await
-        .unwrap();
-    wait_for(&daemon, "the notice", |cat| cat.items.contains_key("n1")).await;
+    let mut s = Scene::start("withdraw").await;
+    let c = s.c.clone();
+    s.put("n1", signed(&notice(&c, "n1", 1))).await;
+    wait_for(&s.daemon, "the notice", |cat| cat.items.contains_key("n1")).await;
 
     // The withdrawal the CLI makes from the published envelope.
-    let envelope = dir.path().join("n1.json");
+    let envelope = s.dir.path().join("n1.json");
     std::fs::write(&envelope, signed(&notice(&c, "n1", 1))).unwrap();
     let payload = gongkai::office::withdraw(&envelope, time::OffsetDateTime::now_utc()).unwrap();
     let value: serde_json::Value = serde_json::from_slice(&payload).unwrap();
     assert_eq!(value["version"], 2);
-    publisher
-        .publish_retained(&topic, signed(&value))
-        .await
-        .unwrap();
-    wait_for(&daemon, "the withdrawal", |cat| {
+    s.put("n1", signed(&value)).await;
+    wait_for(&s.daemon, "the withdrawal", |cat| {
         cat.items["n1"].version == 2
     })
     .await;
     let now = time::OffsetDateTime::now_utc();
-    assert!(!daemon.catalog.borrow().items["n1"].is_active(&screen_id(&c), now));
-    daemon.shutdown().await;
+    assert!(!s.catalog().items["n1"].is_active(&screen_id(&c), now));
 
-    let store = gongkai::store::Store::open_read_only(&dir.path().join("screen.db")).unwrap();
+    let (_dir, store) = s.stop().await;
     assert_eq!(
         store.versions("n1").unwrap(),
         vec![1, 2],
         "version 1 stays in the archive"
     );
-    publisher.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replays_are_ignored_and_equivocations_rejected() {
-    let url = broker_url();
-    let c = community("replay");
-    let dir = tempfile::tempdir().unwrap();
-    let daemon = start_screen(&url, &c, &dir).await;
-    let mut publisher = publisher(&url).await;
-    let topic = topics(&c).notice("n1");
-    publisher
-        .publish_retained(&topic, signed(&notice(&c, "n1", 2)))
-        .await
-        .unwrap();
-    wait_for(&daemon, "version 2", |cat| {
+    let mut s = Scene::start("replay").await;
+    let c = s.c.clone();
+    s.put("n1", signed(&notice(&c, "n1", 2))).await;
+    wait_for(&s.daemon, "version 2", |cat| {
         cat.items.get("n1").is_some_and(|i| i.version == 2)
     })
     .await;
 
     // A replay of version 1, then version 2 with other content.
-    publisher
-        .publish_retained(&topic, signed(&notice(&c, "n1", 1)))
-        .await
-        .unwrap();
+    s.put("n1", signed(&notice(&c, "n1", 1))).await;
     let mut other = notice(&c, "n1", 2);
     other["title"] = "另一份内容".into();
-    publisher
-        .publish_retained(&topic, signed(&other))
-        .await
-        .unwrap();
-    wait_for(&daemon, "the equivocation", |cat| cat.rejected == 1).await;
-    let cat = daemon.catalog.borrow().clone();
+    s.put("n1", signed(&other)).await;
+    wait_for(&s.daemon, "the equivocation", |cat| cat.rejected == 1).await;
+    let cat = s.catalog();
     assert_eq!(cat.items["n1"].version, 2);
     assert_ne!(cat.items["n1"].title, "另一份内容");
-    assert!(cat.last_rejection.unwrap().reason.contains("equivocation"));
-    daemon.shutdown().await;
-    publisher.close().await;
+    assert!(s.last_reason().contains("equivocation"));
+    s.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_empty_retained_payload_changes_nothing() {
-    let url = broker_url();
-    let c = community("empty");
-    let dir = tempfile::tempdir().unwrap();
-    let daemon = start_screen(&url, &c, &dir).await;
-    let mut publisher = publisher(&url).await;
-    publisher
-        .publish_retained(&topics(&c).notice("n1"), signed(&notice(&c, "n1", 1)))
-        .await
-        .unwrap();
-    wait_for(&daemon, "the notice", |cat| cat.items.contains_key("n1")).await;
+    let mut s = Scene::start("empty").await;
+    let c = s.c.clone();
+    s.put("n1", signed(&notice(&c, "n1", 1))).await;
+    wait_for(&s.daemon, "the notice", |cat| cat.items.contains_key("n1")).await;
 
     // Clear the retained message the MQTT way, then publish a marker: once the
     // marker is in, the empty payload has been handled.
-    publisher
-        .publish_retained(&topics(&c).notice("n1"), Vec::new())
-        .await
-        .unwrap();
-    publisher
-        .publish_retained(
-            &topics(&c).notice("marker"),
-            signed(&notice(&c, "marker", 1)),
-        )
-        .await
-        .unwrap();
-    wait_for(&daemon, "the marker", |cat| {
+    s.put("n1", Vec::new()).await;
+    s.put("marker", signed(&notice(&c, "marker", 1))).await;
+    wait_for(&s.daemon, "the marker", |cat| {
         cat.items.contains_key("marker")
     })
     .await;
     let now = time::OffsetDateTime::now_utc();
-    let cat = daemon.catalog.borrow().clone();
+    let cat = s.catalog();
     assert!(
         cat.items["n1"].is_active(&screen_id(&c), now),
         "the notice is still shown"
@@ -189,77 +193,41 @@ async fn an_empty_retained_payload_changes_nothing() {
         cat.rejected, 0,
         "an empty payload is not a rejection either"
     );
-    daemon.shutdown().await;
-    publisher.close().await;
+    s.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn forged_and_unsigned_notices_are_rejected_with_their_reason() {
-    let url = broker_url();
-    let c = community("forged");
-    let dir = tempfile::tempdir().unwrap();
-    let daemon = start_screen(&url, &c, &dir).await;
-    let mut publisher = publisher(&url).await;
-    let t = topics(&c);
+    let mut s = Scene::start("forged").await;
+    let c = s.c.clone();
 
-    let office_only = signed_by(&notice(&c, "a", 1), &[&office_key()]);
-    publisher
-        .publish_retained(&t.notice("a"), office_only)
-        .await
-        .unwrap();
-    wait_for(&daemon, "the first rejection", |cat| cat.rejected == 1).await;
-    assert!(
-        daemon
-            .catalog
-            .borrow()
-            .last_rejection
-            .as_ref()
-            .unwrap()
-            .reason
-            .contains("missing supervisor signature")
-    );
+    s.put("a", signed_by(&notice(&c, "a", 1), &[&office_key()]))
+        .await;
+    wait_for(&s.daemon, "the first rejection", |cat| cat.rejected == 1).await;
+    assert!(s.last_reason().contains("missing supervisor signature"));
 
-    let forged = signed_by(&notice(&c, "b", 1), &[&office_key(), &stranger_key()]);
-    publisher
-        .publish_retained(&t.notice("b"), forged)
-        .await
-        .unwrap();
-    wait_for(&daemon, "the second rejection", |cat| cat.rejected == 2).await;
+    s.put(
+        "b",
+        signed_by(&notice(&c, "b", 1), &[&office_key(), &stranger_key()]),
+    )
+    .await;
+    wait_for(&s.daemon, "the second rejection", |cat| cat.rejected == 2).await;
 
     let unsigned = serde_json::json!({
         "payloadType": gongkai::protocol::NOTICE_TYPE,
         "payload": base64_of(&notice(&c, "c", 1)),
         "signatures": []
     });
-    publisher
-        .publish_retained(&t.notice("c"), serde_json::to_vec(&unsigned).unwrap())
-        .await
-        .unwrap();
-    wait_for(&daemon, "the third rejection", |cat| cat.rejected == 3).await;
-    assert!(
-        daemon
-            .catalog
-            .borrow()
-            .last_rejection
-            .as_ref()
-            .unwrap()
-            .reason
-            .contains("missing office signature")
-    );
+    s.put("c", serde_json::to_vec(&unsigned).unwrap()).await;
+    wait_for(&s.daemon, "the third rejection", |cat| cat.rejected == 3).await;
+    assert!(s.last_reason().contains("missing office signature"));
 
-    publisher
-        .publish_retained(&t.notice("d"), b"not json".to_vec())
-        .await
-        .unwrap();
-    wait_for(&daemon, "the fourth rejection", |cat| cat.rejected == 4).await;
-    assert!(
-        daemon.catalog.borrow().items.is_empty(),
-        "nothing was accepted"
-    );
-    daemon.shutdown().await;
+    s.put("d", b"not json".to_vec()).await;
+    wait_for(&s.daemon, "the fourth rejection", |cat| cat.rejected == 4).await;
+    assert!(s.catalog().items.is_empty(), "nothing was accepted");
 
     // The reasons are in the store for the office to read.
-    let store = gongkai::store::Store::open_read_only(&dir.path().join("screen.db")).unwrap();
+    let (_dir, store) = s.stop().await;
     let reasons: Vec<String> = store
         .rejections(10)
         .unwrap()
@@ -268,7 +236,6 @@ async fn forged_and_unsigned_notices_are_rejected_with_their_reason() {
         .collect();
     assert_eq!(reasons.len(), 4);
     assert!(reasons[0].contains("not valid JSON"), "{reasons:?}");
-    publisher.close().await;
 }
 
 fn base64_of(value: &serde_json::Value) -> String {
@@ -278,25 +245,19 @@ fn base64_of(value: &serde_json::Value) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_is_published_retained_and_goes_offline_on_shutdown() {
-    let url = broker_url();
-    let c = community("status");
-    let dir = tempfile::tempdir().unwrap();
-    let daemon = start_screen(&url, &c, &dir).await;
-    let mut publisher = publisher(&url).await;
-    publisher
-        .publish_retained(&topics(&c).notice("n1"), signed(&notice(&c, "n1", 1)))
-        .await
-        .unwrap();
-    wait_for(&daemon, "the notice", |cat| cat.items.contains_key("n1")).await;
+    let mut s = Scene::start("status").await;
+    let c = s.c.clone();
+    s.put("n1", signed(&notice(&c, "n1", 1))).await;
+    wait_for(&s.daemon, "the notice", |cat| cat.items.contains_key("n1")).await;
 
-    let connect = gongkai::mqtt::Connect::cli(&url, None, None).unwrap();
+    let connect = gongkai::mqtt::Connect::cli(&s.url, None, None).unwrap();
     let mut online = serde_json::Value::Null;
     for _ in 0..50 {
         let fleet = gongkai::office::fleet_status(&connect, PREFIX, &c)
             .await
             .unwrap();
-        if let Some(s) = fleet.into_iter().find(|s| s["cached"] == 1) {
-            online = s;
+        if let Some(status) = fleet.into_iter().find(|status| status["cached"] == 1) {
+            online = status;
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -306,10 +267,9 @@ async fn status_is_published_retained_and_goes_offline_on_shutdown() {
     assert_eq!(online["active"], 1);
     assert_eq!(online["manifest"]["missing"], 0);
 
-    daemon.shutdown().await;
+    s.stop().await;
     let fleet = gongkai::office::fleet_status(&connect, PREFIX, &c)
         .await
         .unwrap();
     assert_eq!(fleet[0]["state"], "offline", "{fleet:?}");
-    publisher.close().await;
 }

@@ -140,6 +140,40 @@ dwell_seconds = 2
     )
 }
 
+/// A screen daemon, in this process, for `community` on `url` with its
+/// store at `store`; its screen id is the community's own.
+pub async fn start_screen(url: &str, community: &str, store: &Path) -> Daemon {
+    Daemon::start(screen_config(url, community, &screen_id(community), store))
+        .await
+        .unwrap()
+}
+
+/// Waits (at most 10 s) until the daemon is connected to its broker.
+pub async fn wait_connected(daemon: &Daemon) {
+    let mut connected = daemon.connected.clone();
+    tokio::time::timeout(Duration::from_secs(10), connected.wait_for(|up| *up))
+        .await
+        .expect("connected within 10 s")
+        .unwrap();
+}
+
+/// Waits until the daemon holds `n` notices, a manifest, and lacks nothing
+/// the manifest lists.
+pub async fn wait_complete(daemon: &Daemon, n: usize) {
+    wait_for(daemon, &format!("all {n} notices"), |cat| {
+        cat.items.len() == n && cat.manifest.is_some() && cat.missing().is_empty()
+    })
+    .await;
+}
+
+/// How many notices the daemon fetched through the manifest.
+pub fn fetched(daemon: &Daemon) -> u64 {
+    daemon
+        .counters
+        .fetched
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A publisher connection with the office's tools.
 pub async fn publisher(url: &str) -> OneShotClient {
     let connect = gongkai::mqtt::Connect::cli(url, None, None).unwrap();
