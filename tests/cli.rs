@@ -77,28 +77,29 @@ impl Office {
     }
 
     /// Writes `payload`, signs it by the office, then by the supervisor.
-    fn sign_both(&self, name: &str, payload: &serde_json::Value) -> std::path::PathBuf {
+    /// Runs `gongkai sign --key ROLE.key INPUT -o OUTPUT [EXTRA...]`.
+    fn sign(&self, role: &str, input: &Path, output: &Path, extra: &[&str]) -> Output {
+        let key = self.path(&format!("{role}.key"));
+        let mut args = vec!["sign", "--key", p(&key), p(input), "-o", p(output)];
+        args.extend_from_slice(extra);
+        gongkai(&args)
+    }
+
+    /// Writes `payload` as `NAME.json` and returns it.
+    fn write_payload(&self, name: &str, payload: &serde_json::Value) -> std::path::PathBuf {
         let input = self.path(&format!("{name}.json"));
         std::fs::write(&input, serde_json::to_vec_pretty(payload).unwrap()).unwrap();
+        input
+    }
+
+    /// Writes `payload`, signs it by the office, then by the supervisor.
+    fn sign_both(&self, name: &str, payload: &serde_json::Value) -> std::path::PathBuf {
+        let input = self.write_payload(name, payload);
         let once = self.path(&format!("{name}.office.json"));
-        let out = gongkai(&[
-            "sign",
-            "--key",
-            p(&self.path("office.key")),
-            p(&input),
-            "-o",
-            p(&once),
-        ]);
+        let out = self.sign("office", &input, &once, &[]);
         assert!(out.status.success(), "{}", stderr(&out));
         let twice = self.path(&format!("{name}.env.json"));
-        let out = gongkai(&[
-            "sign",
-            "--key",
-            p(&self.path("supervisor.key")),
-            p(&once),
-            "-o",
-            p(&twice),
-        ]);
+        let out = self.sign("supervisor", &once, &twice, &[]);
         assert!(out.status.success(), "{}", stderr(&out));
         assert!(stdout(&out).contains("2 signature(s)"));
         twice
@@ -183,19 +184,10 @@ fn sign_then_verify_as_the_screen_would() {
 #[test]
 fn sign_refuses_invalid_payloads_and_unmasked_personal_data() {
     let office = Office::new();
-    let key = office.path("office.key");
     let mut bad = notice("lixia-demo", "n1", 1);
     bad["title"] = "".into();
-    let input = office.path("bad.json");
-    std::fs::write(&input, serde_json::to_vec(&bad).unwrap()).unwrap();
-    let out = gongkai(&[
-        "sign",
-        "--key",
-        p(&key),
-        p(&input),
-        "-o",
-        p(&office.path("bad.env")),
-    ]);
+    let input = office.write_payload("bad", &bad);
+    let out = office.sign("office", &input, &office.path("bad.env"), &[]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("title"), "{}", stderr(&out));
     assert!(!office.path("bad.env").exists(), "nothing is written");
@@ -203,16 +195,8 @@ fn sign_refuses_invalid_payloads_and_unmasked_personal_data() {
     let mut personal = notice("lixia-demo", "dibao", 1);
     personal["body"] = serde_json::json!([{"type": "table", "header": ["姓名", "身份证号", "电话"],
         "rows": [["张*三", "370102198001011234", "13800138000"]]}]);
-    let input = office.path("personal.json");
-    std::fs::write(&input, serde_json::to_vec(&personal).unwrap()).unwrap();
-    let out = gongkai(&[
-        "sign",
-        "--key",
-        p(&key),
-        p(&input),
-        "-o",
-        p(&office.path("p.env")),
-    ]);
+    let input = office.write_payload("personal", &personal);
+    let out = office.sign("office", &input, &office.path("p.env"), &[]);
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
@@ -223,15 +207,12 @@ fn sign_refuses_invalid_payloads_and_unmasked_personal_data() {
         !err.contains("13800138000"),
         "the refusal does not repeat the number: {err}"
     );
-    let out = gongkai(&[
-        "sign",
-        "--key",
-        p(&key),
-        p(&input),
-        "-o",
-        p(&office.path("p.env")),
-        "--allow-personal-data",
-    ]);
+    let out = office.sign(
+        "office",
+        &input,
+        &office.path("p.env"),
+        &["--allow-personal-data"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
