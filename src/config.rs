@@ -56,11 +56,23 @@ pub struct MqttConfig {
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub path: PathBuf,
+    /// Where fetched media are cached by hash; by default `media` beside the
+    /// store file.
+    pub media_dir: PathBuf,
 }
 
 #[derive(Debug, Clone)]
 pub struct DisplayConfig {
     pub dwell_seconds: u64,
+    /// The screen's size in pixels; portrait when height > width.
+    pub width: u32,
+    pub height: u32,
+    /// Fill the whole screen (appliances), or a window of `width`×`height`.
+    pub fullscreen: bool,
+    /// The name on a kiosk's home screen, e.g. the residents' committee.
+    pub title: String,
+    /// Seconds without a touch before a kiosk returns to the rotation.
+    pub idle_seconds: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -179,10 +191,16 @@ impl Config {
 
         let mut s = Section::new(&root, "store", true, &mut p);
         let store_path = s.string("path", true);
+        let media_dir = s.string("media_dir", false).filter(|d| !d.is_empty());
         s.finish();
 
         let mut s = Section::new(&root, "display", false, &mut p);
         let dwell_seconds = s.integer("dwell_seconds", 1, 3600);
+        let width = s.integer("width", 320, 7680);
+        let height = s.integer("height", 320, 7680);
+        let fullscreen = s.boolean("fullscreen");
+        let title = s.string("title", false);
+        let idle_seconds = s.integer("idle_seconds", 10, 3600);
         s.finish();
 
         let office_section = root.contains_key("office");
@@ -220,11 +238,22 @@ impl Config {
                 urgent_office_only,
                 office_only_categories,
             },
-            store: StoreConfig {
-                path: PathBuf::from(store_path.unwrap_or_default()),
+            store: {
+                let path = PathBuf::from(store_path.unwrap_or_default());
+                let media_dir = media_dir.map(PathBuf::from).unwrap_or_else(|| {
+                    path.parent()
+                        .unwrap_or(std::path::Path::new("."))
+                        .join("media")
+                });
+                StoreConfig { path, media_dir }
             },
             display: DisplayConfig {
                 dwell_seconds: dwell_seconds.unwrap_or(12) as u64,
+                width: width.unwrap_or(1920) as u32,
+                height: height.unwrap_or(1080) as u32,
+                fullscreen: fullscreen.unwrap_or(true),
+                title: title.unwrap_or_else(|| "社区".to_owned()),
+                idle_seconds: idle_seconds.unwrap_or(60) as u64,
             },
             office: office_url.map(|url| OfficeConfig {
                 url,

@@ -10,6 +10,7 @@
 //!
 //! Every task watches one cancellation token and is joined with a deadline.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering as AtomicOrdering;
@@ -23,7 +24,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::media::{self, MediaCache};
 use crate::mqtt::{self, Connect, Counters, Link};
+use crate::protocol::notice::Media;
 use crate::protocol::{TopicSpace, TrustPolicy, verify_message};
 use crate::schedule::{self, Rotation};
 use crate::status::{self, Identity, ScreenStatus, Showing};
@@ -55,8 +58,31 @@ pub struct Daemon {
 impl Daemon {
     /// Opens the store and starts every task. Returns once the store is open
     /// and the tasks run (the broker may still be unreachable: the screen then
-    /// shows what it has).
+    /// shows what it has). Each rotation slot lasts the dwell time.
     pub async fn start(config: Config) -> anyhow::Result<Daemon> {
+        Ok(Self::start_inner(config, None).await?.0)
+    }
+
+    /// Like [`Daemon::start`], for a screen with a UI: a rotation slot lasts
+    /// until the UI says it has shown every page of the notice (or, should
+    /// the UI say nothing, [`MAX_SLOT_DWELLS`] dwell times).
+    pub async fn start_with_ui(config: Config) -> anyhow::Result<(Daemon, UiLink)> {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (daemon, media) = Self::start_inner(config, Some(done_rx)).await?;
+        let link = UiLink {
+            catalog: daemon.catalog.clone(),
+            connected: daemon.connected.clone(),
+            showing: daemon.showing.clone(),
+            media,
+            slot_done: done_tx,
+        };
+        Ok((daemon, link))
+    }
+
+    async fn start_inner(
+        config: Config,
+        pacer: Option<mpsc::UnboundedReceiver<schedule::Key>>,
+    ) -> anyhow::Result<(Daemon, watch::Receiver<u64>)> {
         mqtt::install_crypto_provider();
         let store = Store::open(&config.store.path)
             .with_context(|| format!("opening the store {}", config.store.path.display()))?;
@@ -144,23 +170,35 @@ impl Daemon {
             tokio::spawn(run_rotation(
                 config.screen.id.clone(),
                 Duration::from_secs(config.display.dwell_seconds),
+                pacer,
                 catalog_rx.clone(),
                 showing_tx,
                 cancel.clone(),
             )),
         ];
-        Ok(Daemon {
-            catalog: catalog_rx,
-            connected: connected_rx,
-            showing: showing_rx,
-            counters,
-            cancel,
-            stop_event_loop,
-            session,
-            event_loop,
-            tasks,
-            ingest,
-        })
+        let (media_tx, media_rx) = watch::channel(0u64);
+        let mut tasks = tasks;
+        tasks.push(tokio::spawn(run_media(
+            config.clone(),
+            catalog_rx.clone(),
+            media_tx,
+            cancel.clone(),
+        )));
+        Ok((
+            Daemon {
+                catalog: catalog_rx,
+                connected: connected_rx,
+                showing: showing_rx,
+                counters,
+                cancel,
+                stop_event_loop,
+                session,
+                event_loop,
+                tasks,
+                ingest,
+            },
+            media_rx,
+        ))
     }
 
     /// Stops every task and waits for it, within a deadline.
@@ -188,6 +226,21 @@ impl Daemon {
         let _ = tokio::task::spawn_blocking(move || ingest.join()).await;
     }
 }
+
+/// What a UI needs from a running daemon.
+pub struct UiLink {
+    pub catalog: watch::Receiver<Catalog>,
+    pub connected: watch::Receiver<bool>,
+    pub showing: watch::Receiver<Option<Showing>>,
+    /// Counts media that landed in the cache.
+    pub media: watch::Receiver<u64>,
+    /// Where the UI says a rotation slot has shown all its pages.
+    pub slot_done: mpsc::UnboundedSender<schedule::Key>,
+}
+
+/// A slot the UI never reports done ends after this many dwell times (the
+/// kiosk is being browsed, or the UI is stuck): status stays truthful.
+pub const MAX_SLOT_DWELLS: u32 = 30;
 
 /// Runs a daemon until `shutdown` resolves; tells systemd when it is ready.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -312,6 +365,7 @@ impl IngestWorker {
                 );
                 catalog.apply(outcome);
             }
+            catalog.last_sync = Some(OffsetDateTime::now_utc());
             changed
         });
         tracing::debug!(
@@ -411,6 +465,7 @@ async fn run_status(
 async fn run_rotation(
     screen: String,
     dwell: Duration,
+    mut pacer: Option<mpsc::UnboundedReceiver<schedule::Key>>,
     mut catalog: watch::Receiver<Catalog>,
     showing: watch::Sender<Option<Showing>>,
     cancel: CancellationToken,
@@ -446,7 +501,12 @@ async fn run_rotation(
             None => {}
         }
         showing.send_replace(slot.clone().map(|(id, version)| Showing { id, version }));
-        let slot_end = tokio::time::Instant::now() + dwell;
+        let slot_end = tokio::time::Instant::now()
+            + if pacer.is_some() {
+                dwell * MAX_SLOT_DWELLS
+            } else {
+                dwell
+            };
         let window_change = deadline.map(|d| {
             let wait = (d - now).try_into().unwrap_or(Duration::ZERO);
             tokio::time::Instant::now() + wait
@@ -456,6 +516,13 @@ async fn run_rotation(
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep_until(slot_end), if slot.is_some() => break,
+                done = recv_opt(&mut pacer) => match done {
+                    // The UI showed every page of this slot's notice.
+                    Some(key) if Some(&key) == slot.as_ref() => break,
+                    Some(_) => {}
+                    // The UI is gone: fall back to the dwell time.
+                    None => pacer = None,
+                },
                 _ = sleep_until_opt(window_change) => break,
                 changed = catalog.changed() => {
                     if changed.is_err() { return; }
@@ -469,6 +536,108 @@ async fn run_rotation(
                 }
             }
         }
+    }
+}
+
+/// Keeps the media of current and upcoming notices in the cache: works out
+/// which media they name (reading bodies through a read-only connection, off
+/// the async threads) and hands the list to the fetcher.
+async fn run_media(
+    config: Config,
+    mut catalog: watch::Receiver<Catalog>,
+    ready: watch::Sender<u64>,
+    cancel: CancellationToken,
+) {
+    let setup = MediaCache::open(&config.store.media_dir)
+        .map_err(anyhow::Error::from)
+        .and_then(|cache| Ok((cache, media::http_client()?)));
+    let (cache, client) = match setup {
+        Ok(setup) => setup,
+        Err(e) => {
+            tracing::error!(
+                "media cache {} unusable, images will not show: {e:#}",
+                config.store.media_dir.display()
+            );
+            // Keep `ready` open: the UI watches it.
+            cancel.cancelled().await;
+            return;
+        }
+    };
+    let (wanted_tx, wanted_rx) = watch::channel(Vec::new());
+    let fetcher = tokio::spawn(media::run_fetcher(
+        cache,
+        client,
+        wanted_rx,
+        ready,
+        cancel.clone(),
+    ));
+    let mut known: HashMap<schedule::Key, Vec<Media>> = HashMap::new();
+    loop {
+        let now = OffsetDateTime::now_utc();
+        let current: Vec<schedule::Key> = catalog
+            .borrow_and_update()
+            .items
+            .values()
+            .filter(|i| {
+                i.status == crate::protocol::Status::Active
+                    && i.targets(&config.screen.id)
+                    && i.valid_until > now
+            })
+            .map(|i| i.key())
+            .collect();
+        known.retain(|k, _| current.contains(k));
+        let unread: Vec<schedule::Key> = current
+            .iter()
+            .filter(|k| !known.contains_key(*k))
+            .cloned()
+            .collect();
+        if !unread.is_empty() {
+            let path = config.store.path.clone();
+            match tokio::task::spawn_blocking(move || media_of(&path, unread)).await {
+                Ok(Ok(read)) => known.extend(read),
+                Ok(Err(e)) => tracing::warn!("cannot read notice media from the store: {e:#}"),
+                Err(e) => tracing::warn!("media lookup failed: {e}"),
+            }
+        }
+        let mut wanted: Vec<Media> = known.values().flatten().cloned().collect();
+        wanted.sort_by(|a, b| a.sha256.cmp(&b.sha256));
+        wanted.dedup_by(|a, b| a.sha256 == b.sha256);
+        wanted_tx.send_if_modified(|w| {
+            let changed = *w != wanted;
+            *w = wanted;
+            changed
+        });
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = catalog.changed() => if r.is_err() { break },
+            // Windows open and close with the clock.
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+    }
+    let _ = fetcher.await;
+}
+
+/// The media each notice names.
+fn media_of(
+    store: &std::path::Path,
+    keys: Vec<schedule::Key>,
+) -> anyhow::Result<Vec<(schedule::Key, Vec<Media>)>> {
+    let store = Store::open_read_only(store)?;
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        let Some(envelope) = store.envelope(&key.0, key.1)? else {
+            continue;
+        };
+        let notice = crate::preview::notice_of(&envelope)?;
+        out.push((key, notice.media));
+    }
+    Ok(out)
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use time::OffsetDateTime;
 
-use crate::config::Config;
+use crate::config::{Config, Mode};
 use crate::mqtt::Connect;
 use crate::protocol::envelope::{Envelope, NOTICE_TYPE};
 use crate::protocol::notice::rfc3339;
@@ -102,13 +102,14 @@ pub fn screen_config(
     supervisor: &SecretKey,
     store: &Path,
     dwell: u64,
+    mode: Mode,
 ) -> Config {
     let text = format!(
         r#"
 [screen]
 id = "{DEMO_SCREEN}"
 community = "{DEMO_COMMUNITY}"
-mode = "led"
+mode = "{}"
 [mqtt]
 url = "mqtt://127.0.0.1:{port}"
 [trust]
@@ -118,7 +119,12 @@ supervisor = ["{}"]
 path = "{}"
 [display]
 dwell_seconds = {dwell}
+fullscreen = false
+width = 1280
+height = 720
+title = "历下区示范社区"
 "#,
+        mode.as_str(),
         office.public().to_base64(),
         supervisor.public().to_base64(),
         store.display()
@@ -126,8 +132,16 @@ dwell_seconds = {dwell}
     Config::parse(&text).expect("the demo configuration is valid")
 }
 
-/// Runs the whole demo until `shutdown` resolves, saying what it does.
-pub async fn run(shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+/// A prepared demo: a broker holding the signed samples, and the screen's
+/// configuration. The folder (keys, store) goes when this is dropped.
+pub struct Demo {
+    pub config: Config,
+    pub dir: tempfile::TempDir,
+}
+
+/// Starts the embedded broker, makes demo keys, signs and publishes the
+/// samples, and returns the screen's configuration, saying what it does.
+pub async fn prepare(mode: Mode) -> anyhow::Result<Demo> {
     let port = start_embedded_broker()?;
     println!("gongkai demo");
     println!("  1. embedded MQTT broker listening on 127.0.0.1:{port}");
@@ -166,11 +180,18 @@ pub async fn run(shutdown: impl std::future::Future<Output = ()>) -> anyhow::Res
         );
     }
 
-    let config = screen_config(port, &office, &supervisor, &dir.path().join("screen.db"), 8);
+    let config = screen_config(
+        port,
+        &office,
+        &supervisor,
+        &dir.path().join("screen.db"),
+        8,
+        mode,
+    );
     println!(
-        "  5. screen {DEMO_SCREEN} starts: it verifies both signatures, caches in {}, and logs each rotation step",
+        "  5. screen {DEMO_SCREEN} ({}) starts: it verifies both signatures and caches in {}",
+        mode.as_str(),
         config.store.path.display()
     );
-    println!("     Ctrl-C stops it.\n");
-    crate::daemon::run(config, shutdown).await
+    Ok(Demo { config, dir })
 }

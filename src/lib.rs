@@ -18,6 +18,7 @@
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod media;
 pub mod mqtt;
 pub mod office;
 pub mod preview;

@@ -30,7 +30,7 @@ impl Item {
         (self.id.clone(), self.version)
     }
 
-    fn targets(&self, screen: &str) -> bool {
+    pub fn targets(&self, screen: &str) -> bool {
         self.screens.is_empty() || self.screens.iter().any(|s| s == screen)
     }
 
@@ -158,6 +158,19 @@ fn cycle<'a>(active: &[&'a Item]) -> Vec<&'a Item> {
         .chain(&normal[half..])
         .copied()
         .collect()
+}
+
+/// Characters a page may hold and still be read in the base dwell time.
+const PAGE_READ_CHARS: usize = 120;
+/// Each further this many characters adds a second.
+const CHARS_PER_EXTRA_SECOND: usize = 15;
+
+/// How long a page of `chars` characters stays on screen: `base` for a light
+/// page, a second more for every 15 characters beyond 120 (elderly residents
+/// read slowly from two metres), and never more than three times `base`.
+pub fn page_dwell(base: std::time::Duration, chars: usize) -> std::time::Duration {
+    let extra = chars.saturating_sub(PAGE_READ_CHARS) / CHARS_PER_EXTRA_SECOND;
+    (base + std::time::Duration::from_secs(extra as u64)).min(base * 3)
 }
 
 #[cfg(test)]
@@ -314,5 +327,16 @@ mod tests {
             ["u", "u", "u"]
         );
         assert_eq!(rotation.next(&[]), None);
+    }
+
+    #[test]
+    fn denser_pages_stay_longer_up_to_three_times() {
+        use std::time::Duration;
+        let base = Duration::from_secs(12);
+        assert_eq!(page_dwell(base, 0), base);
+        assert_eq!(page_dwell(base, 120), base);
+        assert_eq!(page_dwell(base, 135), Duration::from_secs(13));
+        assert_eq!(page_dwell(base, 420), Duration::from_secs(32));
+        assert_eq!(page_dwell(base, 10_000), Duration::from_secs(36));
     }
 }

@@ -140,6 +140,8 @@ pub struct Catalog {
     pub manifest: Option<ManifestState>,
     pub rejected: u64,
     pub last_rejection: Option<RejectionRecord>,
+    /// When the screen last committed anything from the broker.
+    pub last_sync: Option<OffsetDateTime>,
 }
 
 impl Catalog {
@@ -272,6 +274,10 @@ impl Store {
         for incoming in batch {
             outcomes.push(record(&tx, incoming)?);
         }
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_sync', ?1)",
+            [now_text()],
+        )?;
         tx.commit()?;
         Ok(outcomes)
     }
@@ -295,6 +301,10 @@ impl Store {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         catalog.last_rejection = self.rejections(1)?.into_iter().next();
+        catalog.last_sync = self
+            .meta("last_sync")?
+            .map(|t| parse_time(&t))
+            .transpose()?;
         Ok(catalog)
     }
 

@@ -59,13 +59,15 @@ fn every_sample_renders_in_both_orientations() {
     for (name, text) in gongkai::samples::ALL {
         let notice = Notice::from_payload(text.as_bytes()).unwrap();
         for (width, height) in [(1920, 1080), (1080, 1920), (1280, 720)] {
-            let pages = ui::render_notice(&notice, width, height, now, None).unwrap();
+            let pages =
+                ui::render_notice(&notice, &ui::Images::default(), width, height, now, None)
+                    .unwrap();
             // Nothing is cut: the pages hold every block of the body, in order.
             let laid_out = ui::pages_of(&notice, width, height).unwrap();
             assert_eq!(laid_out.len(), pages.len());
             assert_eq!(
                 text_of(laid_out.iter().flatten()),
-                text_of(ui::body_blocks(&notice).iter()),
+                text_of(ui::body_blocks(&notice, &ui::Images::default()).iter()),
                 "{name}"
             );
             for (i, page) in pages.into_iter().enumerate() {

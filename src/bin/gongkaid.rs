@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use gongkai::config::Mode;
+use gongkai::ui::window::{self, Output};
 
 /// sysexits' EX_CONFIG: the configuration is wrong.
 const EX_CONFIG: u8 = 78;
@@ -22,8 +24,16 @@ struct Args {
     #[arg(long)]
     headless: bool,
     /// Run a self-contained demo: embedded broker, demo keys, signed samples.
+    /// Opens a window where a display exists; without one the current frame
+    /// is written to a PNG file whose path is printed.
     #[arg(long, conflicts_with_all = ["config", "check"])]
     demo: bool,
+    /// With --demo: a touch kiosk instead of a lobby LED screen.
+    #[arg(long, requires = "demo")]
+    kiosk: bool,
+    /// With --demo and no display: where to write the current frame.
+    #[arg(long, requires = "demo")]
+    frame: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -55,10 +65,6 @@ fn main() -> ExitCode {
         println!("{}: ok", args.config.unwrap_or_default().display());
         return ExitCode::SUCCESS;
     }
-    if !args.headless {
-        tracing::info!("this build has no screen UI yet: running headless");
-    }
-
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -66,12 +72,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match config {
-            Some(config) => gongkai::daemon::run(config, shutdown_signal()).await,
-            None => gongkai::demo::run(shutdown_signal()).await,
+    let result = match config {
+        Some(config) if args.headless => {
+            runtime.block_on(gongkai::daemon::run(config, shutdown_signal()))
         }
-    });
+        Some(config) => run_screen(&runtime, config, Output::Window),
+        None => run_demo(&runtime, &args),
+    };
     // The embedded broker's thread never returns: do not wait for it.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
@@ -81,6 +88,37 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run_screen(
+    runtime: &tokio::runtime::Runtime,
+    config: gongkai::config::Config,
+    output: Output<'_>,
+) -> anyhow::Result<()> {
+    window::run_screen(runtime, config, output, shutdown_signal())
+}
+
+fn run_demo(runtime: &tokio::runtime::Runtime, args: &Args) -> anyhow::Result<()> {
+    let mode = if args.kiosk { Mode::Kiosk } else { Mode::Led };
+    let demo = runtime.block_on(gongkai::demo::prepare(mode))?;
+    let config = demo.config.clone();
+    if args.headless {
+        println!("     running headless, logging each rotation step; Ctrl-C stops it.\n");
+        return runtime.block_on(gongkai::daemon::run(config, shutdown_signal()));
+    }
+    if window::display_available() {
+        println!("     opening a window; close it or press Ctrl-C to stop.\n");
+        return run_screen(runtime, config, Output::Window);
+    }
+    let frame = args.frame.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("gongkai-demo-frame-{}.png", std::process::id()))
+    });
+    println!(
+        "     no display: the current frame is written to {}",
+        frame.display()
+    );
+    println!("     Ctrl-C stops it.\n");
+    run_screen(runtime, config, Output::Png(&frame))
 }
 
 /// Resolves on SIGTERM or SIGINT.

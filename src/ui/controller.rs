@@ -1,0 +1,663 @@
+//! What the screen shows, on the UI thread: the rotation's pages on their
+//! dwell times, and on a kiosk the home screen, lists, opened notices and the
+//! idle timeout back to the rotation.
+//!
+//! The daemon decides *which* notice a rotation slot shows (see
+//! [`crate::schedule::Rotation`]); the controller pages it, shows every page
+//! for its dwell time and then says the slot is done. It reads notice bodies
+//! from its own read-only connection to the store and never writes.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use anyhow::Context;
+use slint::{ComponentHandle, Timer, TimerMode};
+use time::OffsetDateTime;
+
+use super::paging::{page_chars, paginate};
+use super::{AppWindow, BlockView, Entry, Images, PageView, Screen, Tile, apply, body_blocks};
+use super::{date, hhmm, set_rows};
+use crate::config::Mode;
+use crate::media::MediaCache;
+use crate::protocol::{Category, Notice, Priority, Status};
+use crate::schedule::{self, Item, Key};
+use crate::store::Store;
+
+/// What the controller needs to know of its screen.
+pub struct Setup {
+    pub mode: Mode,
+    pub screen: String,
+    /// The name on the kiosk's home screen.
+    pub title: String,
+    pub store: PathBuf,
+    pub media: Option<MediaCache>,
+    /// The base dwell time of a page (denser pages stay longer).
+    pub dwell: Duration,
+    /// Without a touch for this long, a kiosk returns to the rotation.
+    pub idle: Duration,
+    /// Told when the rotation's notice has shown all its pages.
+    pub slot_done: Box<dyn Fn(Key)>,
+}
+
+/// What the daemon knows, pushed to the UI thread on every change.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// The head of every notice held.
+    pub items: Vec<Item>,
+    /// The rotation's notice, and the slot number: the same notice twice in
+    /// a row is two slots.
+    pub showing: Option<Key>,
+    pub slot: u64,
+    /// "离线 · 最后同步 10:02" once the broker has been unreachable for two
+    /// minutes; `None` otherwise.
+    pub offline: Option<String>,
+    /// Counts media that landed in the cache, so a page waiting for an image
+    /// shows it as soon as it arrives.
+    pub media: u64,
+}
+
+/// The kiosk's lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    Category(Category),
+    Archive,
+}
+
+/// What the screen shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Rotation,
+    Home,
+    List(ListKind),
+    Notice,
+}
+
+/// A notice on the glass: its pages at this screen's size, and which one shows.
+struct Shown {
+    key: Key,
+    notice: Notice,
+    images: Images,
+    /// Some image is not in the cache yet.
+    waiting_for_media: bool,
+    frame: PageView,
+    pages: Vec<Vec<BlockView>>,
+    page: usize,
+}
+
+#[derive(Default)]
+struct State {
+    view: Option<View>,
+    snapshot: Snapshot,
+    /// The rotation slot on screen, or last on screen.
+    slot: Option<(Key, u64)>,
+    shown: Option<Shown>,
+    /// The list a kiosk notice was opened from, for 返回.
+    opened_from: Option<ListKind>,
+    banner: String,
+}
+
+pub struct Controller {
+    ui: AppWindow,
+    setup: Setup,
+    store: Store,
+    state: RefCell<State>,
+    page_timer: Timer,
+    idle_timer: Timer,
+    clock_timer: Timer,
+}
+
+const PLACEHOLDER_TITLE: &str = "暂无公开内容";
+
+impl Controller {
+    /// Takes over `ui`: wires its callbacks and starts on an empty rotation.
+    pub fn new(ui: &AppWindow, setup: Setup) -> anyhow::Result<Rc<Controller>> {
+        let store = Store::open_read_only(&setup.store)
+            .with_context(|| format!("opening the store {}", setup.store.display()))?;
+        let screen = ui.global::<Screen>();
+        screen.set_mode(setup.mode.as_str().into());
+        screen.set_community(setup.title.as_str().into());
+        screen.set_idle_seconds(setup.idle.as_secs() as i32);
+        screen.set_banner("".into());
+        screen.set_offline(false);
+        let controller = Rc::new(Controller {
+            ui: ui.clone_strong(),
+            setup,
+            store,
+            state: RefCell::new(State::default()),
+            page_timer: Timer::default(),
+            idle_timer: Timer::default(),
+            clock_timer: Timer::default(),
+        });
+        controller.wire();
+        controller.set_view(View::Rotation);
+        controller.show_slot();
+        let weak = Rc::downgrade(&controller);
+        controller
+            .clock_timer
+            .start(TimerMode::Repeated, Duration::from_secs(1), move || {
+                if let Some(c) = weak.upgrade() {
+                    c.tick_clock();
+                }
+            });
+        controller.tick_clock();
+        Ok(controller)
+    }
+
+    /// The view on screen.
+    pub fn view(&self) -> View {
+        self.state.borrow().view.unwrap_or(View::Rotation)
+    }
+
+    /// The notice on the glass and its page (from 0) of how many.
+    pub fn page(&self) -> Option<(Key, usize, usize)> {
+        let state = self.state.borrow();
+        let shown = state.shown.as_ref()?;
+        Some((shown.key.clone(), shown.page, shown.pages.len()))
+    }
+
+    /// The window changed size: page the notice on screen afresh.
+    pub fn resized(self: &Rc<Self>) {
+        self.reshow();
+    }
+
+    /// Takes in what the daemon knows now.
+    pub fn update(self: &Rc<Self>, snapshot: Snapshot) {
+        let (new_slot, media_landed, offline) = {
+            let mut state = self.state.borrow_mut();
+            let new_slot =
+                state.snapshot.slot != snapshot.slot || state.snapshot.showing != snapshot.showing;
+            let media_landed = state.snapshot.media != snapshot.media;
+            let offline = snapshot.offline.clone();
+            state.snapshot = snapshot;
+            (new_slot, media_landed, offline)
+        };
+        let screen = self.ui.global::<Screen>();
+        screen.set_offline(offline.is_some());
+        screen.set_offline_text(offline.unwrap_or_default().into());
+
+        let banner_changed = self.refresh_banner();
+        match self.view() {
+            View::Rotation if new_slot => self.show_slot(),
+            View::Home => self.fill_home(),
+            View::List(kind) => self.fill_list(kind),
+            _ => {}
+        }
+        let waiting = self
+            .state
+            .borrow()
+            .shown
+            .as_ref()
+            .is_some_and(|s| s.waiting_for_media);
+        if (banner_changed || (media_landed && waiting))
+            && !(self.view() == View::Rotation && new_slot)
+        {
+            self.reshow();
+        }
+    }
+
+    fn wire(self: &Rc<Self>) {
+        let screen = self.ui.global::<Screen>();
+        let weak = Rc::downgrade(self);
+        let with = move |f: fn(&Rc<Controller>)| {
+            let weak: Weak<Controller> = weak.clone();
+            move || {
+                if let Some(c) = weak.upgrade() {
+                    f(&c)
+                }
+            }
+        };
+        screen.on_touched(with(|c| c.touched()));
+        screen.on_open_home(with(|c| c.open_home()));
+        screen.on_open_banner(with(|c| c.open_banner()));
+        screen.on_prev_page(with(|c| c.turn(-1)));
+        screen.on_next_page(with(|c| c.turn(1)));
+        screen.on_back(with(|c| c.back()));
+        let weak = Rc::downgrade(self);
+        screen.on_open_tile(move |key| {
+            if let Some(c) = weak.upgrade() {
+                c.open_tile(&key);
+            }
+        });
+        let weak = Rc::downgrade(self);
+        screen.on_open_entry(move |id, version| {
+            if let Some(c) = weak.upgrade() {
+                c.open_entry(&id, version.max(0) as u64, None);
+            }
+        });
+    }
+
+    fn kiosk(&self) -> bool {
+        self.setup.mode == Mode::Kiosk
+    }
+
+    fn set_view(&self, view: View) {
+        self.state.borrow_mut().view = Some(view);
+        let name = match view {
+            View::Rotation => "rotation",
+            View::Home => "home",
+            View::List(_) => "list",
+            View::Notice => "notice",
+        };
+        self.ui.global::<Screen>().set_view(name.into());
+    }
+
+    fn tick_clock(&self) {
+        let clock = hhmm(OffsetDateTime::now_utc());
+        let screen = self.ui.global::<Screen>();
+        if screen.get_clock() != clock.as_str() {
+            screen.set_clock(clock.into());
+        }
+    }
+
+    // --- the rotation -------------------------------------------------------
+
+    /// Shows the rotation's current slot from its first page.
+    fn show_slot(self: &Rc<Self>) {
+        let (showing, slot) = {
+            let state = self.state.borrow();
+            (state.snapshot.showing.clone(), state.snapshot.slot)
+        };
+        self.page_timer.stop();
+        self.state.borrow_mut().slot = showing.clone().map(|k| (k, slot));
+        let Some(key) = showing else {
+            self.show_placeholder();
+            return;
+        };
+        match self.load(&key) {
+            Ok(notice) => {
+                self.show_notice(key, notice, 0);
+                self.schedule_page();
+            }
+            Err(e) => {
+                tracing::warn!("cannot show {} v{}: {e:#}", key.0, key.1);
+                // Say the slot is done, so the rotation moves on.
+                (self.setup.slot_done)(key);
+            }
+        }
+    }
+
+    fn show_placeholder(&self) {
+        self.state.borrow_mut().shown = None;
+        let view = PageView {
+            category: "社区公开".into(),
+            title: PLACEHOLDER_TITLE.into(),
+            blocks: vec![BlockView::text(
+                "paragraph",
+                "当前没有正在公开的内容。往期公开内容可在触摸屏上查阅，或咨询社区居委会。",
+            )],
+            publisher: String::new(),
+            window: String::new(),
+            contact: String::new(),
+            qr_url: None,
+            page: String::new(),
+            clock: hhmm(OffsetDateTime::now_utc()),
+            offline: None,
+            urgent: false,
+        };
+        self.apply_page(&view, &Images::default());
+    }
+
+    /// Starts the timer of the page on screen: the next page after its dwell
+    /// time, and after the last page the slot is done.
+    fn schedule_page(self: &Rc<Self>) {
+        let dwell = {
+            let state = self.state.borrow();
+            let Some(shown) = state.shown.as_ref() else {
+                return;
+            };
+            schedule::page_dwell(self.setup.dwell, page_chars(&shown.pages[shown.page]))
+        };
+        let weak = Rc::downgrade(self);
+        self.page_timer
+            .start(TimerMode::SingleShot, dwell, move || {
+                if let Some(c) = weak.upgrade() {
+                    c.page_elapsed();
+                }
+            });
+    }
+
+    fn page_elapsed(self: &Rc<Self>) {
+        if self.view() != View::Rotation {
+            return;
+        }
+        let next = {
+            let state = self.state.borrow();
+            state
+                .shown
+                .as_ref()
+                .map(|s| (s.page + 1 < s.pages.len(), s.key.clone(), s.page))
+        };
+        match next {
+            Some((true, _, page)) => {
+                self.show_page(page + 1);
+                self.schedule_page();
+            }
+            Some((false, key, _)) => (self.setup.slot_done)(key),
+            None => {}
+        }
+    }
+
+    // --- showing a notice ---------------------------------------------------
+
+    fn load(&self, key: &Key) -> anyhow::Result<Notice> {
+        let envelope = self
+            .store
+            .envelope(&key.0, key.1)?
+            .context("the store does not hold it")?;
+        crate::preview::notice_of(&envelope)
+    }
+
+    /// The images of a notice that are in the cache, decoded to fit the page.
+    fn images_of(&self, notice: &Notice) -> (Images, bool) {
+        let Some(cache) = &self.setup.media else {
+            return (Images::default(), false);
+        };
+        let size = self.ui.window().size();
+        super::load_images(notice, cache, size.width.max(320), size.height.max(320))
+    }
+
+    /// Pages `notice` for the view on screen and shows page `page`.
+    fn show_notice(&self, key: Key, notice: Notice, page: usize) {
+        let now = OffsetDateTime::now_utc();
+        let (images, waiting_for_media) = self.images_of(&notice);
+        let mut frame = PageView::new(&notice, Vec::new(), 1, 1, now, None);
+        frame.offline = None;
+        let mark = self.mark_of(&key, now);
+        self.ui.global::<Screen>().set_mark(mark.into());
+        self.apply_page(&frame, &images);
+        let pages = paginate(&self.ui, &frame, &body_blocks(&notice, &images));
+        let page = page.min(pages.len() - 1);
+        self.state.borrow_mut().shown = Some(Shown {
+            key,
+            notice,
+            images,
+            waiting_for_media,
+            frame,
+            pages,
+            page,
+        });
+        self.show_page(page);
+    }
+
+    /// Shows the current notice again, paged afresh (the banner or an image
+    /// changed the room it has), on the same page where it can.
+    fn reshow(self: &Rc<Self>) {
+        let shown = self.state.borrow_mut().shown.take();
+        match shown {
+            Some(shown) => self.show_notice(shown.key, shown.notice, shown.page),
+            None if self.view() == View::Rotation => self.show_placeholder(),
+            None => {}
+        }
+    }
+
+    fn show_page(&self, page: usize) {
+        let (view, images) = {
+            let mut state = self.state.borrow_mut();
+            let Some(shown) = state.shown.as_mut() else {
+                return;
+            };
+            shown.page = page;
+            let count = shown.pages.len();
+            let view = PageView {
+                blocks: shown.pages[page].clone(),
+                page: format!("第 {}/{count} 页", page + 1),
+                clock: hhmm(OffsetDateTime::now_utc()),
+                ..shown.frame.clone()
+            };
+            let screen = self.ui.global::<Screen>();
+            screen.set_can_prev(page > 0);
+            screen.set_can_next(page + 1 < count);
+            (view, shown.images.clone())
+        };
+        self.apply_page(&view, &images);
+    }
+
+    fn apply_page(&self, view: &PageView, images: &Images) {
+        if let Err(e) = apply(&self.ui, view, images) {
+            tracing::warn!("cannot show the page: {e:#}");
+        }
+        // The offline badge is the daemon's, not the page's.
+        let state = self.state.borrow();
+        let screen = self.ui.global::<Screen>();
+        screen.set_offline(state.snapshot.offline.is_some());
+        screen.set_offline_text(state.snapshot.offline.clone().unwrap_or_default().into());
+    }
+
+    /// "已撤回" or "已过期" for a notice no longer shown in the rotation.
+    fn mark_of(&self, key: &Key, now: OffsetDateTime) -> &'static str {
+        let state = self.state.borrow();
+        match state.snapshot.items.iter().find(|i| i.id == key.0) {
+            Some(item) if item.version == key.1 => archive_mark(item, now),
+            _ => "",
+        }
+    }
+
+    /// Sets the urgent banner from the active set; says whether it changed.
+    fn refresh_banner(&self) -> bool {
+        let now = OffsetDateTime::now_utc();
+        let banner = {
+            let state = self.state.borrow();
+            schedule::active_set(state.snapshot.items.iter(), &self.setup.screen, now)
+                .into_iter()
+                .find(|i| i.priority == Priority::Urgent)
+                .map(|i| i.title.clone())
+                .unwrap_or_default()
+        };
+        let mut state = self.state.borrow_mut();
+        if state.banner == banner {
+            return false;
+        }
+        self.ui
+            .global::<Screen>()
+            .set_banner(banner.as_str().into());
+        state.banner = banner;
+        true
+    }
+
+    // --- the kiosk ----------------------------------------------------------
+
+    fn touched(self: &Rc<Self>) {
+        if !self.kiosk() {
+            return;
+        }
+        let weak = Rc::downgrade(self);
+        self.idle_timer
+            .start(TimerMode::SingleShot, self.setup.idle, move || {
+                if let Some(c) = weak.upgrade() {
+                    c.idle();
+                }
+            });
+    }
+
+    /// Nobody touched the kiosk for a while: back to the rotation.
+    fn idle(self: &Rc<Self>) {
+        if self.view() == View::Rotation {
+            return;
+        }
+        tracing::info!("kiosk idle: back to the rotation");
+        self.state.borrow_mut().opened_from = None;
+        self.set_view(View::Rotation);
+        self.show_slot();
+    }
+
+    fn open_home(self: &Rc<Self>) {
+        if !self.kiosk() {
+            return;
+        }
+        self.page_timer.stop();
+        self.touched();
+        self.fill_home();
+        self.set_view(View::Home);
+    }
+
+    fn fill_home(&self) {
+        let now = OffsetDateTime::now_utc();
+        let state = self.state.borrow();
+        let active = schedule::active_set(state.snapshot.items.iter(), &self.setup.screen, now);
+        let count = |n: usize| {
+            if n == 0 {
+                "暂无".to_owned()
+            } else {
+                format!("{n} 条")
+            }
+        };
+        let mut tiles: Vec<Tile> = Category::ALL
+            .iter()
+            .map(|c| Tile {
+                key: c.as_str().into(),
+                label: c.label_zh().into(),
+                count: count(active.iter().filter(|i| i.category == *c).count()).into(),
+            })
+            .collect();
+        tiles.push(Tile {
+            key: "archive".into(),
+            label: "往期公开".into(),
+            count: count(archive(&state.snapshot.items, &self.setup.screen, now).len()).into(),
+        });
+        let screen = self.ui.global::<Screen>();
+        set_rows(screen.get_tiles(), tiles, |m| screen.set_tiles(m));
+    }
+
+    fn open_tile(self: &Rc<Self>, key: &str) {
+        let kind = match key {
+            "archive" => ListKind::Archive,
+            other => match Category::parse(other) {
+                Some(c) => ListKind::Category(c),
+                None => {
+                    tracing::warn!("unknown tile {other:?}");
+                    return;
+                }
+            },
+        };
+        self.touched();
+        self.fill_list(kind);
+        self.set_view(View::List(kind));
+    }
+
+    fn fill_list(&self, kind: ListKind) {
+        let now = OffsetDateTime::now_utc();
+        let state = self.state.borrow();
+        let (title, items): (String, Vec<&Item>) = match kind {
+            ListKind::Category(c) => (
+                c.label_zh().to_owned(),
+                schedule::active_set(state.snapshot.items.iter(), &self.setup.screen, now)
+                    .into_iter()
+                    .filter(|i| i.category == c)
+                    .collect(),
+            ),
+            ListKind::Archive => (
+                "往期公开".to_owned(),
+                archive(&state.snapshot.items, &self.setup.screen, now),
+            ),
+        };
+        let entries: Vec<Entry> = items
+            .iter()
+            .map(|i| Entry {
+                id: i.id.as_str().into(),
+                version: i32::try_from(i.version).unwrap_or(i32::MAX),
+                title: i.title.as_str().into(),
+                detail: format!(
+                    "{} · 公开期限：{} 至 {}",
+                    i.category.label_zh(),
+                    date(i.valid_from),
+                    date(i.valid_until)
+                )
+                .into(),
+                mark: archive_mark(i, now).into(),
+            })
+            .collect();
+        let screen = self.ui.global::<Screen>();
+        screen.set_list_title(format!("{title} · {} 条", entries.len()).into());
+        set_rows(screen.get_entries(), entries, |m| screen.set_entries(m));
+    }
+
+    fn open_entry(self: &Rc<Self>, id: &str, version: u64, from: Option<ListKind>) {
+        self.touched();
+        let key = (id.to_owned(), version);
+        let notice = match self.load(&key) {
+            Ok(notice) => notice,
+            Err(e) => {
+                tracing::warn!("cannot open {id} v{version}: {e:#}");
+                return;
+            }
+        };
+        let from = from.or(match self.view() {
+            View::List(kind) => Some(kind),
+            _ => None,
+        });
+        self.state.borrow_mut().opened_from = from;
+        self.page_timer.stop();
+        // The view first: paging measures the page as it will be shown.
+        self.set_view(View::Notice);
+        self.show_notice(key, notice, 0);
+    }
+
+    fn open_banner(self: &Rc<Self>) {
+        if !self.kiosk() {
+            return;
+        }
+        let now = OffsetDateTime::now_utc();
+        let urgent = {
+            let state = self.state.borrow();
+            schedule::active_set(state.snapshot.items.iter(), &self.setup.screen, now)
+                .into_iter()
+                .find(|i| i.priority == Priority::Urgent)
+                .map(Item::key)
+        };
+        if let Some((id, version)) = urgent {
+            self.open_entry(&id, version, None);
+        }
+    }
+
+    fn turn(self: &Rc<Self>, by: isize) {
+        if self.view() != View::Notice {
+            return;
+        }
+        self.touched();
+        let target = {
+            let state = self.state.borrow();
+            state.shown.as_ref().and_then(|s| {
+                let page = s.page.checked_add_signed(by)?;
+                (page < s.pages.len()).then_some(page)
+            })
+        };
+        if let Some(page) = target {
+            self.show_page(page);
+        }
+    }
+
+    fn back(self: &Rc<Self>) {
+        self.touched();
+        let from = self.state.borrow_mut().opened_from.take();
+        match from {
+            Some(kind) => {
+                self.fill_list(kind);
+                self.set_view(View::List(kind));
+            }
+            None => self.open_home(),
+        }
+    }
+}
+
+/// Notices no longer shown that residents may still look up: withdrawn, or
+/// past their window. Newest first.
+fn archive<'a>(items: &'a [Item], screen: &str, now: OffsetDateTime) -> Vec<&'a Item> {
+    let mut out: Vec<&Item> = items
+        .iter()
+        .filter(|i| i.targets(screen) && !archive_mark(i, now).is_empty())
+        .collect();
+    out.sort_by(|a, b| b.valid_until.cmp(&a.valid_until).then(a.id.cmp(&b.id)));
+    out
+}
+
+fn archive_mark(item: &Item, now: OffsetDateTime) -> &'static str {
+    if item.status == Status::Withdrawn {
+        "已撤回"
+    } else if item.valid_until <= now {
+        "已过期"
+    } else {
+        ""
+    }
+}

@@ -1,0 +1,310 @@
+//! The software renderer without a display: previews (`gongkai render`),
+//! pixel tests, and `gongkaid --demo` on a machine with no display, which
+//! writes each new frame to a PNG file.
+//!
+//! Slint takes one platform per process: the first headless use installs
+//! ours, and a process that opened a real window cannot render headless.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use slint::ComponentHandle;
+use slint::platform::software_renderer::{
+    MinimalSoftwareWindow, PremultipliedRgbaColor, RepaintBufferType,
+};
+use slint::platform::{EventLoopProxy, Platform, WindowAdapter};
+use time::OffsetDateTime;
+
+use super::paging::{fits_now, paginate};
+use super::{AppWindow, BlockView, Images, PageView, Screen, apply, body_blocks, scale_for};
+use crate::protocol::Notice;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Work handed to the headless event loop from other threads.
+#[derive(Default)]
+struct Queue {
+    jobs: Mutex<(VecDeque<Job>, bool)>,
+    wake: Condvar,
+}
+
+struct Proxy(Arc<Queue>);
+
+impl EventLoopProxy for Proxy {
+    fn quit_event_loop(&self) -> Result<(), slint::EventLoopError> {
+        self.0.jobs.lock().expect("queue lock").1 = true;
+        self.0.wake.notify_one();
+        Ok(())
+    }
+
+    fn invoke_from_event_loop(&self, event: Job) -> Result<(), slint::EventLoopError> {
+        self.0.jobs.lock().expect("queue lock").0.push_back(event);
+        self.0.wake.notify_one();
+        Ok(())
+    }
+}
+
+/// What a frame is handed to when the headless event loop draws one.
+type FrameSink = Box<dyn FnMut(&[PremultipliedRgbaColor], u32, u32)>;
+
+/// What the platform and this module share, on the UI thread.
+#[derive(Default)]
+struct Shared {
+    /// Every window made, newest last: a component made just now finds its
+    /// window here.
+    windows: RefCell<Vec<Rc<MinimalSoftwareWindow>>>,
+    /// The window whose frames the event loop hands on, and to what.
+    sink: RefCell<Option<(Rc<MinimalSoftwareWindow>, FrameSink)>>,
+}
+
+struct Headless {
+    started: Instant,
+    queue: Arc<Queue>,
+    shared: Rc<Shared>,
+}
+
+impl Platform for Headless {
+    fn create_window_adapter(&self) -> Result<Rc<dyn WindowAdapter>, slint::PlatformError> {
+        let window = MinimalSoftwareWindow::new(RepaintBufferType::NewBuffer);
+        self.shared.windows.borrow_mut().push(window.clone());
+        Ok(window)
+    }
+
+    fn duration_since_start(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn new_event_loop_proxy(&self) -> Option<Box<dyn EventLoopProxy>> {
+        Some(Box::new(Proxy(self.queue.clone())))
+    }
+
+    /// Runs jobs and timers, and hands every frame that changed to the sink.
+    fn run_event_loop(&self) -> Result<(), slint::PlatformError> {
+        loop {
+            let jobs: Vec<Job> = {
+                let mut guard = self.queue.jobs.lock().expect("queue lock");
+                if guard.1 {
+                    guard.1 = false;
+                    return Ok(());
+                }
+                guard.0.drain(..).collect()
+            };
+            for job in jobs {
+                job();
+            }
+            slint::platform::update_timers_and_animations();
+            if let Some((window, sink)) = self.shared.sink.borrow_mut().as_mut() {
+                let size = window.size();
+                let mut buffer =
+                    vec![PremultipliedRgbaColor::default(); (size.width * size.height) as usize];
+                let drawn = window.draw_if_needed(|renderer| {
+                    renderer.render(&mut buffer, size.width as usize);
+                });
+                if drawn {
+                    sink(&buffer, size.width, size.height);
+                }
+            }
+            let wait = slint::platform::duration_until_next_timer_update()
+                .unwrap_or(Duration::from_secs(1))
+                .min(Duration::from_secs(1));
+            let guard = self.queue.jobs.lock().expect("queue lock");
+            if guard.0.is_empty() && !guard.1 {
+                let _ = self.queue.wake.wait_timeout(guard, wait);
+            }
+        }
+    }
+}
+
+thread_local! {
+    static SHARED: RefCell<Option<Rc<Shared>>> = const { RefCell::new(None) };
+    static PREVIEW: RefCell<Option<(Rc<MinimalSoftwareWindow>, AppWindow)>> = const { RefCell::new(None) };
+}
+
+/// Installs the headless platform for this process, once, and returns what
+/// it shares with this module.
+fn install() -> anyhow::Result<Rc<Shared>> {
+    SHARED.with(|cell| {
+        if let Some(shared) = cell.borrow().as_ref() {
+            return Ok(shared.clone());
+        }
+        let shared = Rc::new(Shared::default());
+        slint::platform::set_platform(Box::new(Headless {
+            started: Instant::now(),
+            queue: Arc::new(Queue::default()),
+            shared: shared.clone(),
+        }))
+        .map_err(|e| anyhow::anyhow!("cannot install the headless renderer: {e}"))?;
+        *cell.borrow_mut() = Some(shared.clone());
+        Ok(shared)
+    })
+}
+
+/// Makes an `AppWindow` on the headless platform, with its window.
+fn new_window(width: u32, height: u32) -> anyhow::Result<(Rc<MinimalSoftwareWindow>, AppWindow)> {
+    let shared = install()?;
+    let ui = AppWindow::new().context("creating the UI")?;
+    let window = shared
+        .windows
+        .borrow()
+        .last()
+        .cloned()
+        .context("the UI made no window")?;
+    ui.show().context("showing the UI")?;
+    resize(&window, &ui, width, height);
+    Ok((window, ui))
+}
+
+fn resize(window: &MinimalSoftwareWindow, ui: &AppWindow, width: u32, height: u32) {
+    window.set_size(slint::PhysicalSize::new(width, height));
+    ui.global::<Screen>().set_scale(scale_for(width, height));
+    ui.global::<Screen>().set_page_width(width as f32);
+    ui.global::<Screen>().set_page_height(height as f32);
+}
+
+/// Runs `f` with this thread's preview UI sized `width`×`height`.
+fn with_preview<T>(
+    width: u32,
+    height: u32,
+    f: impl FnOnce(&MinimalSoftwareWindow, &AppWindow) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    PREVIEW.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(new_window(width, height)?);
+        }
+        let (window, ui) = slot.as_ref().expect("set above");
+        resize(window, ui, width, height);
+        f(window, ui)
+    })
+}
+
+/// The pages of a notice at `width`×`height`, as the headless UI lays them out.
+pub fn pages_of(notice: &Notice, width: u32, height: u32) -> anyhow::Result<Vec<Vec<BlockView>>> {
+    with_preview(width, height, |_, ui| {
+        let images = Images::default();
+        let frame = PageView::new(notice, Vec::new(), 1, 1, OffsetDateTime::UNIX_EPOCH, None);
+        apply(ui, &frame, &images)?;
+        Ok(paginate(ui, &frame, &body_blocks(notice, &images)))
+    })
+}
+
+/// One rendered page: RGBA pixels (not premultiplied), and whether its body
+/// needed more room than the page has (only a single table row taller than a
+/// page can; everything else is paged).
+pub struct RenderedPage {
+    pub rgba: Vec<u8>,
+    pub overflows: bool,
+}
+
+/// Renders every page of a notice at `width`×`height` without a display.
+pub fn render_notice(
+    notice: &Notice,
+    images: &Images,
+    width: u32,
+    height: u32,
+    now: OffsetDateTime,
+    offline_since: Option<OffsetDateTime>,
+) -> anyhow::Result<Vec<RenderedPage>> {
+    with_preview(width, height, |window, ui| {
+        let frame = PageView::new(notice, Vec::new(), 1, 1, now, offline_since);
+        apply(ui, &frame, images)?;
+        let pages = paginate(ui, &frame, &body_blocks(notice, images));
+        let count = pages.len();
+        pages
+            .into_iter()
+            .enumerate()
+            .map(|(i, blocks)| {
+                let view = PageView {
+                    blocks,
+                    page: format!("第 {}/{count} 页", i + 1),
+                    ..frame.clone()
+                };
+                apply(ui, &view, images)?;
+                let overflows = !fits_now(ui);
+                let rgba = draw(window, width, height);
+                Ok(RenderedPage { rgba, overflows })
+            })
+            .collect()
+    })
+}
+
+/// Renders one prepared page.
+pub fn render_rgba(
+    view: &PageView,
+    images: &Images,
+    width: u32,
+    height: u32,
+) -> anyhow::Result<Vec<u8>> {
+    with_preview(width, height, |window, ui| {
+        apply(ui, view, images)?;
+        Ok(draw(window, width, height))
+    })
+}
+
+/// Draws what the window holds now, as RGBA (not premultiplied).
+fn draw(window: &MinimalSoftwareWindow, width: u32, height: u32) -> Vec<u8> {
+    window.request_redraw();
+    slint::platform::update_timers_and_animations();
+    let mut buffer = vec![PremultipliedRgbaColor::default(); (width * height) as usize];
+    window.draw_if_needed(|renderer| {
+        renderer.render(&mut buffer, width as usize);
+    });
+    unpremultiply(&buffer)
+}
+
+fn unpremultiply(buffer: &[PremultipliedRgbaColor]) -> Vec<u8> {
+    buffer
+        .iter()
+        .flat_map(|p| {
+            let channel = |c: u8| {
+                if p.alpha == 0 {
+                    0
+                } else {
+                    (u16::from(c) * 255 / u16::from(p.alpha)) as u8
+                }
+            };
+            [channel(p.red), channel(p.green), channel(p.blue), p.alpha]
+        })
+        .collect()
+}
+
+/// A screen with no display: the controller drives a headless window, and
+/// every new frame is written to `frame_path` as PNG (through a temporary
+/// file and a rename, so a reader never sees half a frame). Returns when the
+/// event loop is asked to quit.
+pub fn run_to_png(
+    width: u32,
+    height: u32,
+    frame_path: &Path,
+    start: impl FnOnce(&AppWindow) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let (window, ui) = new_window(width, height)?;
+    let shared = install()?;
+    let path: PathBuf = frame_path.to_owned();
+    *shared.sink.borrow_mut() = Some((
+        window,
+        Box::new(move |buffer, width, height| {
+            if let Err(e) = write_png(&path, &unpremultiply(buffer), width, height) {
+                tracing::warn!("cannot write the frame to {}: {e:#}", path.display());
+            }
+        }),
+    ));
+    start(&ui)?;
+    slint::run_event_loop().context("running the headless event loop")?;
+    *shared.sink.borrow_mut() = None;
+    Ok(())
+}
+
+fn write_png(path: &Path, rgba: &[u8], width: u32, height: u32) -> anyhow::Result<()> {
+    let png = super::png(rgba, width, height)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, &png)?;
+    tmp.persist(path)?;
+    Ok(())
+}

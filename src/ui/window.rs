@@ -1,0 +1,342 @@
+//! The screen on glass: Slint owns the main thread and its event loop; the
+//! daemon's tokio runtime runs beside it. A feed task turns the daemon's
+//! watches into [`Snapshot`]s and hands each to the UI thread with
+//! `invoke_from_event_loop`; the UI answers through a channel when a rotation
+//! slot has shown all its pages.
+//!
+//! Without a display the same controller drives a headless window and the
+//! current frame is written to a PNG file (the demo on a server, and tests).
+
+use std::cell::RefCell;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Duration;
+
+use anyhow::Context;
+use slint::ComponentHandle;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use super::controller::{Controller, Setup, Snapshot};
+use super::{AppWindow, Screen, hhmm, scale_for};
+use crate::config::Config;
+use crate::media::MediaCache;
+
+/// After this long without the broker the screen says it is offline.
+pub const OFFLINE_AFTER: Duration = Duration::from_secs(120);
+
+pub use crate::daemon::UiLink as Link;
+
+thread_local! {
+    /// The controller of this (the UI) thread, reached by the feed's closures.
+    static CONTROLLER: RefCell<Option<Rc<Controller>>> = const { RefCell::new(None) };
+}
+
+/// How the screen is shown.
+pub enum Output<'a> {
+    /// A real window (winit; linuxkms in a `kms` build without X or Wayland).
+    Window,
+    /// No display: frames are written to this PNG file.
+    Png(&'a Path),
+}
+
+/// Whether a windowing system looks reachable: X11 or Wayland. (The KMS
+/// backend needs neither.)
+pub fn display_available() -> bool {
+    std::env::var_os("DISPLAY").is_some_and(|d| !d.is_empty())
+        || std::env::var_os("WAYLAND_DISPLAY").is_some_and(|d| !d.is_empty())
+        || cfg!(feature = "kms")
+}
+
+/// Runs a screen: the daemon on `runtime`, the UI on this (the main) thread,
+/// until `shutdown` resolves or the window is closed. Tells systemd when the
+/// store is open and the tasks run.
+pub fn run_screen(
+    runtime: &tokio::runtime::Runtime,
+    config: Config,
+    output: Output<'_>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (daemon, link) = runtime.block_on(crate::daemon::Daemon::start_with_ui(config.clone()))?;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    runtime.spawn(async move {
+        tokio::select! {
+            _ = shutdown => on_signal.cancel(),
+            _ = on_signal.cancelled() => {}
+        }
+    });
+    let result = run(&config, link, runtime.handle(), cancel.clone(), output);
+    tracing::info!("shutting down");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    cancel.cancel();
+    runtime.block_on(daemon.shutdown());
+    result
+}
+
+/// Runs the UI on this (the main) thread until the window closes or
+/// `cancel` fires; the daemon's tasks keep running on `runtime`.
+pub fn run(
+    config: &Config,
+    link: Link,
+    runtime: &tokio::runtime::Handle,
+    cancel: CancellationToken,
+    output: Output<'_>,
+) -> anyhow::Result<()> {
+    let (width, height) = (config.display.width, config.display.height);
+    let slot_done = link.slot_done.clone();
+    let setup = Setup {
+        mode: config.screen.mode,
+        screen: config.screen.id.clone(),
+        title: config.display.title.clone(),
+        store: config.store.path.clone(),
+        media: MediaCache::open(&config.store.media_dir).ok(),
+        dwell: Duration::from_secs(config.display.dwell_seconds),
+        idle: Duration::from_secs(config.display.idle_seconds),
+        slot_done: Box::new(move |key| {
+            let _ = slot_done.send(key);
+        }),
+    };
+    let start = |ui: &AppWindow| -> anyhow::Result<()> {
+        let controller = Controller::new(ui, setup)?;
+        CONTROLLER.with(|c| *c.borrow_mut() = Some(controller));
+        runtime.spawn(feed(link, cancel.clone()));
+        // Closing the event loop from the daemon's side (SIGTERM).
+        let quit = cancel.clone();
+        runtime.spawn(async move {
+            quit.cancelled().await;
+            let _ = slint::invoke_from_event_loop(|| {
+                let _ = slint::quit_event_loop();
+            });
+        });
+        Ok(())
+    };
+    let result = match output {
+        Output::Window => {
+            let ui = AppWindow::new().context(
+                "cannot open a window: no display found (set DISPLAY or WAYLAND_DISPLAY, build with --features kms for a bare screen, or run --headless)",
+            )?;
+            let screen = ui.global::<Screen>();
+            screen.set_scale(scale_for(width, height));
+            screen.set_page_width(width as f32);
+            screen.set_page_height(height as f32);
+            ui.window()
+                .set_size(slint::PhysicalSize::new(width, height));
+            if config.display.fullscreen {
+                ui.window().set_fullscreen(true);
+            }
+            // The layout follows the window when the window manager sizes it.
+            let weak = ui.as_weak();
+            let resized = slint::Timer::default();
+            resized.start(
+                slint::TimerMode::Repeated,
+                Duration::from_millis(500),
+                move || {
+                    if let Some(ui) = weak.upgrade() {
+                        follow_size(&ui);
+                    }
+                },
+            );
+            start(&ui)?;
+            ui.show().context("showing the window")?;
+            let result = slint::run_event_loop_until_quit().context("running the UI");
+            drop(resized);
+            result
+        }
+        Output::Png(path) => super::headless::run_to_png(width, height, path, start),
+    };
+    cancel.cancel();
+    CONTROLLER.with(|c| *c.borrow_mut() = None);
+    result
+}
+
+/// Keeps the design scale in step with the window's real size.
+fn follow_size(ui: &AppWindow) {
+    let size = ui.window().size();
+    if size.width == 0 || size.height == 0 {
+        return;
+    }
+    let screen = ui.global::<Screen>();
+    let scale = scale_for(size.width, size.height);
+    if (screen.get_scale() - scale).abs() > 0.001 || screen.get_page_width() != size.width as f32 {
+        screen.set_scale(scale);
+        screen.set_page_width(size.width as f32);
+        screen.set_page_height(size.height as f32);
+        CONTROLLER.with(|c| {
+            if let Some(c) = c.borrow().as_ref() {
+                c.resized();
+            }
+        });
+    }
+}
+
+/// Turns the daemon's watches into snapshots for the UI thread: on every
+/// change, and when the broker has been gone long enough to say so.
+async fn feed(mut link: Link, cancel: CancellationToken) {
+    let mut slot = 0u64;
+    let mut offline = Offline::new(tokio::time::Instant::now());
+    let mut last: Option<Snapshot> = None;
+    loop {
+        let snapshot = {
+            let catalog = link.catalog.borrow_and_update();
+            let connected = *link.connected.borrow_and_update();
+            let showing = link.showing.borrow_and_update().clone();
+            offline.observe(
+                connected,
+                tokio::time::Instant::now(),
+                OffsetDateTime::now_utc(),
+            );
+            Snapshot {
+                items: catalog.items.values().cloned().collect(),
+                showing: showing.map(|s| (s.id, s.version)),
+                slot,
+                offline: offline.text(
+                    tokio::time::Instant::now(),
+                    catalog.last_sync,
+                    OffsetDateTime::now_utc(),
+                ),
+                media: *link.media.borrow_and_update(),
+            }
+        };
+        if last.as_ref() != Some(&snapshot) {
+            last = Some(snapshot.clone());
+            let pushed = slint::invoke_from_event_loop(move || {
+                CONTROLLER.with(|c| {
+                    if let Some(c) = c.borrow().as_ref() {
+                        c.update(snapshot);
+                    }
+                })
+            });
+            if pushed.is_err() {
+                return;
+            }
+        }
+        let wake = offline.next_change();
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = link.catalog.changed() => if r.is_err() { return },
+            r = link.connected.changed() => if r.is_err() { return },
+            r = link.showing.changed() => {
+                if r.is_err() { return }
+                // A new slot, even when it shows the same notice again.
+                slot += 1;
+            }
+            r = link.media.changed() => if r.is_err() { return },
+            _ = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+    }
+}
+
+/// When the screen has been without its broker long enough to say so.
+struct Offline {
+    /// Since when the broker has been unreachable; `None` while connected.
+    since: Option<tokio::time::Instant>,
+    /// The wall-clock time the connection was last up.
+    last_up: Option<OffsetDateTime>,
+}
+
+impl Offline {
+    fn new(start: tokio::time::Instant) -> Self {
+        Offline {
+            since: Some(start),
+            last_up: None,
+        }
+    }
+
+    fn observe(&mut self, connected: bool, now: tokio::time::Instant, wall: OffsetDateTime) {
+        if connected {
+            self.since = None;
+            self.last_up = Some(wall);
+        } else if self.since.is_none() {
+            self.since = Some(now);
+            self.last_up = Some(wall);
+        }
+    }
+
+    /// The badge, once the broker has been unreachable for [`OFFLINE_AFTER`]:
+    /// with the last sync, the later of the last commit and the last time
+    /// the connection was up.
+    fn text(
+        &self,
+        now: tokio::time::Instant,
+        last_sync: Option<OffsetDateTime>,
+        wall: OffsetDateTime,
+    ) -> Option<String> {
+        let since = self.since?;
+        if now.duration_since(since) < OFFLINE_AFTER {
+            return None;
+        }
+        Some(offline_text(self.last_up.max(last_sync), wall))
+    }
+
+    /// When the badge would appear, if the broker stays away.
+    fn next_change(&self) -> Option<tokio::time::Instant> {
+        let at = self.since? + OFFLINE_AFTER;
+        (at > tokio::time::Instant::now()).then_some(at)
+    }
+}
+
+/// "离线 · 最后同步 10:02", with the date when it was not today.
+pub fn offline_text(last_sync: Option<OffsetDateTime>, now: OffsetDateTime) -> String {
+    match last_sync {
+        None => "离线 · 尚未同步".to_owned(),
+        Some(t) => {
+            let (local, today) = (t.to_offset(super::CHINA), now.to_offset(super::CHINA));
+            if local.date() == today.date() {
+                format!("离线 · 最后同步 {}", hhmm(t))
+            } else {
+                format!(
+                    "离线 · 最后同步 {:02}-{:02} {}",
+                    u8::from(local.month()),
+                    local.day(),
+                    hhmm(t)
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[tokio::test(start_paused = true)]
+    async fn offline_badge_after_two_minutes_with_the_last_sync() {
+        let t0 = tokio::time::Instant::now();
+        let wall = datetime!(2026-11-27 02:00 UTC);
+        let mut offline = Offline::new(t0);
+        offline.observe(true, t0, wall);
+        assert_eq!(offline.text(t0, None, wall), None);
+        assert_eq!(offline.next_change(), None);
+        // The broker goes away at 10:05 China time.
+        let gone = t0 + Duration::from_secs(300);
+        let gone_wall = wall + time::Duration::minutes(5);
+        offline.observe(false, gone, gone_wall);
+        let just_before = gone + OFFLINE_AFTER - Duration::from_secs(1);
+        assert_eq!(offline.text(just_before, None, gone_wall), None);
+        let after = gone + OFFLINE_AFTER;
+        assert_eq!(
+            offline.text(after, Some(wall), gone_wall).as_deref(),
+            Some("离线 · 最后同步 10:05")
+        );
+        offline.observe(true, after, gone_wall);
+        assert_eq!(offline.text(after, None, gone_wall), None);
+    }
+
+    #[test]
+    fn offline_text_names_the_day_when_not_today() {
+        let now = datetime!(2026-11-27 02:00 UTC);
+        assert_eq!(offline_text(None, now), "离线 · 尚未同步");
+        assert_eq!(
+            offline_text(Some(datetime!(2026-11-25 01:30 UTC)), now),
+            "离线 · 最后同步 11-25 09:30"
+        );
+    }
+}
