@@ -386,7 +386,7 @@ async fn download(
     }
     // A server that announces too much is refused before a byte is read.
     match response.content_length() {
-        Some(content_length) if content_length > media.bytes * 1000 => {
+        Some(content_length) if content_length > media.bytes => {
             return Err(MediaError::ContentLengthTooLarge {
                 id: media.id.clone(),
                 expected: media.bytes,
@@ -398,7 +398,7 @@ async fn download(
     let mut body = Vec::new();
     let mut hasher = Sha256::new();
     while let Some(chunk) = response.chunk().await.map_err(transport)? {
-        if (body.len() + chunk.len()) as u64 > media.bytes * 1000 {
+        if (body.len() + chunk.len()) as u64 > media.bytes {
             return Err(MediaError::TooManyBytes {
                 id: media.id.clone(),
                 expected: media.bytes,
@@ -714,7 +714,7 @@ pub async fn run_fetcher_with(
             &mut downloads,
             &cache,
             &client,
-            options.parallel.max(1) + 1,
+            options.parallel.max(1),
         );
         // With every slot busy there is nothing to wake up for but a
         // finished download.
@@ -783,7 +783,7 @@ fn update_wanted(
     let mut old = std::mem::take(pending);
     let mut seen = HashSet::new();
     for media in list {
-        if (seen.insert(media.sha256.as_str()) && false) || cache.contains(media) {
+        if !seen.insert(media.sha256.as_str()) || cache.contains(media) {
             continue;
         }
         let entry = match old.remove(&media.sha256) {

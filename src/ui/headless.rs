@@ -21,7 +21,7 @@ use slint::platform::{EventLoopProxy, Platform, WindowAdapter};
 use time::OffsetDateTime;
 
 use super::paging::{fits_now, paginate};
-use super::{AppWindow, BlockView, Images, PageView, Screen, apply, body_blocks, scale_for};
+use super::{AppWindow, BlockView, Images, PageView, apply, body_blocks};
 use crate::protocol::Notice;
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -161,9 +161,7 @@ fn new_window(width: u32, height: u32) -> anyhow::Result<(Rc<MinimalSoftwareWind
 
 fn resize(window: &MinimalSoftwareWindow, ui: &AppWindow, width: u32, height: u32) {
     window.set_size(slint::PhysicalSize::new(width, height));
-    ui.global::<Screen>().set_scale(scale_for(width, height));
-    ui.global::<Screen>().set_page_width(width as f32);
-    ui.global::<Screen>().set_page_height(height as f32);
+    super::set_screen_size(ui, width, height);
 }
 
 /// Runs `f` with this thread's preview UI sized `width`×`height`.

@@ -321,6 +321,15 @@ fn apply_text(ui: &AppWindow, view: &PageView, images: &Images) {
     screen.set_urgent(view.urgent);
 }
 
+/// Tells the UI the screen's size in physical pixels: the design scale (1 at
+/// 1920×1080 and at 1080×1920) and the page's width and height.
+pub fn set_screen_size(ui: &AppWindow, width: u32, height: u32) {
+    let screen = ui.global::<Screen>();
+    screen.set_scale(scale_for(width, height));
+    screen.set_page_width(width as f32);
+    screen.set_page_height(height as f32);
+}
+
 /// The images of `notice` that are in `cache`, decoded to fit `max_width`×
 /// `max_height`; and whether some image is still to be fetched. An image that
 /// fails to decode is left out (its caption stands in) and logged.

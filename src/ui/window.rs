@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use super::controller::{Controller, Setup, Snapshot};
-use super::{AppWindow, Screen, hhmm, scale_for};
+use super::{AppWindow, Screen, hhmm};
 use crate::config::Config;
 use crate::media::MediaCache;
 
@@ -117,10 +117,7 @@ pub fn run(
             let ui = AppWindow::new().context(
                 "cannot open a window: no display found (set DISPLAY or WAYLAND_DISPLAY, build with --features kms for a bare screen, or run --headless)",
             )?;
-            let screen = ui.global::<Screen>();
-            screen.set_scale(scale_for(width, height));
-            screen.set_page_width(width as f32);
-            screen.set_page_height(height as f32);
+            super::set_screen_size(&ui, width, height);
             ui.window()
                 .set_size(slint::PhysicalSize::new(width, height));
             if config.display.fullscreen {
@@ -151,18 +148,21 @@ pub fn run(
     result
 }
 
-/// Keeps the design scale in step with the window's real size.
+/// Keeps the design scale in step with the window's real size, in logical
+/// pixels (a high-density display has a scale factor above 1).
 fn follow_size(ui: &AppWindow) {
     let size = ui.window().size();
-    if size.width == 0 || size.height == 0 {
+    let factor = ui.window().scale_factor().max(0.1);
+    let (width, height) = (
+        (size.width as f32 / factor).round() as u32,
+        (size.height as f32 / factor).round() as u32,
+    );
+    if width == 0 || height == 0 {
         return;
     }
     let screen = ui.global::<Screen>();
-    let scale = scale_for(size.width, size.height);
-    if (screen.get_scale() - scale).abs() > 0.001 || screen.get_page_width() != size.width as f32 {
-        screen.set_scale(scale);
-        screen.set_page_width(size.width as f32);
-        screen.set_page_height(size.height as f32);
+    if screen.get_page_width() != width as f32 || screen.get_page_height() != height as f32 {
+        super::set_screen_size(ui, width, height);
         CONTROLLER.with(|c| {
             if let Some(c) = c.borrow().as_ref() {
                 c.resized();

@@ -1,0 +1,325 @@
+//! The screen's UI driven through Slint's testing backend on mock time:
+//! kiosk navigation by simulated taps and swipes, the idle timeout, rotation
+//! pages on their dwell times, and the urgent banner and interruption.
+//!
+//! The testing backend can be installed once per process, so this file holds
+//! one test that walks through everything in order.
+
+mod common;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use common::{office_key, signed, supervisor_key};
+use gongkai::config::Mode;
+use gongkai::demo::{DEMO_COMMUNITY, DEMO_SCREEN};
+use gongkai::protocol::{TopicSpace, TrustPolicy, verify_message};
+use gongkai::schedule::Key;
+use gongkai::store::{Incoming, Store};
+use gongkai::ui::controller::View;
+use gongkai::ui::{AppWindow, Controller, Screen, Setup, Snapshot};
+use i_slint_backend_testing::{AccessibleRole, ElementHandle};
+use slint::ComponentHandle;
+use slint::platform::{PointerEventButton, WindowEvent};
+use time::OffsetDateTime;
+
+const DWELL: Duration = Duration::from_secs(12);
+const IDLE: Duration = Duration::from_secs(60);
+
+/// A store holding the samples (windows around now), plus one expired and
+/// one withdrawn notice for the archive.
+fn store_with_samples(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("screen.db");
+    let mut store = Store::open(&path).unwrap();
+    let space = TopicSpace::new(common::PREFIX, DEMO_COMMUNITY);
+    let policy = TrustPolicy {
+        office: vec![office_key().public()],
+        supervisor: vec![supervisor_key().public()],
+        urgent_office_only: false,
+        office_only_categories: vec![],
+    };
+    let now = OffsetDateTime::now_utc();
+    let rfc = gongkai::protocol::notice::rfc3339;
+    let mut payloads: Vec<serde_json::Value> = gongkai::demo::shifted_samples(now)
+        .into_iter()
+        .map(|(_, bytes)| serde_json::from_slice(&bytes).unwrap())
+        .collect();
+    let mut expired = common::notice(DEMO_COMMUNITY, "old-finance-2026q1", 1);
+    expired["category"] = "finance".into();
+    expired["title"] = "2026年第一季度社区财务收支公开".into();
+    expired["valid_from"] = rfc(now - time::Duration::days(200)).into();
+    expired["valid_until"] = rfc(now - time::Duration::days(100)).into();
+    payloads.push(expired);
+    let mut withdrawn = common::notice(DEMO_COMMUNITY, "parking-fee-draft", 2);
+    withdrawn["status"] = "withdrawn".into();
+    withdrawn["title"] = "停车收费调整方案（草案）".into();
+    payloads.push(withdrawn);
+    let batch: Vec<Incoming> = payloads
+        .iter()
+        .map(|p| {
+            let topic = space.notice(p["id"].as_str().unwrap());
+            let bytes = signed(p);
+            Incoming {
+                verdict: verify_message(&space, &topic, &bytes, &policy),
+                topic,
+                bytes,
+            }
+        })
+        .collect();
+    store.commit(&batch).unwrap();
+    path
+}
+
+fn screen(ui: &AppWindow) -> Screen<'_> {
+    ui.global::<Screen>()
+}
+
+/// Advances Slint's mock clock (timers fire, pending views instantiate).
+fn advance(by: Duration) {
+    i_slint_backend_testing::mock_elapsed_time(by);
+}
+
+/// The visible button labelled `label`.
+fn button(ui: &AppWindow, label: &str) -> ElementHandle {
+    advance(Duration::ZERO);
+    ElementHandle::find_by_accessible_label(ui, label)
+        .filter(|e| e.accessible_role() == Some(AccessibleRole::Button))
+        .find(|e| e.size().width > 0.0 && e.size().height > 0.0)
+        .unwrap_or_else(|| panic!("no button {label:?} on the {} view", screen(ui).get_view()))
+}
+
+/// A finger down and up in the middle of the button labelled `label`.
+fn tap(ui: &AppWindow, label: &str) {
+    let element = button(ui, label);
+    let (p, s) = (element.absolute_position(), element.size());
+    assert!(
+        s.width >= 60.0 && s.height >= 60.0,
+        "{label:?} is {}×{}, under 60×60",
+        s.width,
+        s.height
+    );
+    let at = slint::LogicalPosition::new(p.x + s.width / 2.0, p.y + s.height / 2.0);
+    let window = ui.window();
+    window.dispatch_event(WindowEvent::PointerPressed {
+        position: at,
+        button: PointerEventButton::Left,
+    });
+    window.dispatch_event(WindowEvent::PointerReleased {
+        position: at,
+        button: PointerEventButton::Left,
+    });
+    advance(Duration::ZERO);
+}
+
+/// A finger dragged horizontally across the middle of the page by `dx`.
+fn swipe(ui: &AppWindow, dx: f32) {
+    let window = ui.window();
+    let from = slint::LogicalPosition::new(960.0, 500.0);
+    let to = slint::LogicalPosition::new(960.0 + dx, 500.0);
+    window.dispatch_event(WindowEvent::PointerPressed {
+        position: from,
+        button: PointerEventButton::Left,
+    });
+    for step in 1..=4 {
+        window.dispatch_event(WindowEvent::PointerMoved {
+            position: slint::LogicalPosition::new(960.0 + dx * step as f32 / 4.0, 500.0),
+        });
+    }
+    window.dispatch_event(WindowEvent::PointerReleased {
+        position: to,
+        button: PointerEventButton::Left,
+    });
+    advance(Duration::ZERO);
+}
+
+fn titles(ui: &AppWindow) -> Vec<String> {
+    use slint::Model;
+    screen(ui)
+        .get_entries()
+        .iter()
+        .map(|e| e.title.to_string())
+        .collect()
+}
+
+#[test]
+fn kiosk_navigation_idle_timeout_rotation_pages_and_urgent_notices() {
+    i_slint_backend_testing::init_integration_test_with_mock_time();
+    let dir = tempfile::tempdir().unwrap();
+    let store_path = store_with_samples(dir.path());
+    let items: Vec<_> = Store::open_read_only(&store_path)
+        .unwrap()
+        .load_catalog()
+        .unwrap()
+        .items
+        .into_values()
+        .collect();
+    let key_of = |id: &str| -> Key {
+        let item = items.iter().find(|i| i.id == id).unwrap();
+        (item.id.clone(), item.version)
+    };
+
+    let ui = AppWindow::new().unwrap();
+    ui.window().set_size(slint::PhysicalSize::new(1920, 1080));
+    gongkai::ui::set_screen_size(&ui, 1920, 1080);
+    let done: Rc<RefCell<Vec<Key>>> = Rc::default();
+    let record = done.clone();
+    let controller = Controller::new(
+        &ui,
+        Setup {
+            mode: Mode::Kiosk,
+            screen: DEMO_SCREEN.into(),
+            title: "历下区示范社区".into(),
+            store: store_path.clone(),
+            media: None,
+            dwell: DWELL,
+            idle: IDLE,
+            slot_done: Box::new(move |key| record.borrow_mut().push(key)),
+        },
+    )
+    .unwrap();
+    ui.show().unwrap();
+
+    // The rotation shows the daemon's slot, every page for its dwell time,
+    // then says the slot is done.
+    let finance = key_of("2026q3-finance");
+    controller.update(Snapshot {
+        items: items.clone(),
+        showing: Some(finance.clone()),
+        slot: 1,
+        ..Snapshot::default()
+    });
+    assert_eq!(controller.view(), View::Rotation);
+    assert_eq!(screen(&ui).get_title(), "2026年第三季度社区财务收支公开");
+    assert_eq!(screen(&ui).get_category(), "财务公开");
+    let (_, page, pages) = controller.page().unwrap();
+    assert_eq!(page, 0);
+    assert!(pages >= 2, "the finance sample spans pages, got {pages}");
+    for expected in 1..pages {
+        advance(DWELL * 3);
+        assert_eq!(controller.page().unwrap().1, expected);
+        assert!(done.borrow().is_empty(), "done before its last page");
+    }
+    advance(DWELL * 3);
+    assert_eq!(done.borrow().as_slice(), &[finance.clone()]);
+    // The urgent banner names the active urgent notice on every view.
+    assert_eq!(screen(&ui).get_banner(), "停水通知：6号楼至9号楼管网维修");
+
+    // A tap on the rotation opens the home screen, with a count per category.
+    tap(&ui, "查看全部公开");
+    assert_eq!(controller.view(), View::Home);
+    let tiles: Vec<(String, String)> = {
+        use slint::Model;
+        screen(&ui)
+            .get_tiles()
+            .iter()
+            .map(|t| (t.label.to_string(), t.count.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        tiles,
+        [
+            ("居务公开", "4 条"),
+            ("财务公开", "1 条"),
+            ("政务公开", "1 条"),
+            ("居民关心事项", "2 条"),
+            ("反馈答复", "1 条"),
+            ("往期公开", "2 条"),
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+
+    // Category list, then the notice with its pages: buttons and swipes.
+    tap(&ui, "财务公开");
+    assert_eq!(
+        controller.view(),
+        View::List(gongkai::ui::controller::ListKind::Category(
+            gongkai::protocol::Category::Finance
+        ))
+    );
+    assert_eq!(titles(&ui), ["2026年第三季度社区财务收支公开"]);
+    tap(&ui, "2026年第三季度社区财务收支公开");
+    assert_eq!(controller.view(), View::Notice);
+    let (shown, page, pages) = controller.page().unwrap();
+    assert_eq!((shown, page), (finance.clone(), 0));
+    assert!(!screen(&ui).get_can_prev());
+    tap(&ui, "下一页");
+    assert_eq!(controller.page().unwrap().1, 1);
+    assert_eq!(screen(&ui).get_page(), format!("第 2/{pages} 页"));
+    swipe(&ui, 400.0);
+    assert_eq!(controller.page().unwrap().1, 0, "a swipe right goes back");
+    swipe(&ui, -400.0);
+    assert_eq!(controller.page().unwrap().1, 1, "a swipe left goes on");
+    tap(&ui, "← 返回");
+    assert_eq!(
+        controller.view(),
+        View::List(gongkai::ui::controller::ListKind::Category(
+            gongkai::protocol::Category::Finance
+        ))
+    );
+
+    // The archive: expired and withdrawn notices, each marked as such.
+    tap(&ui, "← 首页");
+    tap(&ui, "往期公开");
+    let marks: Vec<(String, String)> = {
+        use slint::Model;
+        screen(&ui)
+            .get_entries()
+            .iter()
+            .map(|e| (e.title.to_string(), e.mark.to_string()))
+            .collect()
+    };
+    assert!(
+        marks.contains(&("停车收费调整方案（草案）".into(), "已撤回".into())),
+        "{marks:?}"
+    );
+    assert!(
+        marks.contains(&("2026年第一季度社区财务收支公开".into(), "已过期".into())),
+        "{marks:?}"
+    );
+    tap(&ui, "停车收费调整方案（草案）");
+    assert_eq!(screen(&ui).get_mark(), "已撤回");
+
+    // Idle: nothing for just under a minute keeps the view; a minute returns
+    // to the rotation, from the first page of the rotation's slot.
+    advance(IDLE - Duration::from_secs(1));
+    assert_eq!(controller.view(), View::Notice);
+    tap(&ui, "← 返回");
+    advance(IDLE - Duration::from_secs(1));
+    assert_eq!(
+        controller.view(),
+        View::List(gongkai::ui::controller::ListKind::Archive)
+    );
+    advance(Duration::from_secs(2));
+    assert_eq!(controller.view(), View::Rotation);
+    assert_eq!(controller.page().unwrap().0, finance);
+    assert_eq!(screen(&ui).get_mark(), "");
+
+    // Urgent: the rotation is interrupted at once by the daemon's new slot;
+    // the page says 紧急通知 in words and the banner steps aside.
+    let urgent = key_of("water-cut-notice");
+    controller.update(Snapshot {
+        items: items.clone(),
+        showing: Some(urgent.clone()),
+        slot: 2,
+        ..Snapshot::default()
+    });
+    assert_eq!(controller.page().unwrap().0, urgent);
+    assert!(screen(&ui).get_urgent());
+    // On the kiosk's home screen the banner opens the urgent notice.
+    tap(&ui, "查看全部公开");
+    tap(&ui, "紧急通知：停水通知：6号楼至9号楼管网维修");
+    assert_eq!(controller.view(), View::Notice);
+    assert_eq!(controller.page().unwrap().0, urgent);
+
+    // Offline: the daemon's badge shows on the page.
+    controller.update(Snapshot {
+        items,
+        showing: Some(urgent),
+        slot: 2,
+        offline: Some("离线 · 最后同步 10:02".into()),
+        media: 0,
+    });
+    assert!(screen(&ui).get_offline());
+    assert_eq!(screen(&ui).get_offline_text(), "离线 · 最后同步 10:02");
+}
