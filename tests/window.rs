@@ -1,0 +1,243 @@
+//! The real `gongkaid --demo` in a real window (winit on X11, software
+//! renderer) under Xvfb, in both modes: a screenshot of the X screen taken
+//! with `xwd` must show the page, and SIGTERM must end it cleanly.
+//!
+//! Needs `Xvfb` and `xwd` (Debian's xvfb and x11-apps). Without them the
+//! tests print SKIPPED; in CI (`GONGKAI_TEST_BROKER` set) they fail instead.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const WIDTH: u32 = 1280;
+const HEIGHT: u32 = 720;
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// An X server of the test's own.
+struct Xvfb {
+    child: Child,
+    display: String,
+}
+
+impl Xvfb {
+    fn start(test: &str) -> Option<Xvfb> {
+        if !have("Xvfb") || !have("xwd") {
+            assert!(
+                std::env::var("GONGKAI_TEST_BROKER").is_err(),
+                "{test}: CI must install xvfb and x11-apps"
+            );
+            eprintln!("SKIPPED {test}: no Xvfb or xwd on this machine");
+            return None;
+        }
+        // A display number no other test or session holds.
+        let number = (100..400)
+            .map(|n| n + std::process::id() % 300)
+            .find(|n| !Path::new(&format!("/tmp/.X{n}-lock")).exists())
+            .expect("a free X display number");
+        let display = format!(":{number}");
+        let child = Command::new("Xvfb")
+            .arg(&display)
+            .args([
+                "-screen",
+                "0",
+                &format!("{WIDTH}x{HEIGHT}x24"),
+                "-nolisten",
+                "tcp",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Xvfb starts");
+        let socket = format!("/tmp/.X11-unix/X{number}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !Path::new(&socket).exists() {
+            assert!(
+                Instant::now() < deadline,
+                "Xvfb did not come up on {display}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Xvfb { child, display })
+    }
+
+    /// The whole X screen as RGB.
+    fn screenshot(&self) -> Vec<u8> {
+        let out = Command::new("xwd")
+            .args(["-root", "-silent", "-display", &self.display])
+            .output()
+            .expect("xwd runs");
+        assert!(out.status.success(), "xwd failed");
+        xwd_to_rgb(&out.stdout)
+    }
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Decodes an XWD dump of a 24-bit TrueColor screen (32 bits a pixel).
+fn xwd_to_rgb(data: &[u8]) -> Vec<u8> {
+    let field = |i: usize| u32::from_be_bytes(data[i * 4..i * 4 + 4].try_into().unwrap());
+    let header_size = field(0) as usize;
+    assert_eq!(field(2), 2, "ZPixmap");
+    let (width, height) = (field(4), field(5));
+    assert_eq!((width, height), (WIDTH, HEIGHT));
+    let byte_order = field(7);
+    let bits_per_pixel = field(11);
+    assert_eq!(
+        bits_per_pixel, 32,
+        "the test screen is 24-bit in 32-bit pixels"
+    );
+    let bytes_per_line = field(12) as usize;
+    let ncolors = field(19) as usize;
+    let start = header_size + ncolors * 12;
+    let mut rgb = Vec::with_capacity((width * height * 3) as usize);
+    for y in 0..height as usize {
+        for x in 0..width as usize {
+            let p = &data[start + y * bytes_per_line + x * 4..][..4];
+            let value = if byte_order == 0 {
+                u32::from_le_bytes(p.try_into().unwrap())
+            } else {
+                u32::from_be_bytes(p.try_into().unwrap())
+            };
+            rgb.extend([(value >> 16) as u8, (value >> 8) as u8, value as u8]);
+        }
+    }
+    rgb
+}
+
+fn pixel(rgb: &[u8], x: u32, y: u32) -> [u8; 3] {
+    let i = ((y * WIDTH + x) * 3) as usize;
+    [rgb[i], rgb[i + 1], rgb[i + 2]]
+}
+
+/// Dark (text) pixels in a band of rows.
+fn dark_in_rows(rgb: &[u8], y0: u32, y1: u32) -> usize {
+    (y0..y1)
+        .flat_map(|y| (0..WIDTH).map(move |x| (x, y)))
+        .filter(|&(x, y)| pixel(rgb, x, y).iter().all(|&c| c < 90))
+        .count()
+}
+
+fn save(rgb: &[u8], name: &str) {
+    if let Ok(dir) = std::env::var("GONGKAI_RENDER_DIR") {
+        let rgba: Vec<u8> = rgb
+            .chunks(3)
+            .flat_map(|p| [p[0], p[1], p[2], 255])
+            .collect();
+        let png = gongkai::ui::png(&rgba, WIDTH, HEIGHT).unwrap();
+        std::fs::write(Path::new(&dir).join(name), png).unwrap();
+    }
+}
+
+const BAND: [u8; 3] = [0x1f, 0x4e, 0x79];
+const URGENT: [u8; 3] = [0xa4, 0x00, 0x1d];
+
+/// Runs the demo on the X server, waits until a page is on screen, checks
+/// the screenshot with `check`, then stops the demo with SIGTERM.
+fn demo_in_window(test: &str, args: &[&str], check: impl Fn(&[u8])) {
+    let Some(x) = Xvfb::start(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("gongkaid.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gongkaid"))
+        .arg("--demo")
+        .args(args)
+        .env("DISPLAY", &x.display)
+        .env_remove("WAYLAND_DISPLAY")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    // The first slot is on screen once the rotation names it; give the
+    // window a moment to draw it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !log_text().contains("rotation: showing") {
+        assert!(
+            Instant::now() < deadline,
+            "no rotation step:\n{}",
+            log_text()
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "gongkaid exited:\n{}",
+            log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let shot = loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let shot = x.screenshot();
+        let top = pixel(&shot, 4, 4);
+        if top == BAND || top == URGENT || Instant::now() > deadline {
+            break shot;
+        }
+    };
+    save(&shot, &format!("{test}.png"));
+    check(&shot);
+
+    // SIGTERM: the window closes and the daemon says goodbye, exit 0.
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "gongkaid ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut rest = String::new();
+    let _ = std::fs::File::open(&log).unwrap().read_to_string(&mut rest);
+    assert!(status.success(), "gongkaid exited with {status}:\n{rest}");
+}
+
+#[test]
+fn led_demo_draws_a_page_in_a_real_window() {
+    demo_in_window("led-window", &[], |shot| {
+        // The header band (blue, or red for an urgent notice) across the top,
+        // the paper below it, the title and body as dark text.
+        let top = pixel(shot, 4, 4);
+        assert!(top == BAND || top == URGENT, "header band, got {top:?}");
+        assert_eq!(pixel(shot, WIDTH - 4, 4), top, "the band spans the window");
+        assert_eq!(
+            pixel(shot, 4, 120),
+            [0xfd, 0xfb, 0xf7],
+            "paper under the band"
+        );
+        assert!(dark_in_rows(shot, 80, 160) > 2000, "a title is drawn");
+        assert!(dark_in_rows(shot, 160, 500) > 4000, "a body is drawn");
+    });
+}
+
+#[test]
+fn kiosk_demo_draws_a_page_with_its_touch_hint_in_a_real_window() {
+    demo_in_window("kiosk-window", &["--kiosk"], |shot| {
+        let top = pixel(shot, 4, 4);
+        assert!(top == BAND || top == URGENT, "header band, got {top:?}");
+        // The kiosk's hint bar (触摸屏幕…) sits between the body and the footer.
+        let bar_rows = (300..HEIGHT)
+            .filter(|&y| pixel(shot, 2, y) == BAND && pixel(shot, WIDTH - 2, y) == BAND)
+            .count();
+        assert!(bar_rows >= 40, "a band-coloured hint bar, {bar_rows} rows");
+        assert!(dark_in_rows(shot, 80, 160) > 2000, "a title is drawn");
+    });
+}
