@@ -5,118 +5,17 @@
 //! Needs `Xvfb` and `xwd` (Debian's xvfb and x11-apps). Without them the
 //! tests print SKIPPED; in CI (`GONGKAI_TEST_BROKER` set) they fail instead.
 
+mod common;
+
 use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::Xvfb;
 
 const WIDTH: u32 = 1280;
 const HEIGHT: u32 = 720;
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// An X server of the test's own.
-struct Xvfb {
-    child: Child,
-    display: String,
-}
-
-impl Xvfb {
-    fn start(test: &str) -> Option<Xvfb> {
-        if !have("Xvfb") || !have("xwd") {
-            assert!(
-                std::env::var("GONGKAI_TEST_BROKER").is_err(),
-                "{test}: CI must install xvfb and x11-apps"
-            );
-            eprintln!("SKIPPED {test}: no Xvfb or xwd on this machine");
-            return None;
-        }
-        // A display number no other test or session holds.
-        let number = (100..400)
-            .map(|n| n + std::process::id() % 300)
-            .find(|n| !Path::new(&format!("/tmp/.X{n}-lock")).exists())
-            .expect("a free X display number");
-        let display = format!(":{number}");
-        let child = Command::new("Xvfb")
-            .arg(&display)
-            .args([
-                "-screen",
-                "0",
-                &format!("{WIDTH}x{HEIGHT}x24"),
-                "-nolisten",
-                "tcp",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("Xvfb starts");
-        let socket = format!("/tmp/.X11-unix/X{number}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !Path::new(&socket).exists() {
-            assert!(
-                Instant::now() < deadline,
-                "Xvfb did not come up on {display}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(Xvfb { child, display })
-    }
-
-    /// The whole X screen as RGB.
-    fn screenshot(&self) -> Vec<u8> {
-        let out = Command::new("xwd")
-            .args(["-root", "-silent", "-display", &self.display])
-            .output()
-            .expect("xwd runs");
-        assert!(out.status.success(), "xwd failed");
-        xwd_to_rgb(&out.stdout)
-    }
-}
-
-impl Drop for Xvfb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Decodes an XWD dump of a 24-bit TrueColor screen (32 bits a pixel).
-fn xwd_to_rgb(data: &[u8]) -> Vec<u8> {
-    let field = |i: usize| u32::from_be_bytes(data[i * 4..i * 4 + 4].try_into().unwrap());
-    let header_size = field(0) as usize;
-    assert_eq!(field(2), 2, "ZPixmap");
-    let (width, height) = (field(4), field(5));
-    assert_eq!((width, height), (WIDTH, HEIGHT));
-    let byte_order = field(7);
-    let bits_per_pixel = field(11);
-    assert_eq!(
-        bits_per_pixel, 32,
-        "the test screen is 24-bit in 32-bit pixels"
-    );
-    let bytes_per_line = field(12) as usize;
-    let ncolors = field(19) as usize;
-    let start = header_size + ncolors * 12;
-    let mut rgb = Vec::with_capacity((width * height * 3) as usize);
-    for y in 0..height as usize {
-        for x in 0..width as usize {
-            let p = &data[start + y * bytes_per_line + x * 4..][..4];
-            let value = if byte_order == 0 {
-                u32::from_le_bytes(p.try_into().unwrap())
-            } else {
-                u32::from_be_bytes(p.try_into().unwrap())
-            };
-            rgb.extend([(value >> 16) as u8, (value >> 8) as u8, value as u8]);
-        }
-    }
-    rgb
-}
 
 fn pixel(rgb: &[u8], x: u32, y: u32) -> [u8; 3] {
     let i = ((y * WIDTH + x) * 3) as usize;
@@ -148,7 +47,7 @@ const URGENT: [u8; 3] = [0xa4, 0x00, 0x1d];
 /// Runs the demo on the X server, waits until a page is on screen, checks
 /// the screenshot with `check`, then stops the demo with SIGTERM.
 fn demo_in_window(test: &str, args: &[&str], check: impl Fn(&[u8])) {
-    let Some(x) = Xvfb::start(test) else {
+    let Some(x) = Xvfb::start(test, WIDTH, HEIGHT) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -183,7 +82,7 @@ fn demo_in_window(test: &str, args: &[&str], check: impl Fn(&[u8])) {
     let deadline = Instant::now() + Duration::from_secs(15);
     let shot = loop {
         std::thread::sleep(Duration::from_millis(500));
-        let shot = x.screenshot();
+        let shot = x.screenshot().2;
         let top = pixel(&shot, 4, 4);
         if top == BAND || top == URGENT || Instant::now() > deadline {
             break shot;

@@ -380,3 +380,122 @@ pub fn stored_versions(store: &Path) -> std::collections::BTreeMap<String, (u64,
         .map(|r| (r.id, (r.version, r.active)))
         .collect()
 }
+
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// An X server of the test's own, `width`×`height` at 24 bits.
+pub struct Xvfb {
+    child: Child,
+    pub display: String,
+    width: u32,
+    height: u32,
+}
+
+impl Xvfb {
+    /// `None` (and a line saying so) without Xvfb and xwd; in CI
+    /// (`GONGKAI_TEST_BROKER` set) their absence fails the test.
+    pub fn start(test: &str, width: u32, height: u32) -> Option<Xvfb> {
+        if !have("Xvfb") || !have("xwd") {
+            assert!(
+                std::env::var("GONGKAI_TEST_BROKER").is_err(),
+                "{test}: CI must install xvfb and x11-apps"
+            );
+            eprintln!("SKIPPED {test}: no Xvfb or xwd on this machine");
+            return None;
+        }
+        // A display number no other test or session holds.
+        let number = (100..400)
+            .map(|n| n + std::process::id() % 300)
+            .find(|n| !Path::new(&format!("/tmp/.X{n}-lock")).exists())
+            .expect("a free X display number");
+        let display = format!(":{number}");
+        let child = Command::new("Xvfb")
+            .arg(&display)
+            .args([
+                "-screen",
+                "0",
+                &format!("{width}x{height}x24"),
+                "-nolisten",
+                "tcp",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Xvfb starts");
+        let socket = format!("/tmp/.X11-unix/X{number}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !Path::new(&socket).exists() {
+            assert!(
+                Instant::now() < deadline,
+                "Xvfb did not come up on {display}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Xvfb {
+            child,
+            display,
+            width,
+            height,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The whole X screen: width, height and RGB pixels.
+    pub fn screenshot(&self) -> (u32, u32, Vec<u8>) {
+        let out = Command::new("xwd")
+            .args(["-root", "-silent", "-display", &self.display])
+            .output()
+            .expect("xwd runs");
+        assert!(out.status.success(), "xwd failed");
+        let (width, height, rgb) = xwd_to_rgb(&out.stdout);
+        assert_eq!((width, height), (self.width, self.height));
+        (width, height, rgb)
+    }
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Decodes an XWD dump of a 24-bit TrueColor screen (32 bits a pixel).
+pub fn xwd_to_rgb(data: &[u8]) -> (u32, u32, Vec<u8>) {
+    let field = |i: usize| u32::from_be_bytes(data[i * 4..i * 4 + 4].try_into().unwrap());
+    let header_size = field(0) as usize;
+    assert_eq!(field(2), 2, "ZPixmap");
+    let (width, height) = (field(4), field(5));
+    let byte_order = field(7);
+    let bits_per_pixel = field(11);
+    assert_eq!(
+        bits_per_pixel, 32,
+        "the test screen is 24-bit in 32-bit pixels"
+    );
+    let bytes_per_line = field(12) as usize;
+    let ncolors = field(19) as usize;
+    let start = header_size + ncolors * 12;
+    let mut rgb = Vec::with_capacity((width * height * 3) as usize);
+    for y in 0..height as usize {
+        for x in 0..width as usize {
+            let p = &data[start + y * bytes_per_line + x * 4..][..4];
+            let value = if byte_order == 0 {
+                u32::from_le_bytes(p.try_into().unwrap())
+            } else {
+                u32::from_be_bytes(p.try_into().unwrap())
+            };
+            rgb.extend([(value >> 16) as u8, (value >> 8) as u8, value as u8]);
+        }
+    }
+    (width, height, rgb)
+}
