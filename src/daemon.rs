@@ -647,3 +647,89 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Category, Priority, Status};
+    use crate::schedule::Item;
+
+    fn item(id: &str, priority: Priority) -> Item {
+        let now = OffsetDateTime::now_utc();
+        Item {
+            id: id.into(),
+            version: 1,
+            category: Category::Affairs,
+            priority,
+            status: Status::Active,
+            title: id.into(),
+            valid_from: now - time::Duration::hours(1),
+            valid_until: now + time::Duration::days(1),
+            screens: vec![],
+        }
+    }
+
+    fn catalog(items: &[Item]) -> Catalog {
+        Catalog {
+            items: items.iter().map(|i| (i.id.clone(), i.clone())).collect(),
+            ..Catalog::default()
+        }
+    }
+
+    /// The rotation on virtual time, paced by a UI: a slot lasts until the UI
+    /// says its pages are done (however long that takes), `high` notices come
+    /// twice per cycle, an urgent notice cuts the slot short at once, and a
+    /// UI that says nothing still gets a new slot after `MAX_SLOT_DWELLS`.
+    #[tokio::test(start_paused = true)]
+    async fn rotation_paced_by_the_ui_on_virtual_time() {
+        let dwell = Duration::from_secs(12);
+        let (catalog_tx, catalog_rx) = watch::channel(catalog(&[
+            item("a", Priority::Normal),
+            item("b", Priority::High),
+            item("c", Priority::Normal),
+        ]));
+        let (showing_tx, mut showing_rx) = watch::channel(None);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_rotation(
+            "lobby".into(),
+            dwell,
+            Some(done_rx),
+            catalog_rx,
+            showing_tx,
+            cancel.clone(),
+        ));
+        let mut next = async || -> String {
+            showing_rx.changed().await.unwrap();
+            showing_rx.borrow_and_update().as_ref().unwrap().id.clone()
+        };
+        let mut order = vec![next().await];
+        for _ in 0..7 {
+            let id = order.last().unwrap().clone();
+            // A notice of three pages: the UI takes 3 dwells, then says so.
+            tokio::time::sleep(dwell * 3).await;
+            done_tx.send((id, 1)).unwrap();
+            order.push(next().await);
+        }
+        let b = order.iter().filter(|id| *id == "b").count();
+        let a = order.iter().filter(|id| *id == "a").count();
+        assert_eq!(b, 2 * a, "high twice as often: {order:?}");
+
+        // An urgent notice arrives mid-slot: it is shown at once.
+        let started = tokio::time::Instant::now();
+        catalog_tx.send_modify(|c| {
+            let urgent = item("u", Priority::Urgent);
+            c.items.insert("u".into(), urgent);
+        });
+        assert_eq!(next().await, "u");
+        assert!(started.elapsed() < Duration::from_millis(10));
+
+        // The UI says nothing: the slot still ends, after MAX_SLOT_DWELLS.
+        let started = tokio::time::Instant::now();
+        let after = next().await;
+        assert_ne!(after, "u", "urgent takes every other slot, not every slot");
+        assert_eq!(started.elapsed(), dwell * MAX_SLOT_DWELLS);
+        cancel.cancel();
+        task.await.unwrap();
+    }
+}

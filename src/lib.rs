@@ -13,7 +13,10 @@
 //!   a cancellation token; what `gongkaid` runs.
 //! - [`office`]: the office's side, behind the `gongkai` CLI.
 //! - [`demo`]: an embedded broker, demo keys and signed samples.
-//! - [`ui`]: the only user of slint; domain types to UI structs, rendering.
+//! - [`media`]: images of notices, fetched, checked against their signed hash,
+//!   cached by hash, decoded under limits.
+//! - [`ui`]: the only user of slint; the screen's pages, rotation and kiosk
+//!   views in a window or headless, beside the daemon's runtime.
 
 pub mod config;
 pub mod daemon;

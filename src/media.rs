@@ -187,6 +187,12 @@ impl MediaCache {
         Ok(MediaCache { dir })
     }
 
+    /// The cache as its readers see it (the UI, previews): nothing is created
+    /// or cleaned, so a fetch the daemon is running is left alone.
+    pub fn reader(dir: impl Into<PathBuf>) -> Self {
+        MediaCache { dir: dir.into() }
+    }
+
     /// The directory this cache lives in.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -40,10 +40,8 @@ pub fn render_from_store(
         .envelope(&id, version)?
         .context("the notice's envelope is missing")?;
     let notice = notice_of(&envelope)?;
-    let images = match crate::media::MediaCache::open(&config.store.media_dir) {
-        Ok(cache) => ui::load_images(&notice, &cache, size.0, size.1).0,
-        Err(_) => ui::Images::default(),
-    };
+    let cache = crate::media::MediaCache::reader(&config.store.media_dir);
+    let images = ui::load_images(&notice, &cache, size.0, size.1).0;
     let pages = ui::render_notice(&notice, &images, size.0, size.1, now, None)?;
     if page == 0 || page > pages.len() {
         bail!("{id} has {} page(s) at {}x{}", pages.len(), size.0, size.1);

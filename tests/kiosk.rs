@@ -11,65 +11,18 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use common::{office_key, signed, supervisor_key};
 use gongkai::config::Mode;
-use gongkai::demo::{DEMO_COMMUNITY, DEMO_SCREEN};
-use gongkai::protocol::{TopicSpace, TrustPolicy, verify_message};
+use gongkai::demo::DEMO_SCREEN;
 use gongkai::schedule::Key;
-use gongkai::store::{Incoming, Store};
+use gongkai::store::Store;
 use gongkai::ui::controller::View;
 use gongkai::ui::{AppWindow, Controller, Screen, Setup, Snapshot};
 use i_slint_backend_testing::{AccessibleRole, ElementHandle};
 use slint::ComponentHandle;
 use slint::platform::{PointerEventButton, WindowEvent};
-use time::OffsetDateTime;
 
 const DWELL: Duration = Duration::from_secs(12);
 const IDLE: Duration = Duration::from_secs(60);
-
-/// A store holding the samples (windows around now), plus one expired and
-/// one withdrawn notice for the archive.
-fn store_with_samples(dir: &std::path::Path) -> std::path::PathBuf {
-    let path = dir.join("screen.db");
-    let mut store = Store::open(&path).unwrap();
-    let space = TopicSpace::new(common::PREFIX, DEMO_COMMUNITY);
-    let policy = TrustPolicy {
-        office: vec![office_key().public()],
-        supervisor: vec![supervisor_key().public()],
-        urgent_office_only: false,
-        office_only_categories: vec![],
-    };
-    let now = OffsetDateTime::now_utc();
-    let rfc = gongkai::protocol::notice::rfc3339;
-    let mut payloads: Vec<serde_json::Value> = gongkai::demo::shifted_samples(now)
-        .into_iter()
-        .map(|(_, bytes)| serde_json::from_slice(&bytes).unwrap())
-        .collect();
-    let mut expired = common::notice(DEMO_COMMUNITY, "old-finance-2026q1", 1);
-    expired["category"] = "finance".into();
-    expired["title"] = "2026年第一季度社区财务收支公开".into();
-    expired["valid_from"] = rfc(now - time::Duration::days(200)).into();
-    expired["valid_until"] = rfc(now - time::Duration::days(100)).into();
-    payloads.push(expired);
-    let mut withdrawn = common::notice(DEMO_COMMUNITY, "parking-fee-draft", 2);
-    withdrawn["status"] = "withdrawn".into();
-    withdrawn["title"] = "停车收费调整方案（草案）".into();
-    payloads.push(withdrawn);
-    let batch: Vec<Incoming> = payloads
-        .iter()
-        .map(|p| {
-            let topic = space.notice(p["id"].as_str().unwrap());
-            let bytes = signed(p);
-            Incoming {
-                verdict: verify_message(&space, &topic, &bytes, &policy),
-                topic,
-                bytes,
-            }
-        })
-        .collect();
-    store.commit(&batch).unwrap();
-    path
-}
 
 fn screen(ui: &AppWindow) -> Screen<'_> {
     ui.global::<Screen>()
@@ -146,7 +99,7 @@ fn titles(ui: &AppWindow) -> Vec<String> {
 fn kiosk_navigation_idle_timeout_rotation_pages_and_urgent_notices() {
     i_slint_backend_testing::init_integration_test_with_mock_time();
     let dir = tempfile::tempdir().unwrap();
-    let store_path = store_with_samples(dir.path());
+    let store_path = common::sample_store(dir.path());
     let items: Vec<_> = Store::open_read_only(&store_path)
         .unwrap()
         .load_catalog()
@@ -201,7 +154,7 @@ fn kiosk_navigation_idle_timeout_rotation_pages_and_urgent_notices() {
         assert!(done.borrow().is_empty(), "done before its last page");
     }
     advance(DWELL * 3);
-    assert_eq!(done.borrow().as_slice(), &[finance.clone()]);
+    assert_eq!(done.borrow().as_slice(), std::slice::from_ref(&finance));
     // The urgent banner names the active urgent notice on every view.
     assert_eq!(screen(&ui).get_banner(), "停水通知：6号楼至9号楼管网维修");
 

@@ -1,6 +1,9 @@
 //! Every sample notice rendered headless with the software renderer, in both
 //! orientations: the page is drawn, the title is there, and the QR code
-//! decodes back to `qr_url`. One test: the headless platform is per process.
+//! decodes back to `qr_url`; then the kiosk's home and list views. One test:
+//! the headless platform is per process.
+
+mod common;
 
 use gongkai::protocol::Notice;
 use gongkai::ui;
@@ -92,6 +95,7 @@ fn every_sample_renders_in_both_orientations() {
             }
         }
     }
+    kiosk_home_and_list_render_in_both_orientations();
 }
 
 /// The paragraph text and table cells of blocks, concatenated (continuation
@@ -154,4 +158,89 @@ fn png_encoding_round_trips_dimensions() {
     // IHDR: width and height, big-endian, after the 8-byte signature and 8-byte chunk header.
     assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 8);
     assert_eq!(u32::from_be_bytes(png[20..24].try_into().unwrap()), 4);
+}
+
+/// The kiosk's own views drawn headless, in both orientations: the home
+/// screen's buttons and the urgent banner, then a category's list.
+fn kiosk_home_and_list_render_in_both_orientations() {
+    use gongkai::config::Mode;
+    use gongkai::ui::{Controller, HeadlessWindow, Screen, Setup, Snapshot};
+    use slint::ComponentHandle;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::sample_store(dir.path());
+    let items: Vec<_> = gongkai::store::Store::open_read_only(&store)
+        .unwrap()
+        .load_catalog()
+        .unwrap()
+        .items
+        .into_values()
+        .collect();
+    for (width, height) in [(1920, 1080), (1080, 1920)] {
+        let window = HeadlessWindow::new(width, height).unwrap();
+        let controller = Controller::new(
+            window.ui(),
+            Setup {
+                mode: Mode::Kiosk,
+                screen: gongkai::demo::DEMO_SCREEN.into(),
+                title: "历下区示范社区".into(),
+                store: store.clone(),
+                media: None,
+                dwell: std::time::Duration::from_secs(12),
+                idle: std::time::Duration::from_secs(60),
+                slot_done: Box::new(|_| {}),
+            },
+        )
+        .unwrap();
+        controller.update(Snapshot {
+            items: items.clone(),
+            ..Snapshot::default()
+        });
+        let screen = window.ui().global::<Screen>();
+        screen.invoke_open_home();
+        let home = Frame {
+            rgba: window.render(),
+            width,
+            height,
+        };
+        keep(&home, &format!("kiosk-home-{width}x{height}.png"));
+        let what = format!("home at {width}x{height}");
+        let urgent = [0xa4, 0x00, 0x1d];
+        let banner_rows = (0..height / 3)
+            .filter(|&y| home.pixel(2, y) == urgent && home.pixel(width - 3, y) == urgent)
+            .count();
+        assert!(
+            banner_rows > 40,
+            "{what}: the urgent banner ({banner_rows} rows)"
+        );
+        // Six buttons: their fill covers a good share of the screen.
+        let tile = [0xee, 0xf3, 0xf9];
+        let tiles = (0..height)
+            .step_by(4)
+            .flat_map(|y| (0..width).step_by(4).map(move |x| (x, y)))
+            .filter(|&(x, y)| home.pixel(x, y) == tile)
+            .count();
+        assert!(
+            tiles * 16 > (width * height) as usize / 4,
+            "{what}: the category buttons"
+        );
+        screen.invoke_open_tile("finance".into());
+        let list = Frame {
+            rgba: window.render(),
+            width,
+            height,
+        };
+        keep(&list, &format!("kiosk-list-{width}x{height}.png"));
+        assert!(
+            list.dark_in_rows(250, 600) > 3000,
+            "list at {width}x{height}: an entry's title is drawn"
+        );
+    }
+}
+
+fn keep(frame: &Frame, name: &str) {
+    if let Ok(dir) = std::env::var("GONGKAI_RENDER_DIR") {
+        let png = ui::png(&frame.rgba, frame.width, frame.height).unwrap();
+        std::fs::write(std::path::Path::new(&dir).join(name), png).unwrap();
+    }
 }

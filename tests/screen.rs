@@ -273,3 +273,100 @@ async fn status_is_published_retained_and_goes_offline_on_shutdown() {
         .unwrap();
     assert_eq!(fleet[0]["state"], "offline", "{fleet:?}");
 }
+
+/// A notice with an image: the screen fetches it from the office's HTTP
+/// server into its media cache (checked against the signed hash), and the
+/// page shows it. A second image whose hash does not match is never cached,
+/// and the rest of the notice still shows.
+#[tokio::test(flavor = "multi_thread")]
+async fn media_are_fetched_checked_cached_and_shown() {
+    // An image of one colour, and a server that serves it and a tampered copy.
+    let (w, h) = (400u32, 200u32);
+    let rgba: Vec<u8> = (0..w * h).flat_map(|_| [0x20, 0xa0, 0x40, 0xff]).collect();
+    let png = gongkai::ui::png(&rgba, w, h).unwrap();
+    let sha = gongkai::protocol::sha256_hex(&png);
+    let served = png.clone();
+    let app = axum::Router::new()
+        .route(
+            "/m/good.png",
+            axum::routing::get(move || async move { served.clone() }),
+        )
+        .route(
+            "/m/tampered.png",
+            axum::routing::get(|| async { vec![0u8; 64] }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let mut scene = Scene::start("media").await;
+    let mut payload = notice(&scene.c, "with-image", 1);
+    payload["body"] = serde_json::json!([
+        {"type": "paragraph", "text": "现场照片如下。"},
+        {"type": "image", "media": "m1", "caption": "维修现场"},
+        {"type": "image", "media": "m2", "caption": "被篡改的图片"}
+    ]);
+    payload["media"] = serde_json::json!([
+        {"id": "m1", "url": format!("http://127.0.0.1:{port}/m/good.png"),
+         "sha256": sha, "bytes": png.len(), "mime": "image/png"},
+        {"id": "m2", "url": format!("http://127.0.0.1:{port}/m/tampered.png"),
+         "sha256": "ab".repeat(32), "bytes": 64, "mime": "image/png"}
+    ]);
+    scene.put("with-image", signed(&payload)).await;
+    wait_for(&scene.daemon, "the notice", |c| {
+        c.items.contains_key("with-image")
+    })
+    .await;
+
+    let media = scene.dir.path().join("media");
+    let cached = media.join(&sha);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !cached.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the image was not cached"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(std::fs::read(&cached).unwrap(), png);
+    assert!(
+        !media.join("ab".repeat(32)).exists(),
+        "a tampered image is never cached"
+    );
+
+    // The page, rendered from the store and the media cache, shows the image.
+    let config = screen_config(
+        &scene.url,
+        &scene.c,
+        &screen_id(&scene.c),
+        &scene.dir.path().join("screen.db"),
+    );
+    let frame = tokio::task::spawn_blocking(move || {
+        gongkai::preview::render_from_store(
+            &config,
+            Some("with-image"),
+            1,
+            (1920, 1080),
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    let decoder = png::Decoder::new(std::io::Cursor::new(frame));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    let bpp = info.color_type.samples();
+    let green = pixels
+        .chunks(bpp)
+        .filter(|p| p[0] == 0x20 && p[1] == 0xa0 && p[2] == 0x40)
+        .count();
+    // At 1920×1080 the 2:1 image fills the text width (1792 px) or the
+    // page's image height limit: many thousands of pixels either way.
+    assert!(
+        green > 100_000,
+        "the image is drawn ({green} pixels of its colour)"
+    );
+    scene.stop().await;
+}

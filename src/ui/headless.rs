@@ -271,6 +271,30 @@ fn unpremultiply(buffer: &[PremultipliedRgbaColor]) -> Vec<u8> {
         .collect()
 }
 
+/// A headless window of the whole UI, for tests and tools that drive a
+/// [`super::Controller`] and look at the pixels.
+pub struct HeadlessWindow {
+    window: Rc<MinimalSoftwareWindow>,
+    ui: AppWindow,
+}
+
+impl HeadlessWindow {
+    pub fn new(width: u32, height: u32) -> anyhow::Result<Self> {
+        let (window, ui) = new_window(width, height)?;
+        Ok(HeadlessWindow { window, ui })
+    }
+
+    pub fn ui(&self) -> &AppWindow {
+        &self.ui
+    }
+
+    /// Runs due timers and draws the whole window: RGBA, not premultiplied.
+    pub fn render(&self) -> Vec<u8> {
+        let size = self.window.size();
+        draw(&self.window, size.width, size.height)
+    }
+}
+
 /// A screen with no display: the controller drives a headless window, and
 /// every new frame is written to `frame_path` as PNG (through a temporary
 /// file and a rename, so a reader never sees half a frame). Returns when the

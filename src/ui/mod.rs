@@ -24,7 +24,7 @@ mod paging;
 pub mod window;
 
 pub use controller::{Controller, Setup, Snapshot};
-pub use headless::{RenderedPage, pages_of, render_notice, render_rgba};
+pub use headless::{HeadlessWindow, RenderedPage, pages_of, render_notice, render_rgba};
 
 use crate::protocol::Notice;
 use crate::protocol::notice::Block as NoticeBlock;

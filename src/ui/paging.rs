@@ -123,7 +123,7 @@ pub(crate) fn paginate(
                 .iter()
                 .take(3)
                 .scan(false, |done, b| {
-                    if *done || !(b.kind == "row") {
+                    if *done || b.kind != "row" {
                         return None;
                     }
                     *done = !b.header;

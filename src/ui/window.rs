@@ -91,7 +91,7 @@ pub fn run(
         screen: config.screen.id.clone(),
         title: config.display.title.clone(),
         store: config.store.path.clone(),
-        media: MediaCache::open(&config.store.media_dir).ok(),
+        media: Some(MediaCache::reader(&config.store.media_dir)),
         dwell: Duration::from_secs(config.display.dwell_seconds),
         idle: Duration::from_secs(config.display.idle_seconds),
         slot_done: Box::new(move |key| {
@@ -314,7 +314,11 @@ mod tests {
         let mut offline = Offline::new(t0);
         offline.observe(true, t0, wall);
         assert_eq!(offline.text(t0, None, wall), None);
-        assert_eq!(offline.next_change(), None, "no badge to wait for while connected");
+        assert_eq!(
+            offline.next_change(),
+            None,
+            "no badge to wait for while connected"
+        );
         // The broker goes away at 10:05 China time.
         let gone = t0 + Duration::from_secs(300);
         let gone_wall = wall + time::Duration::minutes(5);

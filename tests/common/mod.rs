@@ -499,3 +499,50 @@ pub fn xwd_to_rgb(data: &[u8]) -> (u32, u32, Vec<u8>) {
     }
     (width, height, rgb)
 }
+
+/// A store holding the samples (windows around now), plus one expired and
+/// one withdrawn notice for the archive.
+pub fn sample_store(dir: &Path) -> PathBuf {
+    let path = dir.join("screen.db");
+    use gongkai::demo::DEMO_COMMUNITY;
+    use gongkai::protocol::{TrustPolicy, verify_message};
+    use gongkai::store::{Incoming, Store};
+    let mut store = Store::open(&path).unwrap();
+    let space = TopicSpace::new(PREFIX, DEMO_COMMUNITY);
+    let policy = TrustPolicy {
+        office: vec![office_key().public()],
+        supervisor: vec![supervisor_key().public()],
+        urgent_office_only: false,
+        office_only_categories: vec![],
+    };
+    let now = OffsetDateTime::now_utc();
+    let rfc = gongkai::protocol::notice::rfc3339;
+    let mut payloads: Vec<serde_json::Value> = gongkai::demo::shifted_samples(now)
+        .into_iter()
+        .map(|(_, bytes)| serde_json::from_slice(&bytes).unwrap())
+        .collect();
+    let mut expired = notice(DEMO_COMMUNITY, "old-finance-2026q1", 1);
+    expired["category"] = "finance".into();
+    expired["title"] = "2026年第一季度社区财务收支公开".into();
+    expired["valid_from"] = rfc(now - time::Duration::days(200)).into();
+    expired["valid_until"] = rfc(now - time::Duration::days(100)).into();
+    payloads.push(expired);
+    let mut withdrawn = notice(DEMO_COMMUNITY, "parking-fee-draft", 2);
+    withdrawn["status"] = "withdrawn".into();
+    withdrawn["title"] = "停车收费调整方案（草案）".into();
+    payloads.push(withdrawn);
+    let batch: Vec<Incoming> = payloads
+        .iter()
+        .map(|p| {
+            let topic = space.notice(p["id"].as_str().unwrap());
+            let bytes = signed(p);
+            Incoming {
+                verdict: verify_message(&space, &topic, &bytes, &policy),
+                topic,
+                bytes,
+            }
+        })
+        .collect();
+    store.commit(&batch).unwrap();
+    path
+}
