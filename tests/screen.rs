@@ -353,6 +353,9 @@ async fn media_are_fetched_checked_cached_and_shown() {
     })
     .await
     .unwrap();
+    if let Ok(dir) = std::env::var("GONGKAI_RENDER_DIR") {
+        std::fs::write(std::path::Path::new(&dir).join("media-page.png"), &frame).unwrap();
+    }
     let decoder = png::Decoder::new(std::io::Cursor::new(frame));
     let mut reader = decoder.read_info().unwrap();
     let mut pixels = vec![0; reader.output_buffer_size()];

@@ -55,6 +55,8 @@ pub struct BlockView {
     /// An image block: the media id, and the image's height / width.
     pub media: Option<String>,
     pub aspect: f32,
+    /// An image drawn at this share of its full size, to fit a page.
+    pub shrink: f32,
 }
 
 impl BlockView {
@@ -67,6 +69,7 @@ impl BlockView {
             header: false,
             media: None,
             aspect: 0.0,
+            shrink: 1.0,
         }
     }
 
@@ -306,6 +309,7 @@ fn apply_text(ui: &AppWindow, view: &PageView, images: &Images) {
                 header: b.header,
                 image: image.map(|(i, _)| i.clone()).unwrap_or_default(),
                 aspect: image.map_or(0.0, |(_, a)| *a),
+                shrink: b.shrink,
             }
         })
         .collect();

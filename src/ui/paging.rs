@@ -62,7 +62,7 @@ fn block_height(ui: &AppWindow, m: &Metrics, block: &BlockView) -> f32 {
         "paragraph" => text_height(ui, &block.text, 42.0 * u, m.text_width, false),
         "caption" => text_height(ui, &block.text, 42.0 * u, m.text_width, true),
         "image" => {
-            let image = (m.text_width * block.aspect).min(m.image_max);
+            let image = (m.text_width * block.aspect).min(m.image_max) * block.shrink;
             let caption = if block.text.is_empty() {
                 0.0
             } else {
@@ -135,7 +135,7 @@ pub(crate) fn paginate(
             0.0
         };
         let only_heads = current.iter().all(|b| b.kind == "caption" || b.header);
-        if used + height + keep_with > available && !only_heads {
+        if keep_with > 0.0 && used + height + keep_with > available && !only_heads {
             pages.push(std::mem::take(&mut current));
             used = title;
             if block.header {
@@ -149,6 +149,22 @@ pub(crate) fn paginate(
             used += height;
             current.push(block);
             continue;
+        }
+        // An image that nearly fits is drawn a little smaller rather than
+        // left for the next page.
+        if block.kind == "image" && block.shrink > 0.0 {
+            let full = (m.text_width * block.aspect).min(m.image_max);
+            let others = height - full * block.shrink;
+            let room = available - used - others;
+            if room >= full * 0.6 {
+                let smaller = BlockView {
+                    shrink: (room / full).min(1.0),
+                    ..block
+                };
+                used += block_height(ui, &m, &smaller);
+                current.push(smaller);
+                continue;
+            }
         }
         if !only_heads {
             // Start a new page with this block (and the table's head).
