@@ -410,14 +410,10 @@ impl Xvfb {
             eprintln!("SKIPPED {test}: no Xvfb or xwd on this machine");
             return None;
         }
-        // A display number no other test or session holds.
-        let number = (100..400)
-            .map(|n| n + std::process::id() % 300)
-            .find(|n| !Path::new(&format!("/tmp/.X{n}-lock")).exists())
-            .expect("a free X display number");
-        let display = format!(":{number}");
-        let child = Command::new("Xvfb")
-            .arg(&display)
+        // Xvfb picks a free display itself and writes its number to
+        // stdout (-displayfd): tests running at once never share one.
+        let mut child = Command::new("Xvfb")
+            .args(["-displayfd", "1"])
             .args([
                 "-screen",
                 "0",
@@ -425,19 +421,18 @@ impl Xvfb {
                 "-nolisten",
                 "tcp",
             ])
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("Xvfb starts");
-        let socket = format!("/tmp/.X11-unix/X{number}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !Path::new(&socket).exists() {
-            assert!(
-                Instant::now() < deadline,
-                "Xvfb did not come up on {display}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .expect("Xvfb says its display");
+        let number: u32 = line.trim().parse().expect("a display number from Xvfb");
+        let display = format!(":{number}");
         Some(Xvfb {
             child,
             display,
