@@ -115,6 +115,11 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The office's side of screens' HTTP API: the intake server and its tokens.
+    Office {
+        #[command(subcommand)]
+        command: OfficeCommand,
+    },
     /// The fleet: every screen's status of a community.
     Status {
         #[command(flatten)]
@@ -123,6 +128,23 @@ enum Command {
         community: String,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum OfficeCommand {
+    /// Run the intake server for residents' feedback, proof of play and screenshots.
+    Serve {
+        /// office.toml: `listen` and `database`.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Issue a new token for a screen (an older one stops working); the token is the last line.
+    Token {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        screen: String,
     },
 }
 
@@ -251,6 +273,20 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             ))?;
             print_fleet(&screens, json)?;
         }
+        Command::Office { command } => match command {
+            OfficeCommand::Serve { config } => {
+                let config = gongkai::office::intake::OfficeConfig::load(&config)?;
+                runtime()?.block_on(gongkai::office::intake::serve(config, shutdown_signal()))?;
+            }
+            OfficeCommand::Token { config, screen } => {
+                let config = gongkai::office::intake::OfficeConfig::load(&config)?;
+                let token = gongkai::office::intake::issue_token(&config, &screen)?;
+                println!(
+                    "token for screen {screen} (put it in the screen's token_file, mode 0600):"
+                );
+                println!("{token}");
+            }
+        },
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -381,4 +417,15 @@ fn print_fleet(screens: &[serde_json::Value], json: bool) -> anyhow::Result<()> 
         }
     }
     Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }

@@ -3,6 +3,7 @@
 //! manifest, reading a screen's cache and the fleet's status.
 
 pub mod broker;
+pub mod intake;
 pub mod sign;
 
 pub use broker::{fleet_status, publish};

@@ -6,6 +6,7 @@
 //! a screen and the office always agree on what is valid.
 
 pub mod envelope;
+pub mod feedback;
 pub mod keys;
 pub mod manifest;
 pub mod notice;

@@ -571,3 +571,5 @@ fn reject(
     )?;
     Ok(Outcome::Rejected(record))
 }
+
+pub mod office;
