@@ -79,6 +79,8 @@ pub struct DisplayConfig {
 pub struct OfficeConfig {
     pub url: String,
     pub token_file: Option<PathBuf>,
+    /// How long one request to the office may take before it is retried.
+    pub timeout_seconds: u64,
 }
 
 /// Every problem found in a configuration file.
@@ -207,6 +209,7 @@ impl Config {
         let mut s = Section::new(&root, "office", false, &mut p);
         let office_url = s.string("url", office_section);
         let token_file = s.string("token_file", false).filter(|t| !t.is_empty());
+        let timeout_seconds = s.integer("timeout_seconds", 1, 300);
         s.finish();
         if let Some(u) = &office_url {
             if !url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
@@ -258,6 +261,7 @@ impl Config {
             office: office_url.map(|url| OfficeConfig {
                 url,
                 token_file: token_file.map(PathBuf::from),
+                timeout_seconds: timeout_seconds.unwrap_or(20) as u64,
             }),
         })
     }

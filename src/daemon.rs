@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::Context;
 use rumqttc::{AsyncClient, LastWill, Publish, QoS};
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +30,7 @@ use crate::protocol::notice::Media;
 use crate::protocol::{TopicSpace, TrustPolicy, verify_message};
 use crate::schedule::{self, Rotation};
 use crate::status::{self, Identity, ScreenStatus, Showing};
+use crate::store::outbox::OutboxCounts;
 use crate::store::{Catalog, Incoming, Outcome, Store};
 
 /// Messages committed in one transaction at most.
@@ -47,6 +48,10 @@ pub struct Daemon {
     pub showing: watch::Receiver<Option<Showing>>,
     /// Message counters shared with the MQTT and ingest tasks.
     pub counters: Arc<Counters>,
+    /// Residents' feedback waiting for the office, and the parked items.
+    pub outbox: watch::Receiver<OutboxCounts>,
+    /// Notified after a submission, so the sync task sends it at once.
+    pub feedback_wake: Arc<Notify>,
     cancel: CancellationToken,
     stop_event_loop: CancellationToken,
     session: JoinHandle<()>,
@@ -75,6 +80,7 @@ impl Daemon {
             showing: daemon.showing.clone(),
             media,
             slot_done: done_tx,
+            feedback_wake: daemon.feedback_wake.clone(),
         };
         Ok((daemon, link))
     }
@@ -151,6 +157,8 @@ impl Daemon {
             ),
             cancel.clone(),
         ));
+        let (outbox_tx, outbox_rx) = watch::channel(OutboxCounts::default());
+        let feedback_wake = Arc::new(Notify::new());
         let identity = Identity {
             screen: config.screen.id.clone(),
             community: config.screen.community.clone(),
@@ -165,6 +173,16 @@ impl Daemon {
                 catalog_rx.clone(),
                 showing_rx.clone(),
                 connected_rx.clone(),
+                outbox_rx.clone(),
+                cancel.clone(),
+            )),
+            tokio::spawn(crate::sync::run_sync(
+                config.store.path.clone(),
+                config.office.clone(),
+                config.screen.id.clone(),
+                config.screen.community.clone(),
+                feedback_wake.clone(),
+                outbox_tx,
                 cancel.clone(),
             )),
             tokio::spawn(run_rotation(
@@ -190,6 +208,8 @@ impl Daemon {
                 connected: connected_rx,
                 showing: showing_rx,
                 counters,
+                outbox: outbox_rx,
+                feedback_wake,
                 cancel,
                 stop_event_loop,
                 session,
@@ -236,6 +256,8 @@ pub struct UiLink {
     pub media: watch::Receiver<u64>,
     /// Where the UI says a rotation slot has shown all its pages.
     pub slot_done: mpsc::UnboundedSender<schedule::Key>,
+    /// Notified after the kiosk committed a submission to the outbox.
+    pub feedback_wake: Arc<Notify>,
 }
 
 /// A slot the UI never reports done ends after this many dwell times (the
@@ -413,6 +435,7 @@ async fn run_status(
     mut catalog: watch::Receiver<Catalog>,
     mut showing: watch::Receiver<Option<Showing>>,
     mut connected: watch::Receiver<bool>,
+    mut outbox: watch::Receiver<OutboxCounts>,
     cancel: CancellationToken,
 ) {
     const MIN_GAP: Duration = Duration::from_millis(100);
@@ -425,6 +448,7 @@ async fn run_status(
             r = catalog.changed() => if r.is_err() { return },
             r = showing.changed() => if r.is_err() { return },
             r = connected.changed() => if r.is_err() { return },
+            r = outbox.changed() => if r.is_err() { return },
             _ = tokio::time::sleep_until(last_sent + PERIOD) => {}
         }
         if !*connected.borrow_and_update() {
@@ -438,12 +462,13 @@ async fn run_status(
                 _ = tokio::time::sleep_until(gap) => {}
             }
         }
-        let status = ScreenStatus::build(
+        let mut status = ScreenStatus::build(
             &identity,
             &catalog.borrow_and_update(),
             showing.borrow_and_update().clone(),
             OffsetDateTime::now_utc(),
         );
+        status.outbox = outbox.borrow_and_update().pending;
         let due = match &last {
             None => true,
             Some(prev) => status.differs_from(prev) || last_sent.elapsed() >= PERIOD,

@@ -11,7 +11,9 @@
 //!   subscriptions, manual acks after commit, manifest catch-up.
 //! - [`daemon`]: wires store, MQTT, status and rotation tasks together with
 //!   a cancellation token; what `gongkaid` runs.
-//! - [`office`]: the office's side, behind the `gongkai` CLI.
+//! - [`sync`]: residents' feedback from the screen's outbox to the office.
+//! - [`office`]: the office's side, behind the `gongkai` CLI (and its
+//!   intake server).
 //! - [`demo`]: an embedded broker, demo keys and signed samples.
 //! - [`media`]: images of notices, fetched, checked against their signed hash,
 //!   cached by hash, decoded under limits.
@@ -30,4 +32,5 @@ pub mod samples;
 pub mod schedule;
 pub mod status;
 pub mod store;
+pub mod sync;
 pub mod ui;

@@ -34,12 +34,15 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("store holds a row that does not parse: {0}")]
     Corrupt(String),
+    #[error("{0}")]
+    Refused(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// Ordered schema migrations; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE notices (
     id              TEXT    NOT NULL,
     version         INTEGER NOT NULL,
@@ -85,7 +88,36 @@ CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
-"#];
+"#,
+    // Residents' feedback waiting for the office (the outbox), and which
+    // reply notice answers which receipt.
+    r#"
+CREATE TABLE outbox (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              TEXT    NOT NULL UNIQUE,
+    receipt         TEXT    NOT NULL UNIQUE,
+    created_at      TEXT    NOT NULL,
+    notice_id       TEXT,
+    notice_version  INTEGER,
+    kind            TEXT    NOT NULL,
+    rating          INTEGER,
+    reasons         TEXT    NOT NULL,
+    text            TEXT    NOT NULL,
+    contact         TEXT    NOT NULL,
+    state           TEXT    NOT NULL DEFAULT 'pending',
+    reason          TEXT,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    settled_at      TEXT
+);
+CREATE INDEX outbox_state ON outbox (state, seq);
+CREATE TABLE replies (
+    receipt  TEXT    NOT NULL,
+    id       TEXT    NOT NULL,
+    version  INTEGER NOT NULL,
+    PRIMARY KEY (receipt, id)
+);
+"#,
+];
 
 /// One message whose verdict is to be recorded.
 #[derive(Debug)]
@@ -494,6 +526,14 @@ fn record(tx: &rusqlite::Transaction<'_>, incoming: &Incoming) -> Result<Outcome
                          ON CONFLICT (id) DO UPDATE SET version = excluded.version",
                         params![n.id, n.version],
                     )?;
+                    // A reply answers receipts: residents look it up by code.
+                    for receipt in &n.reply_to {
+                        tx.execute(
+                            "INSERT INTO replies (receipt, id, version) VALUES (?1, ?2, ?3)
+                             ON CONFLICT (receipt, id) DO UPDATE SET version = excluded.version",
+                            params![receipt, n.id, n.version],
+                        )?;
+                    }
                     Ok(Outcome::Accepted(item))
                 }
             }
@@ -573,3 +613,23 @@ fn reject(
 }
 
 pub mod office;
+pub mod outbox;
+
+impl Store {
+    /// The newest active reply notice that answers `receipt`, if the screen
+    /// holds one.
+    pub fn reply_for(&self, receipt: &str) -> Result<Option<(String, u64)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT r.id, h.version FROM replies r
+                 JOIN heads h ON h.id = r.id
+                 JOIN notices n ON n.id = h.id AND n.version = h.version
+                 WHERE r.receipt = ?1 AND n.status = 'active'
+                 ORDER BY n.valid_from DESC LIMIT 1",
+                [receipt],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+}

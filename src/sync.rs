@@ -1,0 +1,379 @@
+//! Residents' feedback from the screen's outbox to the office (PROTOCOL.md
+//! section 7), never losing an item:
+//!
+//! - items leave the outbox only when the office has answered for them:
+//!   accepted (the contact number is then wiped from the screen) or rejected
+//!   for good (parked with the office's reason);
+//! - each item keeps its id on every retry, so the office stores it once;
+//! - network errors, timeouts, `429` and `5xx` are retried with exponential
+//!   backoff and full jitter, honouring `Retry-After`;
+//! - a `400` or `413` on a batch splits it, so one bad item cannot hold the
+//!   others back; a `401` stops sending until the token is fixed.
+//!
+//! What to do with an answer is decided by the pure [`action`]; the task
+//! carries it out.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::OfficeConfig;
+use crate::media::Backoff;
+use crate::protocol::feedback::{FeedbackBatch, FeedbackItem, FeedbackResponse};
+use crate::store::outbox::{Outbox, OutboxCounts};
+
+/// Items in one request.
+pub const BATCH: usize = 100;
+/// Retries of a network error or a busy office: 0.5 s doubling to 5 s, so a
+/// queue reaches an office within seconds of its return.
+const RETRY: Backoff = Backoff {
+    first: Duration::from_millis(500),
+    cap: Duration::from_secs(5),
+};
+/// The longest `Retry-After` obeyed, and the wait after a `401`.
+const LONG_WAIT: Duration = Duration::from_secs(600);
+/// An idle outbox is looked at this often (a submission wakes it at once).
+const IDLE_CHECK: Duration = Duration::from_secs(30);
+
+/// The office's answer to one request, as the task saw it.
+#[derive(Debug)]
+pub enum Reply {
+    Answered(FeedbackResponse),
+    Status {
+        code: u16,
+        retry_after: Option<Duration>,
+        message: String,
+    },
+    Network(String),
+}
+
+/// What to do next.
+#[derive(Debug, PartialEq)]
+pub enum Action {
+    /// Mark these accepted, park these with their reasons, go on at once.
+    Settle {
+        accepted: Vec<String>,
+        rejected: Vec<(String, String)>,
+    },
+    /// Send the batch's items one at a time to find the one at fault.
+    Split,
+    /// The single item sent is refused for good.
+    Park(String),
+    /// The token is wrong: stop until it is fixed.
+    Unauthorized(String),
+    /// Try again later (after at least this long, if the office said).
+    Retry(Option<Duration>),
+}
+
+/// Decides what an answer to a batch of `sent` items means.
+pub fn action(reply: Reply, sent: usize) -> Action {
+    match reply {
+        Reply::Answered(r) => Action::Settle {
+            accepted: r.accepted,
+            rejected: r.rejected.into_iter().map(|r| (r.id, r.reason)).collect(),
+        },
+        Reply::Status {
+            code: 400, message, ..
+        }
+        | Reply::Status {
+            code: 413, message, ..
+        } if sent == 1 => Action::Park(message),
+        Reply::Status {
+            code: 400 | 413, ..
+        } => Action::Split,
+        Reply::Status {
+            code: 401, message, ..
+        } => Action::Unauthorized(message),
+        Reply::Status { retry_after, .. } => Action::Retry(retry_after),
+        Reply::Network(_) => Action::Retry(None),
+    }
+}
+
+/// What the rest of the daemon sees of the outbox.
+pub type OutboxState = watch::Sender<OutboxCounts>;
+
+/// The sync task. `wake` is notified after every submission.
+pub async fn run_sync(
+    store: PathBuf,
+    office: Option<OfficeConfig>,
+    screen: String,
+    community: String,
+    wake: Arc<Notify>,
+    counts: OutboxState,
+    cancel: CancellationToken,
+) {
+    let outbox = match tokio::task::spawn_blocking({
+        let store = store.clone();
+        move || Outbox::open(&store)
+    })
+    .await
+    {
+        Ok(Ok(outbox)) => Arc::new(std::sync::Mutex::new(outbox)),
+        Ok(Err(e)) => {
+            tracing::error!("feedback outbox unusable: {e}");
+            // Keep `counts` open until shutdown: the status task watches it.
+            cancel.cancelled().await;
+            return;
+        }
+        Err(_) => {
+            cancel.cancelled().await;
+            return;
+        }
+    };
+    let with_outbox = |f: Box<dyn FnOnce(&mut Outbox) -> crate::store::Result<()> + Send>| {
+        let outbox = outbox.clone();
+        async move {
+            let result = tokio::task::spawn_blocking(move || {
+                let mut outbox = outbox.lock().expect("outbox lock");
+                f(&mut outbox)
+            })
+            .await;
+            match result {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    tracing::error!("feedback outbox: {e}");
+                    false
+                }
+                Err(_) => false,
+            }
+        }
+    };
+    let refresh = |counts: &OutboxState| {
+        let outbox = outbox.clone();
+        let counts = counts.clone();
+        async move {
+            if let Ok(Ok(now)) =
+                tokio::task::spawn_blocking(move || outbox.lock().expect("outbox lock").counts())
+                    .await
+            {
+                counts.send_if_modified(|c| std::mem::replace(c, now) != now);
+            }
+        }
+    };
+    refresh(&counts).await;
+    let Some(office) = office else {
+        tracing::warn!("no [office] in the configuration: feedback stays in the outbox");
+        cancel.cancelled().await;
+        return;
+    };
+    let client = match http_client(Duration::from_secs(office.timeout_seconds)) {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!("feedback sync cannot start: {e:#}");
+            cancel.cancelled().await;
+            return;
+        }
+    };
+    let url = format!("{}/api/v1/feedback", office.url.trim_end_matches('/'));
+    let mut batch_size = BATCH;
+    let mut attempt = 0u32;
+    loop {
+        // New submissions show in the status at once, office or not.
+        refresh(&counts).await;
+        let pending = {
+            let outbox = outbox.clone();
+            let limit = batch_size;
+            tokio::task::spawn_blocking(move || outbox.lock().expect("outbox lock").pending(limit))
+                .await
+        };
+        let items = match pending {
+            Ok(Ok(items)) => items,
+            Ok(Err(e)) => {
+                tracing::error!("feedback outbox: {e}");
+                Vec::new()
+            }
+            Err(_) => {
+                cancel.cancelled().await;
+                return;
+            }
+        };
+        if items.is_empty() {
+            batch_size = BATCH;
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(IDLE_CHECK) => {}
+            }
+            continue;
+        }
+        let token = office
+            .token_file
+            .as_deref()
+            .map(crate::mqtt::read_secret)
+            .transpose();
+        let reply = match token {
+            Ok(token) => send(&client, &url, token.as_deref(), &screen, &community, &items).await,
+            Err(e) => Reply::Status {
+                code: 401,
+                retry_after: None,
+                message: format!("{e:#}"),
+            },
+        };
+        let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
+        let wait = match action(reply, items.len()) {
+            Action::Settle { accepted, rejected } => {
+                attempt = 0;
+                batch_size = BATCH;
+                for (id, reason) in &rejected {
+                    tracing::warn!("the office refused feedback {id}: {reason}");
+                }
+                let settled = with_outbox(Box::new(move |o| {
+                    o.accepted(&accepted)?;
+                    for (id, reason) in &rejected {
+                        o.rejected(id, reason)?;
+                    }
+                    Ok(())
+                }))
+                .await;
+                refresh(&counts).await;
+                if settled {
+                    None
+                } else {
+                    Some(Duration::from_secs(1))
+                }
+            }
+            Action::Split => {
+                batch_size = 1;
+                None
+            }
+            Action::Park(reason) => {
+                tracing::warn!("the office refused feedback {}: {reason}", ids[0]);
+                let id = ids[0].clone();
+                with_outbox(Box::new(move |o| o.rejected(&id, &reason))).await;
+                refresh(&counts).await;
+                None
+            }
+            Action::Unauthorized(message) => {
+                tracing::error!(
+                    "the office refused this screen's token ({message}); feedback waits in the outbox until the token is fixed"
+                );
+                Some(LONG_WAIT.min(RETRY.cap * 12))
+            }
+            Action::Retry(after) => {
+                attempt = attempt.saturating_add(1);
+                let ids = ids.clone();
+                with_outbox(Box::new(move |o| o.attempted(&ids))).await;
+                let backoff = RETRY.delay(attempt, &mut rand::thread_rng());
+                Some(after.map_or(backoff, |a| a.min(LONG_WAIT).max(backoff)))
+            }
+        };
+        if let Some(wait) = wait {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    crate::mqtt::install_crypto_provider();
+    Ok(reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(timeout)
+        .user_agent(concat!("gongkaid/", env!("CARGO_PKG_VERSION")))
+        .build()?)
+}
+
+/// One request with a batch.
+async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    screen: &str,
+    community: &str,
+    items: &[FeedbackItem],
+) -> Reply {
+    let batch = FeedbackBatch {
+        screen: screen.to_owned(),
+        community: community.to_owned(),
+        items: items.to_vec(),
+    };
+    let mut request = client.post(url).json(&batch);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = match request.send().await {
+        Ok(r) => r,
+        Err(e) => return Reply::Network(e.to_string()),
+    };
+    let code = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let body = match response.bytes().await {
+        Ok(b) => b,
+        // The connection broke mid-answer: nothing is known, so retry.
+        Err(e) => return Reply::Network(e.to_string()),
+    };
+    if code == 200 {
+        return match serde_json::from_slice::<FeedbackResponse>(&body) {
+            Ok(r) => Reply::Answered(r),
+            Err(e) => Reply::Network(format!("unreadable answer: {e}")),
+        };
+    }
+    let message = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("HTTP {code}"));
+    Reply::Status {
+        code,
+        retry_after,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::feedback::ItemRejection;
+
+    fn status(code: u16) -> Reply {
+        Reply::Status {
+            code,
+            retry_after: None,
+            message: format!("m{code}"),
+        }
+    }
+
+    #[test]
+    fn answers_decide_the_next_step() {
+        let answered = Reply::Answered(FeedbackResponse {
+            accepted: vec!["a".into()],
+            rejected: vec![ItemRejection {
+                id: "b".into(),
+                reason: "bad".into(),
+            }],
+        });
+        assert_eq!(
+            action(answered, 2),
+            Action::Settle {
+                accepted: vec!["a".into()],
+                rejected: vec![("b".into(), "bad".into())]
+            }
+        );
+        assert_eq!(action(status(400), 5), Action::Split);
+        assert_eq!(action(status(400), 1), Action::Park("m400".into()));
+        assert_eq!(action(status(413), 5), Action::Split);
+        assert_eq!(action(status(413), 1), Action::Park("m413".into()));
+        assert_eq!(action(status(401), 5), Action::Unauthorized("m401".into()));
+        assert_eq!(action(status(500), 5), Action::Retry(None));
+        assert_eq!(action(status(503), 1), Action::Retry(None));
+        let busy = Reply::Status {
+            code: 429,
+            retry_after: Some(Duration::from_secs(7)),
+            message: String::new(),
+        };
+        assert_eq!(action(busy, 3), Action::Retry(Some(Duration::from_secs(7))));
+        assert_eq!(
+            action(Reply::Network("reset".into()), 3),
+            Action::Retry(None)
+        );
+    }
+}

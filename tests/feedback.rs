@@ -1,0 +1,491 @@
+//! Residents' feedback is never lost between a screen and the office: the
+//! real daemon's sync task against the real office server process on
+//! loopback, through outages, broken answers and `kill -9`. Submissions go
+//! through `Outbox::submit`, the call the kiosk UI makes.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use gongkai::store::office::OfficeStore;
+use gongkai::store::outbox::{Outbox, Submission};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The office's intake server as a process, on a port chosen beforehand so
+/// that screens can be pointed at it while it is down.
+struct OfficeServer {
+    child: Option<Child>,
+    port: u16,
+    config: PathBuf,
+    database: PathBuf,
+}
+
+impl OfficeServer {
+    fn new(dir: &Path) -> OfficeServer {
+        let port = free_port();
+        let database = dir.join("office.db");
+        let config = dir.join("office.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\n",
+                database.display()
+            ),
+        )
+        .unwrap();
+        OfficeServer {
+            child: None,
+            port,
+            config,
+            database,
+        }
+    }
+
+    fn start(&mut self) {
+        self.child = Some(
+            Command::new(env!("CARGO_BIN_EXE_gongkai"))
+                .args(["office", "serve", "--config"])
+                .arg(&self.config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "the office did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A token for `screen`, written to a 0600 file.
+    fn token_file(&self, screen: &str, dir: &Path) -> PathBuf {
+        let out = Command::new(env!("CARGO_BIN_EXE_gongkai"))
+            .args(["office", "token", "--screen", screen, "--config"])
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let token = String::from_utf8(out.stdout).unwrap();
+        let path = dir.join("office-token");
+        std::fs::write(&path, token.lines().last().unwrap()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+
+    /// Receipts the office holds, and how many rows.
+    fn receipts(&self) -> (BTreeSet<String>, u64) {
+        let rows = OfficeStore::open(&self.database)
+            .unwrap()
+            .feedback_count()
+            .unwrap();
+        let db = rusqlite::Connection::open(&self.database).unwrap();
+        let mut stmt = db.prepare("SELECT receipt FROM feedback").unwrap();
+        let receipts = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        (receipts, rows)
+    }
+}
+
+impl Drop for OfficeServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn config_with_office(
+    community: &str,
+    store: &Path,
+    office_url: &str,
+    token: &Path,
+    timeout: u64,
+) -> String {
+    format!(
+        "{}\n[office]\nurl = \"{office_url}\"\ntoken_file = \"{}\"\ntimeout_seconds = {timeout}\n",
+        config_text(&broker_url(), community, &screen_id(community), store),
+        token.display()
+    )
+}
+
+fn submission(i: usize) -> Submission {
+    Submission {
+        notice: Some(("2026q3-finance".into(), 1)),
+        kind: "rating".into(),
+        rating: Some((i % 3 + 1) as u8),
+        reasons: vec!["clear".into()],
+        text: String::new(),
+        contact: if i % 10 == 0 {
+            "13812341234".into()
+        } else {
+            String::new()
+        },
+    }
+}
+
+/// Submits `n` items the way the kiosk does; returns their receipts.
+fn submit(store: &Path, n: usize) -> BTreeSet<String> {
+    let mut outbox = Outbox::open(store).unwrap();
+    (0..n)
+        .map(|i| {
+            outbox
+                .submit(submission(i), time::OffsetDateTime::now_utc())
+                .unwrap()
+                .receipt
+        })
+        .collect()
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_items_queued_while_the_office_is_down_arrive_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut office = OfficeServer::new(dir.path());
+    let c = community("outage");
+    let token = office.token_file(&screen_id(&c), dir.path());
+    let store = dir.path().join("screen.db");
+    let config = gongkai::config::Config::parse(&config_with_office(
+        &c,
+        &store,
+        &format!("http://127.0.0.1:{}", office.port),
+        &token,
+        5,
+    ))
+    .unwrap();
+    let daemon = gongkai::daemon::Daemon::start(config).await.unwrap();
+    let receipts = tokio::task::spawn_blocking({
+        let store = store.clone();
+        move || submit(&store, 1000)
+    })
+    .await
+    .unwrap();
+    daemon.feedback_wake.notify_one();
+    let outbox = daemon.outbox.clone();
+    wait_until("the outbox to count them", Duration::from_secs(10), || {
+        outbox.borrow().pending == 1000
+    })
+    .await;
+    // The office is down for a while: nothing is lost, nothing is settled.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(daemon.outbox.borrow().pending, 1000);
+
+    office.start();
+    let returned = Instant::now();
+    wait_until("the queue to drain", Duration::from_secs(30), || {
+        outbox.borrow().pending == 0
+    })
+    .await;
+    eprintln!(
+        "1000 items reached the office {:?} after its return",
+        returned.elapsed()
+    );
+    let (held, rows) = office.receipts();
+    assert_eq!(rows, 1000, "each item stored once");
+    assert_eq!(held, receipts);
+    let counts = daemon.outbox.borrow().to_owned();
+    assert_eq!((counts.accepted, counts.rejected), (1000, 0));
+    // Accepted items keep no contact number on the screen.
+    let left = Outbox::open(&store).unwrap().pending(10).unwrap();
+    assert!(left.is_empty());
+    daemon.shutdown().await;
+    assert_eq!(Outbox::open(&store).unwrap().contacts_kept().unwrap(), 0);
+}
+
+/// What a fault-injecting proxy does with the connection number `n`.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// Answers 500 itself.
+    ServerError,
+    /// Reads the request and never answers (the client times out).
+    Silence,
+    /// Forwards the request, then sends back half the office's answer and
+    /// closes: the office stored the items, the screen does not know.
+    CutAnswer,
+    Pass,
+}
+
+/// Reads one HTTP/1.1 request (headers and Content-Length body).
+async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            while buf.len() < end + 4 + length {
+                let n = stream.read(&mut chunk).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return Some(buf);
+        }
+    }
+}
+
+async fn proxy(listener: tokio::net::TcpListener, office: u16, faults: Vec<Fault>) {
+    let seen = Arc::new(AtomicUsize::new(0));
+    loop {
+        let Ok((mut client, _)) = listener.accept().await else {
+            return;
+        };
+        let n = seen.fetch_add(1, Ordering::SeqCst);
+        let fault = faults.get(n).copied().unwrap_or(Fault::Pass);
+        tokio::spawn(async move {
+            match fault {
+                Fault::Pass => {
+                    if let Ok(mut upstream) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", office)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                }
+                Fault::ServerError => {
+                    if read_request(&mut client).await.is_some() {
+                        let body = r#"{"error":"injected"}"#;
+                        let _ = client
+                            .write_all(
+                                format!(
+                                    "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                                    body.len()
+                                )
+                                .as_bytes(),
+                            )
+                            .await;
+                    }
+                }
+                Fault::Silence => {
+                    let _ = read_request(&mut client).await;
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
+                Fault::CutAnswer => {
+                    let Some(request) = read_request(&mut client).await else {
+                        return;
+                    };
+                    let mut upstream = tokio::net::TcpStream::connect(("127.0.0.1", office))
+                        .await
+                        .unwrap();
+                    upstream.write_all(&request).await.unwrap();
+                    let mut answer = vec![0u8; 65536];
+                    let n = upstream.read(&mut answer).await.unwrap();
+                    let _ = client.write_all(&answer[..n / 2]).await;
+                    let _ = client.shutdown().await;
+                }
+            }
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_timeouts_and_cut_answers_are_retried_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut office = OfficeServer::new(dir.path());
+    office.start();
+    let c = community("faults");
+    let token = office.token_file(&screen_id(&c), dir.path());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_port = listener.local_addr().unwrap().port();
+    tokio::spawn(proxy(
+        listener,
+        office.port,
+        vec![
+            Fault::ServerError,
+            Fault::Silence,
+            Fault::CutAnswer,
+            Fault::ServerError,
+            Fault::CutAnswer,
+        ],
+    ));
+    let store = dir.path().join("screen.db");
+    let config = gongkai::config::Config::parse(&config_with_office(
+        &c,
+        &store,
+        &format!("http://127.0.0.1:{proxy_port}"),
+        &token,
+        1,
+    ))
+    .unwrap();
+    let daemon = gongkai::daemon::Daemon::start(config).await.unwrap();
+    let mut receipts = BTreeSet::new();
+    for _ in 0..3 {
+        let store = store.clone();
+        receipts.extend(
+            tokio::task::spawn_blocking(move || submit(&store, 150))
+                .await
+                .unwrap(),
+        );
+        daemon.feedback_wake.notify_one();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let outbox = daemon.outbox.clone();
+    wait_until(
+        "the queue to drain through the faults",
+        Duration::from_secs(60),
+        || {
+            let c = *outbox.borrow();
+            c.pending == 0 && c.accepted == 450
+        },
+    )
+    .await;
+    let (held, rows) = office.receipts();
+    assert_eq!(rows, 450, "no duplicates");
+    assert_eq!(held, receipts);
+    daemon.shutdown().await;
+}
+
+struct Screen {
+    child: Child,
+}
+
+impl Screen {
+    fn start(config: &Path, log: &Path) -> Screen {
+        let child = Command::new(env!("CARGO_BIN_EXE_gongkaid"))
+            .arg("--config")
+            .arg(config)
+            .arg("--headless")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        Screen { child }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_committed_item_is_lost_when_the_daemon_is_killed_twenty_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut office = OfficeServer::new(dir.path());
+    office.start();
+    let c = community("kill9");
+    let token = office.token_file(&screen_id(&c), dir.path());
+    let store = dir.path().join("screen.db");
+    let config = dir.path().join("screen.toml");
+    std::fs::write(
+        &config,
+        config_with_office(
+            &c,
+            &store,
+            &format!("http://127.0.0.1:{}", office.port),
+            &token,
+            5,
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("gongkaid.log");
+    let mut screen = Screen::start(&config, &log);
+    wait_until("the store", Duration::from_secs(10), || {
+        Outbox::open(&store).and_then(|o| o.counts()).is_ok()
+    })
+    .await;
+
+    // A burst of submissions the whole time, as a busy kiosk would make.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let burst = std::thread::spawn({
+        let (store, stop) = (store.clone(), stop.clone());
+        move || {
+            let mut outbox = Outbox::open(&store).unwrap();
+            let mut receipts = BTreeSet::new();
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                // Committed when submit returns: from here it must arrive.
+                let item = outbox
+                    .submit(submission(i), time::OffsetDateTime::now_utc())
+                    .unwrap();
+                receipts.insert(item.receipt);
+                i += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            receipts
+        }
+    });
+    for round in 0..20u64 {
+        tokio::time::sleep(Duration::from_millis(150 + (round * 37) % 200)).await;
+        screen.kill9();
+        screen = Screen::start(&config, &log);
+    }
+    stop.store(true, Ordering::SeqCst);
+    let receipts = burst.join().unwrap();
+    // The last screen sends what is left (a submission wakes it, so does
+    // its periodic look; restart once more to be sure it looks at once).
+    screen.kill9();
+    let _screen = Screen::start(&config, &log);
+    wait_until("the outbox to drain", Duration::from_secs(60), || {
+        Outbox::open(&store)
+            .and_then(|o| o.counts())
+            .is_ok_and(|c| c.pending == 0)
+    })
+    .await;
+    let (held, rows) = office.receipts();
+    assert_eq!(rows as usize, receipts.len(), "each item stored once");
+    assert_eq!(held, receipts, "every committed item reached the office");
+    eprintln!("{} items through 20 kill -9 restarts", receipts.len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_published_reply_is_found_by_its_receipt_code() {
+    let url = broker_url();
+    let c = community("reply");
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("screen.db");
+    let daemon = start_screen(&url, &c, &store).await;
+    let mut payload = notice(&c, "reply-2026-11", 1);
+    payload["category"] = "reply".into();
+    payload["reply_to"] = serde_json::json!(["K7Q2MD", "AB12CD"]);
+    let mut publisher = publisher(&url).await;
+    publisher
+        .publish_retained(&topics(&c).notice("reply-2026-11"), signed(&payload))
+        .await
+        .unwrap();
+    wait_for(&daemon, "the reply", |cat| {
+        cat.items.contains_key("reply-2026-11")
+    })
+    .await;
+    let held = gongkai::store::Store::open_read_only(&store).unwrap();
+    assert_eq!(
+        held.reply_for("K7Q2MD").unwrap(),
+        Some(("reply-2026-11".to_owned(), 1))
+    );
+    assert_eq!(held.reply_for("ZZZZZZ").unwrap(), None, "尚未答复");
+    publisher.close().await;
+    daemon.shutdown().await;
+}
