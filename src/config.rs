@@ -73,6 +73,8 @@ pub struct DisplayConfig {
     pub title: String,
     /// Seconds without a touch before a kiosk returns to the rotation.
     pub idle_seconds: u64,
+    /// A kiosk takes at most one feedback submission per this many seconds.
+    pub feedback_interval_seconds: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -203,6 +205,7 @@ impl Config {
         let fullscreen = s.boolean("fullscreen");
         let title = s.string("title", false);
         let idle_seconds = s.integer("idle_seconds", 10, 3600);
+        let feedback_interval_seconds = s.integer("feedback_interval_seconds", 0, 3600);
         s.finish();
 
         let office_section = root.contains_key("office");
@@ -257,6 +260,7 @@ impl Config {
                 fullscreen: fullscreen.unwrap_or(true),
                 title: title.unwrap_or_else(|| "社区".to_owned()),
                 idle_seconds: idle_seconds.unwrap_or(60) as u64,
+                feedback_interval_seconds: feedback_interval_seconds.unwrap_or(20) as u64,
             },
             office: office_url.map(|url| OfficeConfig {
                 url,

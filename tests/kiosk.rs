@@ -37,7 +37,12 @@ fn advance(by: Duration) {
 fn button(ui: &AppWindow, label: &str) -> ElementHandle {
     advance(Duration::ZERO);
     ElementHandle::find_by_accessible_label(ui, label)
-        .filter(|e| e.accessible_role() == Some(AccessibleRole::Button))
+        .filter(|e| {
+            matches!(
+                e.accessible_role(),
+                Some(AccessibleRole::Button | AccessibleRole::Checkbox)
+            )
+        })
         .find(|e| e.size().width > 0.0 && e.size().height > 0.0)
         .unwrap_or_else(|| panic!("no button {label:?} on the {} view", screen(ui).get_view()))
 }
@@ -128,6 +133,11 @@ fn kiosk_navigation_idle_timeout_rotation_pages_and_urgent_notices() {
             dwell: DWELL,
             idle: IDLE,
             slot_done: Box::new(move |key| record.borrow_mut().push(key)),
+            feedback: Some(gongkai::ui::FeedbackSink {
+                store: store_path.clone(),
+                wake: Box::new(|| {}),
+                min_interval: Duration::from_secs(20),
+            }),
         },
     )
     .unwrap();
@@ -264,6 +274,94 @@ fn kiosk_navigation_idle_timeout_rotation_pages_and_urgent_notices() {
     tap(&ui, "紧急通知：停水通知：6号楼至9号楼管网维修");
     assert_eq!(controller.view(), View::Notice);
     assert_eq!(controller.page().unwrap().0, urgent);
+
+    // Feedback on a notice: a rating with reasons and a phone number typed
+    // on the keypad, committed to the outbox before the receipt shows.
+    tap(&ui, "首页");
+    tap(&ui, "财务公开");
+    tap(&ui, "2026年第三季度社区财务收支公开");
+    tap(&ui, "评价");
+    assert_eq!(controller.view(), View::Feedback);
+    assert_eq!(screen(&ui).get_fb_step(), "rate");
+    tap(&ui, "不满意");
+    assert_eq!(screen(&ui).get_fb_step(), "reasons");
+    tap(&ui, "内容有误");
+    tap(&ui, "希望更详细");
+    tap(&ui, "下一步");
+    assert_eq!(screen(&ui).get_fb_step(), "privacy");
+    assert!(screen(&ui).get_fb_message().is_empty());
+    tap(&ui, "留下号码");
+    for key in ["1", "3", "8", "1", "2"] {
+        tap(&ui, key);
+    }
+    tap(&ui, "确定提交");
+    assert!(
+        screen(&ui).get_fb_message().contains("11 位"),
+        "a short number is refused"
+    );
+    for key in ["3", "4", "1", "2", "3", "4"] {
+        tap(&ui, key);
+    }
+    assert_eq!(screen(&ui).get_fb_entry(), "13812341234");
+    tap(&ui, "确定提交");
+    assert_eq!(screen(&ui).get_fb_step(), "done");
+    let receipt = screen(&ui).get_fb_receipt().to_string();
+    assert!(
+        gongkai::protocol::notice::is_receipt_code(&receipt),
+        "{receipt}"
+    );
+    let pending = gongkai::store::outbox::Outbox::open(&store_path)
+        .unwrap()
+        .pending(10)
+        .unwrap();
+    assert_eq!(pending.len(), 1);
+    let item = &pending[0];
+    assert_eq!(item.receipt, receipt);
+    assert_eq!((item.kind.as_str(), item.rating), ("rating", Some(1)));
+    assert_eq!(item.reasons, ["error", "more-detail"]);
+    assert_eq!(item.contact, "13812341234");
+    assert_eq!(item.notice_id.as_deref(), Some("2026q3-finance"));
+    tap(&ui, "完成");
+    assert_eq!(controller.view(), View::Notice);
+
+    // One submission per 20 s on a kiosk: an objection right away waits.
+    tap(&ui, "异议");
+    assert!(screen(&ui).get_fb_answer().contains("频繁"));
+    tap(&ui, "完成");
+    advance(Duration::from_secs(21));
+    tap(&ui, "异议");
+    assert_eq!(screen(&ui).get_fb_step(), "reasons");
+    tap(&ui, "下一步");
+    assert!(
+        screen(&ui).get_fb_message().contains("至少"),
+        "an objection needs a reason"
+    );
+    tap(&ui, "数据有误");
+    tap(&ui, "下一步");
+    tap(&ui, "不留号码，直接提交");
+    assert_eq!(screen(&ui).get_fb_step(), "done");
+    tap(&ui, "完成");
+
+    // 查询答复: a receipt the office answered opens its reply; another is
+    // not answered yet.
+    tap(&ui, "首页");
+    tap(&ui, "查询答复");
+    for key in ["K", "7", "Q", "2", "M", "D"] {
+        tap(&ui, key);
+    }
+    tap(&ui, "查询");
+    assert_eq!(controller.view(), View::Notice);
+    assert_eq!(screen(&ui).get_category(), "反馈答复");
+    tap(&ui, "首页");
+    tap(&ui, "查询答复");
+    for key in receipt.chars() {
+        tap(&ui, &key.to_string());
+    }
+    tap(&ui, "查询");
+    assert!(screen(&ui).get_fb_answer().contains("尚未答复"));
+    // Nobody finishes: a minute later the kiosk is back to the rotation.
+    advance(IDLE + Duration::from_secs(1));
+    assert_eq!(controller.view(), View::Rotation);
 
     // Offline: the daemon's badge shows on the page.
     controller.update(Snapshot {

@@ -189,6 +189,7 @@ fn kiosk_home_and_list_render_in_both_orientations() {
                 dwell: std::time::Duration::from_secs(12),
                 idle: std::time::Duration::from_secs(60),
                 slot_done: Box::new(|_| {}),
+                feedback: None,
             },
         )
         .unwrap();

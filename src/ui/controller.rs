@@ -17,13 +17,16 @@ use slint::{ComponentHandle, Timer, TimerMode};
 use time::OffsetDateTime;
 
 use super::paging::{page_chars, paginate};
-use super::{AppWindow, BlockView, Entry, Images, PageView, Screen, Tile, apply, body_blocks};
+use super::{
+    AppWindow, BlockView, Entry, Images, PageView, Reason, Screen, Tile, apply, body_blocks,
+};
 use super::{date, hhmm, set_rows};
 use crate::config::Mode;
 use crate::media::MediaCache;
 use crate::protocol::{Category, Notice, Priority, Status};
 use crate::schedule::{self, Item, Key};
 use crate::store::Store;
+use crate::store::outbox::{Outbox, Submission};
 
 /// What the controller needs to know of its screen.
 pub struct Setup {
@@ -39,7 +42,53 @@ pub struct Setup {
     pub idle: Duration,
     /// Told when the rotation's notice has shown all its pages.
     pub slot_done: Box<dyn Fn(Key)>,
+    /// Where residents' feedback goes (kiosks); `None` hides nothing but
+    /// refuses submissions with a message.
+    pub feedback: Option<FeedbackSink>,
 }
+
+/// The outbox the kiosk commits feedback to, and who to tell.
+pub struct FeedbackSink {
+    /// The screen's store file, which holds the outbox.
+    pub store: PathBuf,
+    /// Wakes the sync task after a commit.
+    pub wake: Box<dyn Fn()>,
+    /// At most one submission per this long on this kiosk.
+    pub min_interval: Duration,
+}
+
+/// A submission being made on the kiosk.
+#[derive(Debug, Clone, Default)]
+struct Draft {
+    kind: &'static str,
+    notice: Option<Key>,
+    rating: Option<u8>,
+    reasons: Vec<(&'static str, &'static str, bool)>,
+    /// Where to go when done: the notice it is about, or home.
+    from_notice: bool,
+}
+
+const RATING_REASONS: [(&str, &str); 5] = [
+    ("unclear", "看不懂"),
+    ("error", "内容有误"),
+    ("more-detail", "希望更详细"),
+    ("late", "公开不及时"),
+    ("other", "其他"),
+];
+const OBJECTION_REASONS: [(&str, &str); 4] = [
+    ("wrong-data", "数据有误"),
+    ("improper-procedure", "程序不当"),
+    ("privacy", "涉及个人隐私"),
+    ("other", "其他"),
+];
+const OPINION_REASONS: [(&str, &str); 6] = [
+    ("environment", "环境卫生"),
+    ("parking", "停车管理"),
+    ("safety", "治安安全"),
+    ("services", "便民服务"),
+    ("repairs", "设施维修"),
+    ("other", "其他"),
+];
 
 /// What the daemon knows, pushed to the UI thread on every change.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -72,6 +121,7 @@ pub enum View {
     Home,
     List(ListKind),
     Notice,
+    Feedback,
 }
 
 /// A notice on the glass: its pages at this screen's size, and which one shows.
@@ -96,6 +146,9 @@ struct State {
     /// The list a kiosk notice was opened from, for 返回.
     opened_from: Option<ListKind>,
     banner: String,
+    draft: Option<Draft>,
+    /// What is typed on the keypad.
+    entry: String,
 }
 
 pub struct Controller {
@@ -106,6 +159,9 @@ pub struct Controller {
     page_timer: Timer,
     idle_timer: Timer,
     clock_timer: Timer,
+    /// Runs after a submission: while it runs, the kiosk takes no other.
+    cooldown: Timer,
+    outbox: RefCell<Option<Outbox>>,
 }
 
 const PLACEHOLDER_TITLE: &str = "暂无公开内容";
@@ -129,6 +185,8 @@ impl Controller {
             page_timer: Timer::default(),
             idle_timer: Timer::default(),
             clock_timer: Timer::default(),
+            cooldown: Timer::default(),
+            outbox: RefCell::new(None),
         });
         controller.wire();
         controller.set_view(View::Rotation);
@@ -226,6 +284,38 @@ impl Controller {
                 c.open_entry(&id, version.max(0) as u64, None);
             }
         });
+        screen.on_open_lookup(with(|c| c.open_lookup()));
+        screen.on_fb_next(with(|c| c.fb_next()));
+        let weak = Rc::downgrade(self);
+        screen.on_open_feedback(move |kind| {
+            if let Some(c) = weak.upgrade() {
+                c.open_feedback(&kind);
+            }
+        });
+        let weak = Rc::downgrade(self);
+        screen.on_fb_rate(move |rating| {
+            if let Some(c) = weak.upgrade() {
+                c.fb_rate(rating);
+            }
+        });
+        let weak = Rc::downgrade(self);
+        screen.on_fb_toggle(move |code| {
+            if let Some(c) = weak.upgrade() {
+                c.fb_toggle(&code);
+            }
+        });
+        let weak = Rc::downgrade(self);
+        screen.on_fb_contact(move |leave| {
+            if let Some(c) = weak.upgrade() {
+                c.fb_contact(leave);
+            }
+        });
+        let weak = Rc::downgrade(self);
+        screen.on_fb_key(move |key| {
+            if let Some(c) = weak.upgrade() {
+                c.fb_key(&key);
+            }
+        });
     }
 
     fn kiosk(&self) -> bool {
@@ -239,6 +329,7 @@ impl Controller {
             View::Home => "home",
             View::List(_) => "list",
             View::Notice => "notice",
+            View::Feedback => "feedback",
         };
         self.ui.global::<Screen>().set_view(name.into());
     }
@@ -477,7 +568,13 @@ impl Controller {
             return;
         }
         tracing::info!("kiosk idle: back to the rotation");
-        self.state.borrow_mut().opened_from = None;
+        {
+            // An unfinished submission is dropped: nothing was committed.
+            let mut state = self.state.borrow_mut();
+            state.opened_from = None;
+            state.draft = None;
+            state.entry.clear();
+        }
         self.set_view(View::Rotation);
         self.show_slot();
     }
@@ -630,6 +727,16 @@ impl Controller {
 
     fn back(self: &Rc<Self>) {
         self.touched();
+        if self.view() == View::Feedback {
+            let draft = self.state.borrow_mut().draft.take();
+            if draft.is_some_and(|d| d.from_notice) && self.state.borrow().shown.is_some() {
+                self.set_view(View::Notice);
+                self.reshow();
+            } else {
+                self.open_home();
+            }
+            return;
+        }
         let from = self.state.borrow_mut().opened_from.take();
         match from {
             Some(kind) => {
@@ -637,6 +744,263 @@ impl Controller {
                 self.set_view(View::List(kind));
             }
             None => self.open_home(),
+        }
+    }
+}
+
+impl Controller {
+    // --- feedback -------------------------------------------------------------
+
+    fn fb_screen(&self, step: &str, message: &str) {
+        let screen = self.ui.global::<Screen>();
+        screen.set_fb_step(step.into());
+        screen.set_fb_message(message.into());
+        let state = self.state.borrow();
+        screen.set_fb_entry(state.entry.as_str().into());
+        if let Some(draft) = &state.draft {
+            let reasons: Vec<Reason> = draft
+                .reasons
+                .iter()
+                .map(|(code, label, selected)| Reason {
+                    code: (*code).into(),
+                    label: (*label).into(),
+                    selected: *selected,
+                })
+                .collect();
+            set_rows(screen.get_fb_reasons(), reasons, |m| {
+                screen.set_fb_reasons(m)
+            });
+        }
+    }
+
+    /// Starts a rating or objection of the notice on screen, or an opinion.
+    fn open_feedback(self: &Rc<Self>, kind: &str) {
+        if !self.kiosk() {
+            return;
+        }
+        self.touched();
+        let (kind, presets, prompt): (&'static str, &[(&'static str, &'static str)], &str) =
+            match kind {
+                "rating" => ("rating", &RATING_REASONS, "哪些方面需要改进？（可多选）"),
+                "objection" => (
+                    "objection",
+                    &OBJECTION_REASONS,
+                    "您对哪方面有异议？（可多选）",
+                ),
+                _ => (
+                    "opinion",
+                    &OPINION_REASONS,
+                    "您的意见建议是关于：（可多选）",
+                ),
+            };
+        let notice = match kind {
+            "opinion" => None,
+            _ => self
+                .state
+                .borrow()
+                .shown
+                .as_ref()
+                .map(|s| (s.key.clone(), s.notice.title.clone())),
+        };
+        if kind != "opinion" && notice.is_none() {
+            return;
+        }
+        let screen = self.ui.global::<Screen>();
+        let title = match (&notice, kind) {
+            (Some((_, t)), "rating") => format!("评价 · {t}"),
+            (Some((_, t)), _) => format!("异议 · {t}"),
+            _ => "意见建议".to_owned(),
+        };
+        screen.set_fb_title(title.into());
+        screen.set_fb_prompt(prompt.into());
+        {
+            let mut state = self.state.borrow_mut();
+            state.entry.clear();
+            state.draft = Some(Draft {
+                kind,
+                from_notice: notice.is_some(),
+                notice: notice.map(|(k, _)| k),
+                rating: None,
+                reasons: presets.iter().map(|(c, l)| (*c, *l, false)).collect(),
+            });
+        }
+        self.page_timer.stop();
+        self.set_view(View::Feedback);
+        if self.cooldown.running() {
+            self.fb_screen("answer", "");
+            screen.set_fb_answer("操作过于频繁，请稍后再试。".into());
+            return;
+        }
+        self.fb_screen(if kind == "rating" { "rate" } else { "reasons" }, "");
+    }
+
+    fn fb_rate(self: &Rc<Self>, rating: i32) {
+        self.touched();
+        let rating = rating.clamp(1, 3) as u8;
+        if let Some(draft) = self.state.borrow_mut().draft.as_mut() {
+            draft.rating = Some(rating);
+        }
+        // 满意 needs no reasons.
+        self.fb_screen(if rating == 3 { "privacy" } else { "reasons" }, "");
+    }
+
+    fn fb_toggle(self: &Rc<Self>, code: &str) {
+        self.touched();
+        if let Some(draft) = self.state.borrow_mut().draft.as_mut() {
+            for reason in &mut draft.reasons {
+                if reason.0 == code {
+                    reason.2 = !reason.2;
+                }
+            }
+        }
+        self.fb_screen("reasons", "");
+    }
+
+    fn fb_next(self: &Rc<Self>) {
+        self.touched();
+        let ok = self
+            .state
+            .borrow()
+            .draft
+            .as_ref()
+            .is_some_and(|d| d.kind == "rating" || d.reasons.iter().any(|r| r.2));
+        if ok {
+            self.fb_screen("privacy", "");
+        } else {
+            self.fb_screen("reasons", "请至少选择一项。");
+        }
+    }
+
+    fn fb_contact(self: &Rc<Self>, leave: bool) {
+        self.touched();
+        if leave {
+            self.state.borrow_mut().entry.clear();
+            self.fb_screen("keypad", "");
+        } else {
+            self.fb_submit(String::new());
+        }
+    }
+
+    fn fb_key(self: &Rc<Self>, key: &str) {
+        self.touched();
+        let lookup = self.ui.global::<Screen>().get_fb_step() == "lookup";
+        let step = if lookup { "lookup" } else { "keypad" };
+        match key {
+            "删除" => {
+                self.state.borrow_mut().entry.pop();
+                self.fb_screen(step, "");
+            }
+            "确定" => {
+                let entry = self.state.borrow().entry.clone();
+                if lookup {
+                    self.lookup(&entry);
+                } else if crate::protocol::feedback::is_mobile_number(&entry) {
+                    self.fb_submit(entry);
+                } else {
+                    self.fb_screen(step, "请输入以 1 开头的 11 位手机号码。");
+                }
+            }
+            key => {
+                let max = if lookup { 6 } else { 11 };
+                {
+                    let mut state = self.state.borrow_mut();
+                    if state.entry.chars().count() < max {
+                        state.entry.push_str(key);
+                    }
+                }
+                self.fb_screen(step, "");
+            }
+        }
+    }
+
+    /// Commits the draft to the outbox; the receipt shows only after that.
+    fn fb_submit(self: &Rc<Self>, contact: String) {
+        let Some(draft) = self.state.borrow().draft.clone() else {
+            return;
+        };
+        let Some(sink) = &self.setup.feedback else {
+            self.fb_screen("privacy", "本屏暂未开通意见提交，请联系社区工作人员。");
+            return;
+        };
+        if self.cooldown.running() {
+            self.fb_screen("privacy", "操作过于频繁，请稍后再试。");
+            return;
+        }
+        let chosen: Vec<&(&str, &str, bool)> = draft.reasons.iter().filter(|r| r.2).collect();
+        let submission = Submission {
+            notice: draft.notice.clone(),
+            kind: draft.kind.to_owned(),
+            rating: draft.rating,
+            reasons: chosen.iter().map(|r| r.0.to_owned()).collect(),
+            text: chosen.iter().map(|r| r.1).collect::<Vec<_>>().join("、"),
+            contact,
+        };
+        let result = {
+            let mut outbox = self.outbox.borrow_mut();
+            if outbox.is_none() {
+                *outbox = Outbox::open(&sink.store).ok();
+            }
+            match outbox.as_mut() {
+                Some(outbox) => outbox.submit(submission, OffsetDateTime::now_utc()),
+                None => Err(crate::store::StoreError::Refused(
+                    "the outbox cannot be opened".into(),
+                )),
+            }
+        };
+        match result {
+            Ok(item) => {
+                tracing::info!("feedback {} committed ({})", item.receipt, item.kind);
+                (sink.wake)();
+                self.cooldown
+                    .start(TimerMode::SingleShot, sink.min_interval, || {});
+                self.ui
+                    .global::<Screen>()
+                    .set_fb_receipt(item.receipt.as_str().into());
+                self.state.borrow_mut().entry.clear();
+                self.fb_screen("done", "");
+            }
+            Err(e) => {
+                tracing::error!("feedback not committed: {e}");
+                self.fb_screen("privacy", "提交失败，请稍后再试，或联系社区工作人员。");
+            }
+        }
+    }
+
+    fn open_lookup(self: &Rc<Self>) {
+        if !self.kiosk() {
+            return;
+        }
+        self.touched();
+        {
+            let mut state = self.state.borrow_mut();
+            state.entry.clear();
+            state.draft = None;
+        }
+        self.ui.global::<Screen>().set_fb_title("查询答复".into());
+        self.page_timer.stop();
+        self.set_view(View::Feedback);
+        self.fb_screen("lookup", "");
+    }
+
+    /// Finds the reply notice that answers `code`, or says there is none yet.
+    fn lookup(self: &Rc<Self>, code: &str) {
+        if !crate::protocol::notice::is_receipt_code(code) {
+            self.fb_screen("lookup", "回执码为 6 位数字或字母，请核对后重新输入。");
+            return;
+        }
+        match self.store.reply_for(code) {
+            Ok(Some((id, version))) => self.open_entry(&id, version, None),
+            Ok(None) => {
+                self.ui.global::<Screen>().set_fb_answer(
+                    format!("回执码 {code} 尚未答复。社区将在 10 个工作日内答复，请稍后再查。")
+                        .into(),
+                );
+                self.fb_screen("answer", "");
+            }
+            Err(e) => {
+                tracing::warn!("reply lookup failed: {e}");
+                self.fb_screen("lookup", "暂时无法查询，请稍后再试。");
+            }
         }
     }
 }

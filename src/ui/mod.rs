@@ -23,7 +23,7 @@ pub mod headless;
 mod paging;
 pub mod window;
 
-pub use controller::{Controller, Setup, Snapshot};
+pub use controller::{Controller, FeedbackSink, Setup, Snapshot};
 pub use headless::{HeadlessWindow, RenderedPage, pages_of, render_notice, render_rgba};
 
 use crate::protocol::Notice;
@@ -35,7 +35,7 @@ mod generated {
     slint::include_modules!();
 }
 
-pub use generated::{AppWindow, Block, Entry, Screen, Tile};
+pub use generated::{AppWindow, Block, Entry, Reason, Screen, Tile};
 
 /// Screens stand in China: the clock shows China Standard Time.
 pub const CHINA: UtcOffset = match UtcOffset::from_hms(8, 0, 0) {

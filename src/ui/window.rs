@@ -17,7 +17,7 @@ use slint::ComponentHandle;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use super::controller::{Controller, Setup, Snapshot};
+use super::controller::{Controller, FeedbackSink, Setup, Snapshot};
 use super::{AppWindow, Screen, hhmm};
 use crate::config::Config;
 use crate::media::MediaCache;
@@ -86,6 +86,7 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let (width, height) = (config.display.width, config.display.height);
     let slot_done = link.slot_done.clone();
+    let feedback_wake = link.feedback_wake.clone();
     let setup = Setup {
         mode: config.screen.mode,
         screen: config.screen.id.clone(),
@@ -96,6 +97,11 @@ pub fn run(
         idle: Duration::from_secs(config.display.idle_seconds),
         slot_done: Box::new(move |key| {
             let _ = slot_done.send(key);
+        }),
+        feedback: Some(FeedbackSink {
+            store: config.store.path.clone(),
+            wake: Box::new(move || feedback_wake.notify_one()),
+            min_interval: Duration::from_secs(config.display.feedback_interval_seconds),
         }),
     };
     let start = |ui: &AppWindow| -> anyhow::Result<()> {
