@@ -232,6 +232,43 @@ fn kiosk_home_and_list_render_in_both_orientations() {
             height,
         };
         keep(&list, &format!("kiosk-list-{width}x{height}.png"));
+        // The feedback flow's first step: three faces, each in its colour.
+        screen.invoke_open_entry("2026q3-finance".into(), 1);
+        screen.invoke_open_feedback("rating".into());
+        let rate = Frame {
+            rgba: window.render(),
+            width,
+            height,
+        };
+        keep(&rate, &format!("kiosk-rate-{width}x{height}.png"));
+        for tint in [[0x1b, 0x6e, 0x3a], [0x1f, 0x4e, 0x79], [0xa4, 0x00, 0x1d]] {
+            let drawn = (0..height)
+                .step_by(2)
+                .flat_map(|y| (0..width).step_by(2).map(move |x| (x, y)))
+                .filter(|&(x, y)| rate.pixel(x, y) == tint)
+                .count();
+            assert!(
+                drawn > 500,
+                "rating at {width}x{height}: face {tint:?} ({drawn})"
+            );
+        }
+        screen.invoke_fb_rate(3);
+        screen.invoke_fb_contact(true);
+        let keypad = Frame {
+            rgba: window.render(),
+            width,
+            height,
+        };
+        keep(&keypad, &format!("kiosk-keypad-{width}x{height}.png"));
+        screen.invoke_open_lookup();
+        keep(
+            &Frame {
+                rgba: window.render(),
+                width,
+                height,
+            },
+            &format!("kiosk-lookup-{width}x{height}.png"),
+        );
         assert!(
             list.dark_in_rows(250, 600) > 3000,
             "list at {width}x{height}: an entry's title is drawn"
