@@ -468,7 +468,10 @@ async fn run_status(
             showing.borrow_and_update().clone(),
             OffsetDateTime::now_utc(),
         );
-        status.outbox = outbox.borrow_and_update().pending;
+        let outbox_now = *outbox.borrow_and_update();
+        status.outbox = outbox_now.pending;
+        status.outbox_rejected = outbox_now.rejected;
+        status.office_unauthorized = outbox_now.unauthorized;
         let due = match &last {
             None => true,
             Some(prev) => status.differs_from(prev) || last_sent.elapsed() >= PERIOD,

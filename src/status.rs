@@ -34,6 +34,13 @@ pub struct ScreenStatus {
     pub cached: usize,
     pub rejected: u64,
     pub outbox: u64,
+    /// Feedback the office refused for good (parked on the screen), and
+    /// whether the office refuses this screen's token: both need a person.
+    /// Fields beyond section 6, which readers ignore if they do not know them.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub outbox_rejected: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub office_unauthorized: bool,
     pub manifest: ManifestStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_rejection: Option<RejectionRecord>,
@@ -68,6 +75,8 @@ impl ScreenStatus {
             cached: catalog.items.len(),
             rejected: catalog.rejected,
             outbox: 0,
+            outbox_rejected: 0,
+            office_unauthorized: false,
             manifest: ManifestStatus {
                 version: catalog.manifest.as_ref().map_or(0, |m| m.version),
                 missing: catalog.missing().len(),
@@ -95,4 +104,8 @@ pub fn offline(screen: &str, community: &str) -> Vec<u8> {
         "screen": screen, "community": community, "state": "offline"
     }))
     .expect("json")
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

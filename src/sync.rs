@@ -145,13 +145,19 @@ pub async fn run_sync(
         let outbox = outbox.clone();
         let counts = counts.clone();
         async move {
-            if let Ok(Ok(now)) =
+            if let Ok(Ok(mut now)) =
                 tokio::task::spawn_blocking(move || outbox.lock().expect("outbox lock").counts())
                     .await
             {
-                counts.send_if_modified(|c| std::mem::replace(c, now) != now);
+                counts.send_if_modified(|c| {
+                    now.unauthorized = c.unauthorized;
+                    std::mem::replace(c, now) != now
+                });
             }
         }
+    };
+    let unauthorized = |counts: &OutboxState, yes: bool| {
+        counts.send_if_modified(|c| std::mem::replace(&mut c.unauthorized, yes) != yes);
     };
     refresh(&counts).await;
     let Some(office) = office else {
@@ -216,6 +222,7 @@ pub async fn run_sync(
         let wait = match action(reply, items.len()) {
             Action::Settle { accepted, rejected } => {
                 attempt = 0;
+                unauthorized(&counts, false);
                 batch_size = BATCH;
                 for (id, reason) in &rejected {
                     tracing::warn!("the office refused feedback {id}: {reason}");
@@ -247,6 +254,7 @@ pub async fn run_sync(
                 None
             }
             Action::Unauthorized(message) => {
+                unauthorized(&counts, true);
                 tracing::error!(
                     "the office refused this screen's token ({message}); feedback waits in the outbox until the token is fixed"
                 );

@@ -215,6 +215,8 @@ async fn a_thousand_items_queued_while_the_office_is_down_arrive_exactly_once() 
 enum Fault {
     /// Answers 500 itself.
     ServerError,
+    /// Answers 400 itself: the office refuses what was sent, for good.
+    BadRequest,
     /// Reads the request and never answers (the client times out).
     Silence,
     /// Forwards the request, then sends back half the office's answer and
@@ -269,13 +271,18 @@ async fn proxy(listener: tokio::net::TcpListener, office: u16, faults: Vec<Fault
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
                     }
                 }
-                Fault::ServerError => {
+                Fault::ServerError | Fault::BadRequest => {
                     if read_request(&mut client).await.is_some() {
-                        let body = r#"{"error":"injected"}"#;
+                        let (status, body) = match fault {
+                            Fault::ServerError => {
+                                ("500 Internal Server Error", r#"{"error":"injected"}"#)
+                            }
+                            _ => ("400 Bad Request", r#"{"error":"injected refusal"}"#),
+                        };
                         let _ = client
                             .write_all(
                                 format!(
-                                    "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                                     body.len()
                                 )
                                 .as_bytes(),
@@ -487,5 +494,88 @@ async fn a_published_reply_is_found_by_its_receipt_code() {
     );
     assert_eq!(held.reply_for("ZZZZZZ").unwrap(), None, "尚未答复");
     publisher.close().await;
+    daemon.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_item_is_parked_and_a_refused_token_stops_sending() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut office = OfficeServer::new(dir.path());
+    office.start();
+    let c = community("refused");
+    let token = office.token_file(&screen_id(&c), dir.path());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_port = listener.local_addr().unwrap().port();
+    // The batch is refused (so it is split), then the first item alone.
+    tokio::spawn(proxy(
+        listener,
+        office.port,
+        vec![Fault::BadRequest, Fault::BadRequest],
+    ));
+    let store = dir.path().join("screen.db");
+    let config = gongkai::config::Config::parse(&config_with_office(
+        &c,
+        &store,
+        &format!("http://127.0.0.1:{proxy_port}"),
+        &token,
+        5,
+    ))
+    .unwrap();
+    let daemon = gongkai::daemon::Daemon::start(config).await.unwrap();
+    let receipts = tokio::task::spawn_blocking({
+        let store = store.clone();
+        move || submit(&store, 5)
+    })
+    .await
+    .unwrap();
+    daemon.feedback_wake.notify_one();
+    let outbox = daemon.outbox.clone();
+    wait_until("four accepted, one parked", Duration::from_secs(20), || {
+        let c = *outbox.borrow();
+        c.pending == 0 && c.accepted == 4 && c.rejected == 1
+    })
+    .await;
+    let parked = Outbox::open(&store).unwrap().parked(10).unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].reason, "injected refusal");
+    assert!(receipts.contains(&parked[0].receipt), "one of ours");
+    let (held, rows) = office.receipts();
+    assert_eq!(rows, 4);
+    assert!(!held.contains(&parked[0].receipt));
+    daemon.shutdown().await;
+
+    // A token the office does not know: nothing is sent, nothing is lost,
+    // and the screen says so.
+    let c = community("badtoken");
+    let wrong = dir.path().join("wrong-token");
+    std::fs::write(&wrong, "not-the-token").unwrap();
+    let store = dir.path().join("screen2.db");
+    let config = gongkai::config::Config::parse(&config_with_office(
+        &c,
+        &store,
+        &format!("http://127.0.0.1:{}", office.port),
+        &wrong,
+        5,
+    ))
+    .unwrap();
+    let daemon = gongkai::daemon::Daemon::start(config).await.unwrap();
+    tokio::task::spawn_blocking({
+        let store = store.clone();
+        move || submit(&store, 3)
+    })
+    .await
+    .unwrap();
+    daemon.feedback_wake.notify_one();
+    let outbox = daemon.outbox.clone();
+    wait_until("the refusal to show", Duration::from_secs(20), || {
+        let c = *outbox.borrow();
+        c.unauthorized && c.pending == 3
+    })
+    .await;
+    assert_eq!(
+        office.receipts().1,
+        4,
+        "nothing of the refused screen arrived"
+    );
     daemon.shutdown().await;
 }

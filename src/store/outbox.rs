@@ -41,6 +41,9 @@ pub struct OutboxCounts {
     pub pending: u64,
     pub accepted: u64,
     pub rejected: u64,
+    /// The office refused the screen's token at the last attempt (set by
+    /// the sync task, not stored).
+    pub unauthorized: bool,
 }
 
 /// A parked item, for `gongkai cache` and the status.
