@@ -46,7 +46,7 @@ const URGENT: [u8; 3] = [0xa4, 0x00, 0x1d];
 
 /// Runs the demo on the X server, waits until a page is on screen, checks
 /// the screenshot with `check`, then stops the demo with SIGTERM.
-fn demo_in_window(test: &str, args: &[&str], check: impl Fn(&[u8])) {
+fn demo_in_window(test: &str, args: &[&str], check: impl Fn(&[u8], &Xvfb)) {
     let Some(x) = Xvfb::start(test, WIDTH, HEIGHT) else {
         return;
     };
@@ -89,7 +89,7 @@ fn demo_in_window(test: &str, args: &[&str], check: impl Fn(&[u8])) {
         }
     };
     save(&shot, &format!("{test}.png"));
-    check(&shot);
+    check(&shot, &x);
 
     // SIGTERM: the window closes and the daemon says goodbye, exit 0.
     Command::new("kill")
@@ -111,7 +111,7 @@ fn demo_in_window(test: &str, args: &[&str], check: impl Fn(&[u8])) {
 
 #[test]
 fn led_demo_draws_a_page_in_a_real_window() {
-    demo_in_window("led-window", &[], |shot| {
+    demo_in_window("led-window", &[], |shot, _| {
         // The header band (blue, or red for an urgent notice) across the top,
         // the paper below it, the title and body as dark text.
         let top = pixel(shot, 4, 4);
@@ -129,7 +129,7 @@ fn led_demo_draws_a_page_in_a_real_window() {
 
 #[test]
 fn kiosk_demo_draws_a_page_with_its_touch_hint_in_a_real_window() {
-    demo_in_window("kiosk-window", &["--kiosk"], |shot| {
+    demo_in_window("kiosk-window", &["--kiosk"], |shot, x| {
         let top = pixel(shot, 4, 4);
         assert!(top == BAND || top == URGENT, "header band, got {top:?}");
         // The kiosk's hint bar (触摸屏幕…) sits between the body and the footer.
@@ -138,5 +138,65 @@ fn kiosk_demo_draws_a_page_with_its_touch_hint_in_a_real_window() {
             .count();
         assert!(bar_rows >= 40, "a band-coloured hint bar, {bar_rows} rows");
         assert!(dark_in_rows(shot, 80, 160) > 2000, "a title is drawn");
+
+        // A touch (a click through the X server) opens the home screen,
+        // and its 意见建议 button the feedback flow.
+        if !common::have("xdotool") {
+            assert!(
+                std::env::var("GONGKAI_TEST_BROKER").is_err(),
+                "CI must install xdotool"
+            );
+            eprintln!("SKIPPED the touch part: no xdotool");
+            return;
+        }
+        let tap = |x_at: u32, y_at: u32| {
+            let status = Command::new("xdotool")
+                .args([
+                    "mousemove",
+                    &x_at.to_string(),
+                    &y_at.to_string(),
+                    "click",
+                    "1",
+                ])
+                .env("DISPLAY", &x.display)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        };
+        let tile = [0xee, 0xf3, 0xf9];
+        let tiles = |rgb: &[u8]| {
+            (0..HEIGHT)
+                .step_by(4)
+                .flat_map(|y| (0..WIDTH).step_by(4).map(move |x| (x, y)))
+                .filter(|&(x, y)| pixel(rgb, x, y) == tile)
+                .count()
+        };
+        tap(WIDTH / 2, HEIGHT / 2);
+        let home = wait_for_frame(x, |rgb| tiles(rgb) > 5000);
+        save(&home, "kiosk-window-home.png");
+        // 意见建议: the left button under the grid, above the idle hint.
+        tap(WIDTH / 4, HEIGHT - 60 - 34);
+        let feedback = wait_for_frame(x, |rgb| tiles(rgb) == 0);
+        save(&feedback, "kiosk-window-feedback.png");
+        assert!(
+            dark_in_rows(&feedback, 80, 400) > 2000,
+            "the feedback page is drawn"
+        );
     });
+}
+
+/// Screenshots until `ok` holds (or 10 s pass, then the last one).
+fn wait_for_frame(x: &Xvfb, ok: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let shot = x.screenshot().2;
+        if ok(&shot) {
+            return shot;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the window did not change as expected"
+        );
+    }
 }
