@@ -428,6 +428,7 @@ fn log_outcome(topic: &str, outcome: &Outcome) {
 /// Publishes the status on connect, at once on every change (coalesced to ten
 /// a second, so a burst ends with one message holding all of it), and at
 /// least every 60 s.
+#[allow(clippy::too_many_arguments)] // one watch per input, each named
 async fn run_status(
     client: AsyncClient,
     topic: String,

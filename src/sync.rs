@@ -92,6 +92,9 @@ pub fn action(reply: Reply, sent: usize) -> Action {
     }
 }
 
+/// A change to the outbox, run on a blocking thread.
+type OutboxWork = Box<dyn FnOnce(&mut Outbox) -> crate::store::Result<()> + Send>;
+
 /// What the rest of the daemon sees of the outbox.
 pub type OutboxState = watch::Sender<OutboxCounts>;
 
@@ -123,7 +126,7 @@ pub async fn run_sync(
             return;
         }
     };
-    let with_outbox = |f: Box<dyn FnOnce(&mut Outbox) -> crate::store::Result<()> + Send>| {
+    let with_outbox = |f: OutboxWork| {
         let outbox = outbox.clone();
         async move {
             let result = tokio::task::spawn_blocking(move || {

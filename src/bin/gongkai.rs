@@ -1,5 +1,7 @@
 //! gongkai: the office's command line. Keys, signing, verifying as a screen
-//! would, withdrawing, publishing, a screen's cache and the fleet's status.
+//! would, withdrawing, publishing, a screen's cache and the fleet's status,
+//! and the office's intake: its server, screens' tokens, residents' feedback
+//! and the replies to it.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,7 +11,16 @@ use clap::{Parser, Subcommand};
 use time::OffsetDateTime;
 
 use gongkai::mqtt::Connect;
+use gongkai::office::intake::{self, Contacts, OfficeConfig};
 use gongkai::protocol::topic::DEFAULT_PREFIX;
+use gongkai::store::office::FeedbackRow;
+
+/// The machine's offset from UTC, for times shown to staff.
+static LOCAL_OFFSET: std::sync::OnceLock<time::UtcOffset> = std::sync::OnceLock::new();
+
+fn local_offset() -> time::UtcOffset {
+    LOCAL_OFFSET.get().copied().unwrap_or(time::UtcOffset::UTC)
+}
 
 #[derive(Parser)]
 #[command(version, about = "Community disclosure: the office's tools")]
@@ -146,9 +157,50 @@ enum OfficeCommand {
         #[arg(long)]
         screen: String,
     },
+    /// List or export residents' feedback; items over 10 days old with no reply are flagged 逾期未复.
+    Feedback {
+        #[arg(long)]
+        config: PathBuf,
+        /// Only items received since: RFC 3339, or a date YYYY-MM-DD (local midnight).
+        #[arg(long)]
+        since: Option<String>,
+        /// CSV on stdout (header row, RFC 4180 quoting) instead of a table.
+        #[arg(long)]
+        csv: bool,
+        /// Show contact numbers in full; recorded in the office's audit trail.
+        #[arg(long)]
+        reveal_contact: bool,
+    },
+    /// Write a `reply` notice payload answering feedback receipts, ready to sign and publish.
+    Reply {
+        #[arg(long)]
+        config: PathBuf,
+        /// Receipt codes of the feedback answered (one community).
+        #[arg(required = true)]
+        receipts: Vec<String>,
+        /// The answer, shown as one paragraph.
+        #[arg(long)]
+        text: String,
+        /// 公开主体, e.g. the residents' committee.
+        #[arg(long)]
+        publisher: String,
+        /// 监督电话 or another channel for questions.
+        #[arg(long)]
+        contact: String,
+        /// The community, when a receipt is found in more than one.
+        #[arg(long)]
+        community: Option<String>,
+        /// The payload file; an existing file is never overwritten.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
+    // Read while the process has one thread: `time` refuses to read the
+    // local offset later, when another thread could change the environment.
+    let _ =
+        LOCAL_OFFSET.set(time::UtcOffset::current_local_offset().unwrap_or(time::UtcOffset::UTC));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -275,20 +327,216 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Office { command } => match command {
             OfficeCommand::Serve { config } => {
-                let config = gongkai::office::intake::OfficeConfig::load(&config)?;
-                runtime()?.block_on(gongkai::office::intake::serve(config, shutdown_signal()))?;
+                let config = OfficeConfig::load(&config)?;
+                runtime()?.block_on(intake::serve(config, shutdown_signal()))?;
             }
             OfficeCommand::Token { config, screen } => {
-                let config = gongkai::office::intake::OfficeConfig::load(&config)?;
-                let token = gongkai::office::intake::issue_token(&config, &screen)?;
+                let config = OfficeConfig::load(&config)?;
+                let token = intake::issue_token(&config, &screen)?;
                 println!(
                     "token for screen {screen} (put it in the screen's token_file, mode 0600):"
                 );
                 println!("{token}");
             }
+            OfficeCommand::Feedback {
+                config,
+                since,
+                csv,
+                reveal_contact,
+            } => {
+                let config = OfficeConfig::load(&config)?;
+                let since = since
+                    .as_deref()
+                    .map(|s| intake::parse_since(s, local_offset()))
+                    .transpose()?;
+                let who = std::env::var("USER")
+                    .ok()
+                    .filter(|u| !u.is_empty())
+                    .unwrap_or_else(|| "unknown".into());
+                let contacts = if reveal_contact {
+                    Contacts::RevealedTo(&who)
+                } else {
+                    Contacts::Masked
+                };
+                let rows = intake::feedback_for_staff(&config, since, contacts)?;
+                let now = OffsetDateTime::now_utc();
+                if csv {
+                    print!("{}", intake::feedback_csv(&rows, now, local_offset()));
+                } else {
+                    print_feedback(&rows, now);
+                }
+            }
+            OfficeCommand::Reply {
+                config,
+                receipts,
+                text,
+                publisher,
+                contact,
+                community,
+                output,
+            } => {
+                let config = OfficeConfig::load(&config)?;
+                let now = OffsetDateTime::now_utc().to_offset(local_offset());
+                let request = intake::ReplyRequest {
+                    receipts: &receipts,
+                    text: &text,
+                    publisher: &publisher,
+                    contact: &contact,
+                    community: community.as_deref(),
+                };
+                let written = intake::write_reply(&config, &request, &output, now)?;
+                let envelope = output.with_extension("env.json");
+                println!(
+                    "{}: reply notice {} for community {}, answering {}",
+                    output.display(),
+                    written.notice_id,
+                    written.community,
+                    written.receipts.join(", ")
+                );
+                println!("next: sign it, have the supervisory committee sign it, and publish it:");
+                println!(
+                    "  gongkai sign --key office.key {} -o {}",
+                    output.display(),
+                    envelope.display()
+                );
+                println!(
+                    "  gongkai sign --key supervisor.key {0} -o {0}",
+                    envelope.display()
+                );
+                println!(
+                    "  gongkai publish --broker mqtts://… --key office.key {}",
+                    envelope.display()
+                );
+            }
         },
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Feedback as a table for staff: the text cut to fit a line, contacts as
+/// `feedback_for_staff` left them, and overdue items flagged.
+fn print_feedback(rows: &[FeedbackRow], now: OffsetDateTime) {
+    if rows.is_empty() {
+        println!("no feedback");
+        return;
+    }
+    let when = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
+    let header = [
+        "receipt", "received", "screen", "kind", "rating", "notice", "text", "contact", "flag",
+    ];
+    let mut table: Vec<[String; 9]> = vec![header.map(str::to_owned)];
+    let mut overdue = 0;
+    for r in rows {
+        let flag = if intake::is_overdue(r, now) {
+            overdue += 1;
+            "逾期未复 overdue".to_owned()
+        } else if r.replies.is_empty() {
+            String::new()
+        } else {
+            format!("已复 {}", r.replies.join(" "))
+        };
+        table.push([
+            r.receipt.clone(),
+            r.received_at
+                .to_offset(local_offset())
+                .format(&when)
+                .unwrap_or_default(),
+            r.screen.clone(),
+            r.kind.clone(),
+            r.rating
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into()),
+            match (&r.notice_id, r.notice_version) {
+                (Some(id), Some(v)) => format!("{id} v{v}"),
+                _ => "-".into(),
+            },
+            truncate(&r.text, 24),
+            if r.contact.is_empty() {
+                "-".into()
+            } else {
+                r.contact.clone()
+            },
+            flag,
+        ]);
+    }
+    let mut widths = [0; 9];
+    for line in &table {
+        for (w, cell) in widths.iter_mut().zip(line) {
+            *w = (*w).max(display_width(cell));
+        }
+    }
+    for line in &table {
+        let cells: Vec<String> = line
+            .iter()
+            .zip(widths)
+            .enumerate()
+            .map(|(i, (cell, w))| {
+                if i + 1 == line.len() {
+                    cell.clone()
+                } else {
+                    format!("{cell}{}", " ".repeat(w - display_width(cell)))
+                }
+            })
+            .collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+    println!(
+        "{} items, {overdue} overdue (逾期未复: received over {} days ago, no reply written)",
+        rows.len(),
+        intake::REPLY_DUE.whole_days()
+    );
+}
+
+/// `text` on one line in at most `width` columns, "…" marking a cut.
+fn truncate(text: &str, width: usize) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let flat = flat.trim();
+    if flat.is_empty() {
+        return "-".into();
+    }
+    if display_width(flat) <= width {
+        return flat.to_owned();
+    }
+    let mut out = String::new();
+    let mut used = 0;
+    for c in flat.chars() {
+        let w = char_width(c);
+        if used + w > width - 1 {
+            break;
+        }
+        out.push(c);
+        used += w;
+    }
+    out.push('…');
+    out
+}
+
+/// Columns a terminal gives the text: CJK and full-width characters take
+/// two, which `format!` padding does not know.
+fn display_width(text: &str) -> usize {
+    text.chars().map(char_width).sum()
+}
+
+fn char_width(c: char) -> usize {
+    match u32::from(c) {
+        0x1100..=0x115F
+        | 0x2E80..=0x303E
+        | 0x3041..=0x33FF
+        | 0x3400..=0x4DBF
+        | 0x4E00..=0x9FFF
+        | 0xA000..=0xA4CF
+        | 0xAC00..=0xD7A3
+        | 0xF900..=0xFAFF
+        | 0xFE30..=0xFE4F
+        | 0xFF00..=0xFF60
+        | 0xFFE0..=0xFFE6
+        | 0x1F300..=0x1F64F
+        | 0x20000..=0x3FFFD => 2,
+        _ => 1,
+    }
 }
 
 fn parse_size(text: &str) -> Result<(u32, u32), String> {

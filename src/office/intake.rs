@@ -10,12 +10,19 @@
 //!   accepted again, never twice;
 //! - one thread owns the SQLite connection; handlers reach it through a
 //!   channel and answer only after the commit.
+//!
+//! What staff do with what came in lives here too, behind `gongkai office
+//! feedback` and `gongkai office reply`: contact numbers leave this module
+//! masked unless the caller names who asked to see them, which the audit
+//! trail then records; a reply is a notice payload of category `reply` that
+//! passes the same validation as any notice, and writing it marks its
+//! receipts as answered.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -23,11 +30,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
+use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
-use crate::protocol::feedback::{FeedbackBatch, FeedbackResponse, ItemRejection, MAX_ITEMS};
+use crate::protocol::feedback::{
+    FeedbackBatch, FeedbackResponse, ItemRejection, MAX_ITEMS, mask_contact,
+};
+use crate::protocol::notice::{
+    Block, Category, Notice, Priority, Status, is_receipt_code, rfc3339,
+};
 use crate::protocol::sha256_hex;
-use crate::store::office::{OfficeStore, Play};
+use crate::store::office::{FeedbackBatchRef, FeedbackRow, OfficeStore, Play};
 
 /// Request bodies at most: feedback and plays, and a screenshot.
 pub const MAX_JSON_BODY: usize = 1024 * 1024;
@@ -89,45 +102,106 @@ struct PlaysBody {
     plays: Vec<Play>,
 }
 
+/// Jobs taken at most into one round of the database thread.
+const GROUP_MAX: usize = 64;
+
 fn database_thread(mut store: OfficeStore, jobs: std_mpsc::Receiver<Job>) {
     while let Ok(job) = jobs.recv() {
-        match job {
-            Job::ScreenOf(hash, reply) => {
-                let _ = reply.send(store.screen_of(&hash).map_err(Into::into));
+        // Group commit: feedback of every request already waiting is stored
+        // in one transaction. Each commit costs an fsync (synchronous=FULL),
+        // which is what bounds screens sending one item per request. Other
+        // jobs neither read nor write feedback, so they may run first.
+        let mut feedback = Vec::new();
+        let mut next = Some(job);
+        while let Some(job) = next {
+            match job {
+                Job::Feedback(batch, reply) => feedback.push((batch, reply)),
+                other => run_job(&mut store, other),
             }
-            Job::Feedback(batch, reply) => {
-                let mut response = FeedbackResponse::default();
-                let mut valid = Vec::new();
-                for item in &batch.items {
-                    match item.problem() {
-                        Some(reason) => response.rejected.push(ItemRejection {
-                            id: item.id.clone(),
-                            reason,
-                        }),
-                        None => valid.push(item),
-                    }
-                }
-                let stored = store.add_feedback(&batch.screen, &batch.community, &valid);
-                let _ = reply.send(stored.map_err(Into::into).map(|new| {
-                    tracing::info!(
-                        "{}: {} feedback items accepted ({new} new), {} rejected",
-                        batch.screen,
-                        valid.len(),
-                        response.rejected.len()
-                    );
-                    response.accepted = valid.iter().map(|i| i.id.clone()).collect();
-                    response
-                }));
+            next = if feedback.len() < GROUP_MAX {
+                jobs.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if !feedback.is_empty() {
+            store_feedback(&mut store, feedback);
+        }
+    }
+}
+
+fn run_job(store: &mut OfficeStore, job: Job) {
+    match job {
+        Job::ScreenOf(hash, reply) => {
+            let _ = reply.send(store.screen_of(&hash).map_err(Into::into));
+        }
+        Job::Feedback(batch, reply) => store_feedback(store, vec![(batch, reply)]),
+        Job::Plays(body, screen, reply) => {
+            let _ = reply.send(
+                store
+                    .add_plays(&screen, &body.community, &body.plays)
+                    .map_err(Into::into),
+            );
+        }
+        Job::Screenshot(screen, id, png, reply) => {
+            let _ = reply.send(store.put_screenshot(&screen, &id, &png).map_err(Into::into));
+        }
+    }
+}
+
+type FeedbackJob = (
+    FeedbackBatch,
+    oneshot::Sender<anyhow::Result<FeedbackResponse>>,
+);
+
+/// Stores the valid items of every request in one commit and answers each
+/// request after it; invalid items are rejected with their reasons.
+fn store_feedback(store: &mut OfficeStore, jobs: Vec<FeedbackJob>) {
+    let (batches, replies): (Vec<FeedbackBatch>, Vec<_>) = jobs.into_iter().unzip();
+    let mut responses = Vec::with_capacity(batches.len());
+    let mut valid = Vec::with_capacity(batches.len());
+    for batch in &batches {
+        let mut response = FeedbackResponse::default();
+        let mut ok = Vec::new();
+        for item in &batch.items {
+            match item.problem() {
+                Some(reason) => response.rejected.push(ItemRejection {
+                    id: item.id.clone(),
+                    reason,
+                }),
+                None => ok.push(item),
             }
-            Job::Plays(body, screen, reply) => {
-                let _ = reply.send(
-                    store
-                        .add_plays(&screen, &body.community, &body.plays)
-                        .map_err(Into::into),
+        }
+        responses.push(response);
+        valid.push(ok);
+    }
+    let refs: Vec<FeedbackBatchRef<'_>> = batches
+        .iter()
+        .zip(&valid)
+        .map(|(batch, items)| FeedbackBatchRef {
+            screen: &batch.screen,
+            community: &batch.community,
+            items,
+        })
+        .collect();
+    match store.add_feedback_batches(&refs, OffsetDateTime::now_utc()) {
+        Ok(new) => {
+            let answers = batches.iter().zip(&valid).zip(responses).zip(new);
+            for ((((batch, items), mut response), new), reply) in answers.zip(replies) {
+                tracing::info!(
+                    "{}: {} feedback items accepted ({new} new), {} rejected",
+                    batch.screen,
+                    items.len(),
+                    response.rejected.len()
                 );
+                response.accepted = items.iter().map(|i| i.id.clone()).collect();
+                let _ = reply.send(Ok(response));
             }
-            Job::Screenshot(screen, id, png, reply) => {
-                let _ = reply.send(store.put_screenshot(&screen, &id, &png).map_err(Into::into));
+        }
+        Err(e) => {
+            let e = anyhow::Error::new(e);
+            for reply in replies {
+                let _ = reply.send(Err(anyhow::anyhow!("{e:#}")));
             }
         }
     }
@@ -304,4 +378,387 @@ pub async fn serve(
     // The router (and its senders) are gone: the database thread ends.
     let _ = tokio::task::spawn_blocking(move || database.join()).await;
     Ok(())
+}
+
+/// Feedback received longer ago than this with no reply written is overdue
+/// (逾期未复). Counted from the office's clock at receipt: a screen's clock
+/// may be wrong, and the office cannot answer before the item arrives.
+pub const REPLY_DUE: time::Duration = time::Duration::days(10);
+
+/// How long a reply notice stays on screens.
+pub const REPLY_SHOWN_FOR: time::Duration = time::Duration::days(30);
+
+/// Whether staff still owe this item a reply past its deadline.
+pub fn is_overdue(row: &FeedbackRow, now: OffsetDateTime) -> bool {
+    row.replies.is_empty() && now - row.received_at > REPLY_DUE
+}
+
+/// `--since`: an RFC 3339 time, or a date `YYYY-MM-DD` meaning its start at
+/// `offset` (the office's local time).
+pub fn parse_since(text: &str, offset: time::UtcOffset) -> anyhow::Result<OffsetDateTime> {
+    let text = text.trim();
+    if let Ok(t) = OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339) {
+        return Ok(t);
+    }
+    let date = time::Date::parse(
+        text,
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .with_context(|| {
+        format!(
+            "--since {text:?}: expected RFC 3339 (2026-10-08T09:00:00+08:00) or a date (2026-10-08)"
+        )
+    })?;
+    Ok(date.midnight().assume_offset(offset))
+}
+
+/// The office's database of `config`, which must exist: a command that only
+/// reads or answers feedback has nothing to do with an empty one, and should
+/// not leave one behind where the path was mistyped.
+fn open_existing(config: &OfficeConfig) -> anyhow::Result<OfficeStore> {
+    anyhow::ensure!(
+        config.database.exists(),
+        "no office database at {} (it is made by `gongkai office serve` or `gongkai office token`)",
+        config.database.display()
+    );
+    Ok(OfficeStore::open(&config.database)?)
+}
+
+/// Who reveals contact numbers: the audit trail's `who`.
+pub enum Contacts<'a> {
+    /// Shown as 138****1234.
+    Masked,
+    /// Shown in full to this user, which the audit trail records.
+    RevealedTo(&'a str),
+}
+
+/// Feedback received at `since` or later, oldest first, for staff. Contact
+/// numbers are masked unless revealed; a reveal is written to the audit
+/// trail (and logged) before any number is returned, so that no number is
+/// seen without a record of it.
+pub fn feedback_for_staff(
+    config: &OfficeConfig,
+    since: Option<OffsetDateTime>,
+    contacts: Contacts<'_>,
+) -> anyhow::Result<Vec<FeedbackRow>> {
+    let store = open_existing(config)?;
+    let mut rows = store.feedback_rows(since)?;
+    match contacts {
+        Contacts::Masked => {
+            for row in &mut rows {
+                row.contact = mask_contact(&row.contact);
+            }
+        }
+        Contacts::RevealedTo(who) => {
+            let with_contact: Vec<&str> = rows
+                .iter()
+                .filter(|r| !r.contact.is_empty())
+                .map(|r| r.receipt.as_str())
+                .collect();
+            const LISTED: usize = 50;
+            let mut receipts = with_contact
+                .iter()
+                .take(LISTED)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" ");
+            if with_contact.len() > LISTED {
+                receipts.push_str(&format!(" and {} more", with_contact.len() - LISTED));
+            }
+            let what = format!(
+                "revealed the contact numbers of {} feedback items{} (receipts: {})",
+                with_contact.len(),
+                since
+                    .map(|t| format!(" received since {}", rfc3339(t)))
+                    .unwrap_or_default(),
+                if receipts.is_empty() {
+                    "none"
+                } else {
+                    &receipts
+                }
+            );
+            tracing::warn!(target: "audit", "{who} {what}");
+            store
+                .audit(who, &what)
+                .context("recording the reveal in the audit trail; no number was shown")?;
+        }
+    }
+    Ok(rows)
+}
+
+/// Feedback as CSV (RFC 4180: CRLF line ends, a header row, fields quoted
+/// where they hold commas, quotes or line breaks). Times are RFC 3339 at
+/// `offset`.
+pub fn feedback_csv(rows: &[FeedbackRow], now: OffsetDateTime, offset: time::UtcOffset) -> String {
+    let mut out = String::new();
+    let mut line = |fields: &[&str]| {
+        let quoted: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        out.push_str(&quoted.join(","));
+        out.push_str("\r\n");
+    };
+    line(&[
+        "id",
+        "receipt",
+        "received_at",
+        "created_at",
+        "screen",
+        "community",
+        "kind",
+        "rating",
+        "notice_id",
+        "notice_version",
+        "reasons",
+        "text",
+        "contact",
+        "replies",
+        "overdue",
+    ]);
+    for r in rows {
+        let rating = r.rating.map(|n| n.to_string()).unwrap_or_default();
+        let version = r.notice_version.map(|n| n.to_string()).unwrap_or_default();
+        line(&[
+            &r.id,
+            &r.receipt,
+            &rfc3339(
+                r.received_at
+                    .replace_nanosecond(0)
+                    .unwrap_or(r.received_at)
+                    .to_offset(offset),
+            ),
+            &r.created_at,
+            &r.screen,
+            &r.community,
+            &r.kind,
+            &rating,
+            r.notice_id.as_deref().unwrap_or(""),
+            &version,
+            &r.reasons.join(" "),
+            &defuse_formula(&r.text),
+            &r.contact,
+            &r.replies.join(" "),
+            if is_overdue(r, now) { "yes" } else { "no" },
+        ]);
+    }
+    out
+}
+
+/// One CSV field, quoted when it must be.
+pub fn csv_field(field: &str) -> String {
+    if field.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field.to_owned()
+    }
+}
+
+/// Residents type the text at a public kiosk and staff open the export in a
+/// spreadsheet, which would run a text starting with `=`, `+`, `-` or `@` as
+/// a formula: such a text gets a leading apostrophe (OWASP's advice), which
+/// spreadsheets show as text.
+fn defuse_formula(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}").into()
+    } else {
+        text.into()
+    }
+}
+
+/// What `gongkai office reply` is asked to write.
+pub struct ReplyRequest<'a> {
+    /// Receipt codes, in any case.
+    pub receipts: &'a [String],
+    pub text: &'a str,
+    pub publisher: &'a str,
+    pub contact: &'a str,
+    /// Needed only when a receipt is found in more than one community.
+    pub community: Option<&'a str>,
+}
+
+/// A reply payload written.
+#[derive(Debug)]
+pub struct WrittenReply {
+    pub notice_id: String,
+    pub community: String,
+    pub receipts: Vec<String>,
+}
+
+/// Writes the payload of a `reply` notice answering the receipts to `output`
+/// (never over an existing file) and records the receipts as answered.
+/// Nothing is written unless every receipt is known and all belong to one
+/// community. `now` is at the office's local offset: it gives the payload's
+/// times and the date in its id and title.
+pub fn write_reply(
+    config: &OfficeConfig,
+    request: &ReplyRequest<'_>,
+    output: &Path,
+    now: OffsetDateTime,
+) -> anyhow::Result<WrittenReply> {
+    let mut receipts: Vec<String> = Vec::new();
+    for code in request.receipts {
+        let code = code.trim().to_uppercase();
+        anyhow::ensure!(
+            is_receipt_code(&code),
+            "{code:?} is not a receipt code (6 characters of 0-9 and A-Z without I, L, O, U)"
+        );
+        if !receipts.contains(&code) {
+            receipts.push(code);
+        }
+    }
+    anyhow::ensure!(!receipts.is_empty(), "name at least one receipt");
+    let text = request.text.trim();
+    anyhow::ensure!(!text.is_empty(), "--text must not be empty");
+    if output.exists() {
+        bail!(
+            "{} exists; a reply is never written over a file",
+            output.display()
+        );
+    }
+    let mut store = open_existing(config)?;
+
+    // Each receipt's community; every problem is reported at once.
+    let mut unknown = Vec::new();
+    let mut ambiguous = Vec::new();
+    let mut found: Vec<(String, String)> = Vec::new();
+    for receipt in &receipts {
+        let mut communities = store.communities_of_receipt(receipt)?;
+        if let Some(c) = request.community {
+            communities.retain(|x| x == c);
+        }
+        match communities.as_slice() {
+            [] => unknown.push(receipt.as_str()),
+            [one] => found.push((receipt.clone(), one.clone())),
+            many => ambiguous.push(format!("{receipt} ({})", many.join(", "))),
+        }
+    }
+    if !unknown.is_empty() {
+        bail!(
+            "no feedback in {} carries receipt {}{}; nothing was written",
+            config.database.display(),
+            unknown.join(", "),
+            request
+                .community
+                .map(|c| format!(" in community {c}"))
+                .unwrap_or_default()
+        );
+    }
+    if !ambiguous.is_empty() {
+        bail!(
+            "receipts found in more than one community: {}; name one with --community; nothing was written",
+            ambiguous.join("; ")
+        );
+    }
+    let community = found[0].1.clone();
+    if let Some((receipt, other)) = found.iter().find(|(_, c)| *c != community) {
+        bail!(
+            "a reply is shown in one community: {} is from {community}, {receipt} from {other}; write one reply per community; nothing was written",
+            found[0].0
+        );
+    }
+
+    // A fresh id: screens refuse a second version 1 with other content as
+    // an equivocation, so an id written before is never reused.
+    let now = now.replace_nanosecond(0).unwrap_or(now);
+    let date = now.date();
+    let base = format!(
+        "reply-{:04}{:02}{:02}-{}",
+        date.year(),
+        u8::from(date.month()),
+        date.day(),
+        receipts[0].to_lowercase()
+    );
+    let mut notice_id = base.clone();
+    let mut n = 1;
+    while store.reply_id_taken(&notice_id)? {
+        n += 1;
+        notice_id = format!("{base}-{n}");
+    }
+
+    let notice = Notice {
+        schema: 1,
+        id: notice_id.clone(),
+        version: 1,
+        community: community.clone(),
+        category: Category::Reply,
+        priority: Priority::Normal,
+        status: Status::Active,
+        title: format!(
+            "居民意见答复（{}年{}月{}日）",
+            date.year(),
+            u8::from(date.month()),
+            date.day()
+        ),
+        summary: None,
+        body: vec![Block::Paragraph {
+            text: text.to_owned(),
+        }],
+        media: vec![],
+        period: None,
+        valid_from: now,
+        valid_until: now + REPLY_SHOWN_FOR,
+        issued_at: now,
+        publisher: request.publisher.trim().to_owned(),
+        reviewer: None,
+        contact: request.contact.trim().to_owned(),
+        qr_url: None,
+        screens: vec![],
+        reply_to: receipts.clone(),
+    };
+    let mut bytes = serde_json::to_vec_pretty(&notice)?;
+    bytes.push(b'\n');
+    // The same parsing and rules `gongkai sign` and every screen apply.
+    Notice::from_payload(&bytes).map_err(|e| anyhow::anyhow!("the reply would be refused: {e}"))?;
+
+    let dir = output
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("writing into {}", dir.display()))?;
+    std::io::Write::write_all(&mut tmp, &bytes)?;
+    tmp.as_file().sync_all()?;
+    // No clobbering even if the file appeared since the check above.
+    tmp.persist_noclobber(output)
+        .map_err(|e| e.error)
+        .with_context(|| format!("writing {}", output.display()))?;
+    // Recorded after the file is there, so that a receipt is never marked
+    // answered without a reply to show; if recording fails, the file goes
+    // too, so that a second try writes the same id afresh.
+    if let Err(e) = store.record_reply(&notice_id, &community, &receipts, now) {
+        let _ = std::fs::remove_file(output);
+        return Err(anyhow::Error::new(e).context("recording the reply; nothing was written"));
+    }
+    Ok(WrittenReply {
+        notice_id,
+        community,
+        receipts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_only_when_they_must_be() {
+        assert_eq!(csv_field("plain 文本"), "plain 文本");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
+        assert_eq!(defuse_formula("=1+1"), "'=1+1");
+        assert_eq!(defuse_formula("1+1"), "1+1");
+    }
+
+    #[test]
+    fn since_takes_a_time_or_a_date() {
+        let east8 = time::macros::offset!(+8);
+        assert_eq!(
+            parse_since("2026-10-08", east8).unwrap(),
+            time::macros::datetime!(2026-10-08 00:00 +08:00)
+        );
+        assert_eq!(
+            parse_since("2026-10-08T09:30:00Z", east8).unwrap(),
+            time::macros::datetime!(2026-10-08 09:30 UTC)
+        );
+        assert!(parse_since("yesterday", east8).is_err());
+    }
 }

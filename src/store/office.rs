@@ -1,16 +1,21 @@
 //! The office's database, behind `gongkai office`: the screens and the hashes
-//! of their tokens, residents' feedback, proof of play and screenshots. Same
-//! discipline as the screen's store: WAL, `synchronous=FULL`, migrations
-//! counted by `user_version`. A request is answered only after its commit.
+//! of their tokens, residents' feedback, proof of play and screenshots, the
+//! replies staff wrote to feedback and the audit trail of who saw residents'
+//! contact numbers. Same discipline as the screen's store: WAL,
+//! `synchronous=FULL`, migrations counted by `user_version`. A request is
+//! answered only after its commit.
 
 use std::path::Path;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use time::OffsetDateTime;
 
-use super::{Result, StoreError, now_text};
+use super::{Result, StoreError, now_text, parse_time};
 use crate::protocol::feedback::FeedbackItem;
+use crate::protocol::notice::rfc3339;
 
-const OFFICE_MIGRATIONS: &[&str] = &["
+const OFFICE_MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE screens (
     screen      TEXT PRIMARY KEY,
     token_hash  TEXT NOT NULL UNIQUE,
@@ -47,7 +52,29 @@ CREATE TABLE screenshots (
     received_at  TEXT NOT NULL,
     png          BLOB NOT NULL
 );
-"];
+",
+    "
+-- The reply notices staff wrote (`gongkai office reply`), per receipt. The
+-- community is kept because receipts are unique per screen only: a reply
+-- answers a receipt within its community, as screens look it up.
+CREATE TABLE replies (
+    receipt     TEXT NOT NULL,
+    community   TEXT NOT NULL,
+    notice_id   TEXT NOT NULL,
+    written_at  TEXT NOT NULL,
+    PRIMARY KEY (receipt, community, notice_id)
+);
+CREATE INDEX replies_notice ON replies (notice_id);
+-- Who saw what of residents' personal data, and when.
+CREATE TABLE audit (
+    seq   INTEGER PRIMARY KEY AUTOINCREMENT,
+    at    TEXT NOT NULL,
+    who   TEXT NOT NULL,
+    what  TEXT NOT NULL
+);
+CREATE INDEX feedback_received ON feedback (received_at);
+",
+];
 
 pub struct OfficeStore {
     conn: Connection,
@@ -60,6 +87,45 @@ pub struct Play {
     pub version: u64,
     pub started_at: String,
     pub duration_ms: u64,
+}
+
+/// Valid items of one request, with the screen and community they came from.
+pub struct FeedbackBatchRef<'a> {
+    pub screen: &'a str,
+    pub community: &'a str,
+    pub items: &'a [&'a FeedbackItem],
+}
+
+/// One stored feedback item as staff see it, with the replies written to
+/// its receipt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedbackRow {
+    pub id: String,
+    pub screen: String,
+    pub community: String,
+    pub receipt: String,
+    /// As the screen's clock had it.
+    pub created_at: String,
+    /// The office's clock: what deadlines count from.
+    pub received_at: OffsetDateTime,
+    pub notice_id: Option<String>,
+    pub notice_version: Option<u64>,
+    pub kind: String,
+    pub rating: Option<u8>,
+    pub reasons: Vec<String>,
+    pub text: String,
+    /// Unmasked; callers mask it for display.
+    pub contact: String,
+    /// Ids of the reply notices written for this receipt, oldest first.
+    pub replies: Vec<String>,
+}
+
+/// One line of the audit trail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRow {
+    pub at: String,
+    pub who: String,
+    pub what: String,
 }
 
 impl OfficeStore {
@@ -77,10 +143,13 @@ impl OfficeStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         let mut store = OfficeStore { conn };
-        let done: usize = store
+        // The server and a `gongkai office` command may open the file at
+        // once: taking the write lock before reading the version keeps two
+        // of them from running the same migration.
+        let tx = store
             .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))?;
-        let tx = store.conn.transaction()?;
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let done: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, sql) in OFFICE_MIGRATIONS.iter().enumerate().skip(done) {
             tx.execute_batch(sql)?;
             tx.pragma_update(None, "user_version", i + 1)?;
@@ -121,31 +190,69 @@ impl OfficeStore {
         community: &str,
         items: &[&FeedbackItem],
     ) -> Result<usize> {
+        self.add_feedback_received_at(screen, community, items, OffsetDateTime::now_utc())
+    }
+
+    /// `add_feedback` with the time of receipt given: for importing items
+    /// taken in elsewhere, and for tests of deadlines, which cannot wait
+    /// ten days.
+    pub fn add_feedback_received_at(
+        &mut self,
+        screen: &str,
+        community: &str,
+        items: &[&FeedbackItem],
+        received: OffsetDateTime,
+    ) -> Result<usize> {
+        let new = self.add_feedback_batches(
+            &[FeedbackBatchRef {
+                screen,
+                community,
+                items,
+            }],
+            received,
+        )?;
+        Ok(new[0])
+    }
+
+    /// Stores several requests' items in one transaction: the intake's
+    /// group commit, so that requests arriving together share one fsync.
+    /// Returns how many of each batch were new; on an error nothing of any
+    /// batch is stored.
+    pub fn add_feedback_batches(
+        &mut self,
+        batches: &[FeedbackBatchRef<'_>],
+        received: OffsetDateTime,
+    ) -> Result<Vec<usize>> {
+        // UTC, so that the text sorts and compares like the times it holds.
+        let received = rfc3339(received.to_offset(time::UtcOffset::UTC));
         let tx = self.conn.transaction()?;
-        let mut new = 0;
+        let mut new = Vec::with_capacity(batches.len());
         {
             let mut insert = tx.prepare(
                 "INSERT OR IGNORE INTO feedback (id, screen, community, receipt, created_at,
                      received_at, notice_id, notice_version, kind, rating, reasons, text, contact)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?;
-            let received = now_text();
-            for item in items {
-                new += insert.execute(params![
-                    item.id,
-                    screen,
-                    community,
-                    item.receipt,
-                    item.created_at,
-                    received,
-                    item.notice_id,
-                    item.notice_version.map(|v| v as i64),
-                    item.kind,
-                    item.rating,
-                    serde_json::to_string(&item.reasons).unwrap_or_else(|_| "[]".into()),
-                    item.text,
-                    item.contact,
-                ])?;
+            for batch in batches {
+                let mut n = 0;
+                for item in batch.items {
+                    n += insert.execute(params![
+                        item.id,
+                        batch.screen,
+                        batch.community,
+                        item.receipt,
+                        item.created_at,
+                        received,
+                        item.notice_id,
+                        item.notice_version.map(|v| v as i64),
+                        item.kind,
+                        item.rating,
+                        serde_json::to_string(&item.reasons).unwrap_or_else(|_| "[]".into()),
+                        item.text,
+                        item.contact,
+                    ])?;
+                }
+                new.push(n);
             }
         }
         tx.commit()?;
@@ -192,5 +299,251 @@ impl OfficeStore {
             params![command_id, screen, now_text(), png],
         )?;
         Ok(())
+    }
+
+    /// Feedback received at `since` or later (all of it without), oldest
+    /// first, each with the replies written to its receipt.
+    pub fn feedback_rows(&self, since: Option<OffsetDateTime>) -> Result<Vec<FeedbackRow>> {
+        // Stored times are UTC RFC 3339 with a varying number of fractional
+        // digits, which do not sort as text within one second ("…05.5Z" <
+        // "…05Z"). The whole second before them, without its "Z", is a prefix
+        // that sorts before all of that second: SQL narrows by it and the
+        // exact comparison is made on parsed times below.
+        let bound = match since {
+            Some(t) => {
+                let t = t.to_offset(time::UtcOffset::UTC);
+                rfc3339(t.replace_nanosecond(0).unwrap_or(t))
+                    .trim_end_matches('Z')
+                    .to_owned()
+            }
+            None => String::new(),
+        };
+        let mut query = self.conn.prepare(
+            "SELECT f.id, f.screen, f.community, f.receipt, f.created_at, f.received_at,
+                    f.notice_id, f.notice_version, f.kind, f.rating, f.reasons, f.text,
+                    f.contact,
+                    (SELECT group_concat(r.notice_id, ' ') FROM
+                        (SELECT notice_id FROM replies
+                         WHERE receipt = f.receipt AND community = f.community
+                         ORDER BY written_at, notice_id) r)
+             FROM feedback f
+             WHERE f.received_at >= ?1
+             ORDER BY f.received_at, f.receipt, f.id",
+        )?;
+        let mut rows = query.query([bound])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let received_at = parse_time(&r.get::<_, String>(5)?)?;
+            if since.is_some_and(|s| received_at < s) {
+                continue;
+            }
+            let reasons: String = r.get(10)?;
+            let replies: Option<String> = r.get(13)?;
+            out.push(FeedbackRow {
+                id: r.get(0)?,
+                screen: r.get(1)?,
+                community: r.get(2)?,
+                receipt: r.get(3)?,
+                created_at: r.get(4)?,
+                received_at,
+                notice_id: r.get(6)?,
+                notice_version: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+                kind: r.get(8)?,
+                rating: r.get(9)?,
+                reasons: serde_json::from_str(&reasons)
+                    .map_err(|e| StoreError::Corrupt(format!("reasons {reasons:?}: {e}")))?,
+                text: r.get(11)?,
+                contact: r.get(12)?,
+                replies: replies
+                    .map(|s| s.split(' ').map(str::to_owned).collect())
+                    .unwrap_or_default(),
+            });
+        }
+        // SQL's order was by text; within a second that is not by time.
+        out.sort_by_key(|r| r.received_at);
+        Ok(out)
+    }
+
+    /// The communities whose feedback carries `receipt` (none if unknown).
+    pub fn communities_of_receipt(&self, receipt: &str) -> Result<Vec<String>> {
+        let mut query = self.conn.prepare(
+            "SELECT DISTINCT community FROM feedback WHERE receipt = ?1 ORDER BY community",
+        )?;
+        let rows = query.query_map([receipt], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Whether a reply notice with this id was written already.
+    pub fn reply_id_taken(&self, notice_id: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM replies WHERE notice_id = ?1 LIMIT 1",
+                [notice_id],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Records that the reply notice `notice_id` answers `receipts` of
+    /// `community`, in one transaction.
+    pub fn record_reply(
+        &mut self,
+        notice_id: &str,
+        community: &str,
+        receipts: &[String],
+        written_at: OffsetDateTime,
+    ) -> Result<()> {
+        let at = rfc3339(written_at.to_offset(time::UtcOffset::UTC));
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare(
+                "INSERT OR IGNORE INTO replies (receipt, community, notice_id, written_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for receipt in receipts {
+                insert.execute(params![receipt, community, notice_id, at])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Adds a line to the audit trail.
+    pub fn audit(&self, who: &str, what: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO audit (at, who, what) VALUES (?1, ?2, ?3)",
+            params![now_text(), who, what],
+        )?;
+        Ok(())
+    }
+
+    /// The audit trail, oldest first.
+    pub fn audit_rows(&self) -> Result<Vec<AuditRow>> {
+        let mut query = self
+            .conn
+            .prepare("SELECT at, who, what FROM audit ORDER BY seq")?;
+        let rows = query.query_map([], |r| {
+            Ok(AuditRow {
+                at: r.get(0)?,
+                who: r.get(1)?,
+                what: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn item(id: u8, receipt: &str) -> FeedbackItem {
+        FeedbackItem {
+            id: format!("0192f1e4-7b7a-7cc3-9a51-6b3f4f0b2a{id:02}"),
+            receipt: receipt.into(),
+            created_at: "2026-10-08T10:00:00+08:00".into(),
+            notice_id: None,
+            notice_version: None,
+            kind: "opinion".into(),
+            rating: None,
+            reasons: vec!["noise".into()],
+            text: "楼道灯坏了".into(),
+            contact: "13812341234".into(),
+        }
+    }
+
+    #[test]
+    fn batches_share_a_commit_and_count_new_items_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = OfficeStore::open(&dir.path().join("office.db")).unwrap();
+        let (a, b, c) = (item(1, "K7Q2MD"), item(2, "A1B2C3"), item(3, "B2C3D4"));
+        let new = store
+            .add_feedback_batches(
+                &[
+                    FeedbackBatchRef {
+                        screen: "lobby-3",
+                        community: "lixia-demo",
+                        items: &[&a, &b],
+                    },
+                    FeedbackBatchRef {
+                        screen: "lobby-4",
+                        community: "lixia-demo",
+                        items: &[&b, &c],
+                    },
+                ],
+                OffsetDateTime::now_utc(),
+            )
+            .unwrap();
+        assert_eq!(new, [2, 1], "a repeated id is stored once");
+        assert_eq!(store.feedback_count().unwrap(), 3);
+    }
+
+    #[test]
+    fn since_compares_times_not_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = OfficeStore::open(&dir.path().join("office.db")).unwrap();
+        // Within one second, "…05.5Z" sorts before "…05Z" as text.
+        for (n, at) in [
+            (1, datetime!(2026-10-08 02:00:04.9 UTC)),
+            (2, datetime!(2026-10-08 02:00:05 UTC)),
+            (3, datetime!(2026-10-08 02:00:05.5 UTC)),
+            (4, datetime!(2026-10-08 10:00:06 +08:00)),
+        ] {
+            let it = item(n, "K7Q2MD");
+            store
+                .add_feedback_received_at("lobby-3", "lixia-demo", &[&it], at)
+                .unwrap();
+        }
+        let ids = |since| -> Vec<String> {
+            store
+                .feedback_rows(Some(since))
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id[r.id.len() - 2..].to_owned())
+                .collect()
+        };
+        assert_eq!(ids(datetime!(2026-10-08 02:00:05 UTC)), ["02", "03", "04"]);
+        assert_eq!(ids(datetime!(2026-10-08 10:00:05.2 +08:00)), ["03", "04"]);
+        assert_eq!(store.feedback_rows(None).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn a_reply_answers_its_receipt_in_its_community_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = OfficeStore::open(&dir.path().join("office.db")).unwrap();
+        let (a, b) = (item(1, "K7Q2MD"), item(2, "K7Q2MD"));
+        store.add_feedback("lobby-3", "lixia-demo", &[&a]).unwrap();
+        store.add_feedback("gate-1", "other-demo", &[&b]).unwrap();
+        assert_eq!(
+            store.communities_of_receipt("K7Q2MD").unwrap(),
+            ["lixia-demo", "other-demo"]
+        );
+        store
+            .record_reply(
+                "reply-20261008-k7q2md",
+                "lixia-demo",
+                &["K7Q2MD".into()],
+                OffsetDateTime::now_utc(),
+            )
+            .unwrap();
+        assert!(store.reply_id_taken("reply-20261008-k7q2md").unwrap());
+        let replies: Vec<(String, Vec<String>)> = store
+            .feedback_rows(None)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.community, r.replies))
+            .collect();
+        assert_eq!(
+            replies,
+            [
+                ("lixia-demo".into(), vec!["reply-20261008-k7q2md".into()]),
+                ("other-demo".into(), vec![])
+            ]
+        );
+        store.audit("staff-li", "revealed").unwrap();
+        assert_eq!(store.audit_rows().unwrap()[0].who, "staff-li");
     }
 }
