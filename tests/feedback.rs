@@ -555,6 +555,22 @@ async fn a_refused_item_is_parked_and_a_refused_token_stops_sending() {
     let (held, rows) = office.receipts();
     assert_eq!(rows, 4);
     assert!(!held.contains(&parked[0].receipt));
+    // `gongkai cache` shows it, beside the running daemon.
+    let cache = Command::new(env!("CARGO_BIN_EXE_gongkai"))
+        .args(["cache", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    let cache = String::from_utf8(cache.stdout).unwrap();
+    assert!(
+        cache.contains("0 pending, 4 accepted, 1 refused"),
+        "{cache}"
+    );
+    assert!(
+        cache.contains(&format!("refused {}", parked[0].receipt))
+            && cache.contains("injected refusal"),
+        "{cache}"
+    );
     daemon.shutdown().await;
 
     // A token the office does not know: nothing is sent, nothing is lost,

@@ -627,6 +627,19 @@ fn print_cache(path: &Path, json: bool) -> anyhow::Result<()> {
             );
         }
     }
+    // Residents' feedback still on the screen, and what the office refused.
+    let outbox = gongkai::store::outbox::Outbox::open_read_only(path)?;
+    let counts = outbox.counts()?;
+    println!(
+        "\nfeedback outbox: {} pending, {} accepted, {} refused by the office",
+        counts.pending, counts.accepted, counts.rejected
+    );
+    for parked in outbox.parked(20)? {
+        println!(
+            "  refused {} ({}): {}",
+            parked.receipt, parked.id, parked.reason
+        );
+    }
     Ok(())
 }
 

@@ -71,6 +71,18 @@ impl Outbox {
         Ok(Outbox { conn })
     }
 
+    /// Opens the outbox to look at it (`gongkai cache`), beside a running
+    /// daemon.
+    pub fn open_read_only(path: &Path) -> Result<Self> {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Outbox { conn })
+    }
+
     /// Commits a submission and returns it as the office will receive it.
     /// The item is problem-free (see [`FeedbackItem::problem`]) or refused
     /// here with the reason, before anything is written.
