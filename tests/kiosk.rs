@@ -286,7 +286,8 @@ fn kiosk_navigation_idle_timeout_rotation_pages_and_urgent_notices() {
     tap(&ui, "不满意");
     assert_eq!(screen(&ui).get_fb_step(), "reasons");
     tap(&ui, "内容有误");
-    tap(&ui, "希望更详细");
+    // A finance notice offers a reason of its own.
+    tap(&ui, "金额有疑问");
     tap(&ui, "下一步");
     assert_eq!(screen(&ui).get_fb_step(), "privacy");
     assert!(screen(&ui).get_fb_message().is_empty());
@@ -318,7 +319,7 @@ fn kiosk_navigation_idle_timeout_rotation_pages_and_urgent_notices() {
     let item = &pending[0];
     assert_eq!(item.receipt, receipt);
     assert_eq!((item.kind.as_str(), item.rating), ("rating", Some(1)));
-    assert_eq!(item.reasons, ["error", "more-detail"]);
+    assert_eq!(item.reasons, ["error", "amounts"]);
     assert_eq!(item.contact, "13812341234");
     assert_eq!(item.notice_id.as_deref(), Some("2026q3-finance"));
     tap(&ui, "完成");

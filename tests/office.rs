@@ -168,6 +168,8 @@ async fn feedback_is_stored_once_and_bad_requests_store_nothing() {
     .await
     .unwrap();
     assert_eq!(response.status(), 413);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["error"].is_string(), "a JSON error: {body}");
 
     // Unauthorised: no token, a wrong token, another screen's token.
     let response = http

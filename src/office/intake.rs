@@ -24,6 +24,7 @@ use std::sync::mpsc as std_mpsc;
 
 use anyhow::{Context, bail};
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -275,9 +276,20 @@ fn same_screen(token_screen: &str, body_screen: &str) -> Result<(), Refusal> {
     }
 }
 
-async fn feedback(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+/// The body, or the refusal that reading it met (413 past the limit), in
+/// the same JSON shape as every other refusal.
+fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Refusal> {
+    body.map_err(|r| error(r.status(), r.body_text()))
+}
+
+async fn feedback(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let result = async {
         let screen = app.screen(&headers).await?;
+        let body = body_of(body)?;
         let batch: FeedbackBatch = parse(&body)?;
         same_screen(&screen, &batch.screen)?;
         if batch.items.len() > MAX_ITEMS {
@@ -294,9 +306,14 @@ async fn feedback(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Re
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn plays(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+async fn plays(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let result = async {
         let screen = app.screen(&headers).await?;
+        let body = body_of(body)?;
         let plays: PlaysBody = parse(&body)?;
         same_screen(&screen, &plays.screen)?;
         match app.ask(|tx| Job::Plays(plays, screen, tx)).await? {
@@ -311,10 +328,11 @@ async fn screenshot(
     State(app): State<App>,
     UrlPath(command_id): UrlPath<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
         let screen = app.screen(&headers).await?;
+        let body = body_of(body)?;
         if uuid::Uuid::parse_str(&command_id).is_err() {
             return Err(error(
                 StatusCode::BAD_REQUEST,

@@ -793,15 +793,31 @@ impl Controller {
                     "您的意见建议是关于：（可多选）",
                 ),
             };
-        let notice = match kind {
+        let shown = match kind {
             "opinion" => None,
             _ => self
                 .state
                 .borrow()
                 .shown
                 .as_ref()
-                .map(|s| (s.key.clone(), s.notice.title.clone())),
+                .map(|s| (s.key.clone(), s.notice.title.clone(), s.notice.category)),
         };
+        // Each kind of notice has a reason of its own besides the common ones.
+        let mut presets: Vec<(&'static str, &'static str)> = presets.to_vec();
+        if kind == "rating" {
+            let own = match shown.as_ref().map(|s| s.2) {
+                Some(Category::Finance) => Some(("amounts", "金额有疑问")),
+                Some(Category::Reply) => Some(("not-solved", "问题未解决")),
+                Some(Category::Government) => Some(("how-to-apply", "不清楚如何办理")),
+                Some(Category::Services) => Some(("not-notified", "通知不够及时")),
+                Some(Category::Affairs) => Some(("process", "希望公开决策过程")),
+                None => None,
+            };
+            if let Some(own) = own {
+                presets.insert(presets.len() - 1, own);
+            }
+        }
+        let notice = shown.map(|(key, title, _)| (key, title));
         if kind != "opinion" && notice.is_none() {
             return;
         }
