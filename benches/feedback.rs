@@ -8,7 +8,6 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -25,36 +24,14 @@ fn main() {
 
 async fn outage(n: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let office_config = dir.path().join("office.toml");
-    std::fs::write(
-        &office_config,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\n",
-            dir.path().join("office.db").display()
-        ),
-    )
-    .unwrap();
+    let mut office = OfficeServer::new();
     let c = community("bench-feedback");
-    let out = Command::new(env!("CARGO_BIN_EXE_gongkai"))
-        .args(["office", "token", "--screen", &screen_id(&c), "--config"])
-        .arg(&office_config)
-        .output()
-        .unwrap();
-    let token = dir.path().join("token");
-    std::fs::write(
-        &token,
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap(),
-    )
-    .unwrap();
+    let token = office.token_file(&screen_id(&c));
     let store = dir.path().join("screen.db");
     let config = format!(
-        "{}\n[office]\nurl = \"http://127.0.0.1:{port}\"\ntoken_file = \"{}\"\n",
+        "{}\n[office]\nurl = \"{}\"\ntoken_file = \"{}\"\n",
         config_text(&broker_url(), &c, &screen_id(&c), &store),
+        office.url,
         token.display()
     );
     let daemon = gongkai::daemon::Daemon::start(gongkai::config::Config::parse(&config).unwrap())
@@ -87,13 +64,7 @@ async fn outage(n: usize) {
     daemon.feedback_wake.notify_one();
     // The office stays away long enough for the retries to back off fully.
     tokio::time::sleep(Duration::from_secs(12)).await;
-    let mut office = Command::new(env!("CARGO_BIN_EXE_gongkai"))
-        .args(["office", "serve", "--config"])
-        .arg(&office_config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    office.start();
     let back = Instant::now();
     let outbox = daemon.outbox.clone();
     while outbox.borrow().pending > 0 {
@@ -110,7 +81,5 @@ async fn outage(n: usize) {
         n as f64 / queued.as_secs_f64(),
         drained.as_secs_f64()
     );
-    let _ = office.kill();
-    let _ = office.wait();
     daemon.shutdown().await;
 }

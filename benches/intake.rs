@@ -6,11 +6,14 @@
 //!
 //! `cargo bench --bench intake`; `-- --seconds N` measures N seconds a phase.
 
-use std::process::{Child, Command, Stdio};
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::OfficeServer;
 use serde_json::json;
 
 const CLIENTS: usize = 4;
@@ -31,7 +34,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5.0);
     let phase = Duration::from_secs_f64(seconds);
-    let office = Office::start();
+    let office = OfficeServer::running();
     let token = office.token("bench-1");
     gongkai::mqtt::install_crypto_provider();
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -130,77 +133,5 @@ fn item() -> serde_json::Value {
                     "notice_id": "2026q3-finance-001", "notice_version": 3,
                     "kind": "objection", "reasons": ["amount-unclear"],
                     "text": "环境整治支出与实际工程量不符。"}),
-    }
-}
-
-/// A `gongkai office serve` process on a free loopback port with a database
-/// of its own, stopped on drop.
-struct Office {
-    child: Child,
-    url: String,
-    config: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Office {
-    fn start() -> Office {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = dir.path().join("office.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\n",
-                dir.path().join("office.db").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_gongkai"))
-            .args(["office", "serve", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the office server did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Office {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            config,
-            _dir: dir,
-        }
-    }
-
-    /// `gongkai office token`: the token is the last line of its output.
-    fn token(&self, screen: &str) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_gongkai"))
-            .args(["office", "token", "--screen", screen, "--config"])
-            .arg(&self.config)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap()
-            .to_owned()
-    }
-}
-
-impl Drop for Office {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

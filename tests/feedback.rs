@@ -6,104 +6,27 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use gongkai::store::office::OfficeStore;
+use gongkai::daemon::Daemon;
 use gongkai::store::outbox::{Outbox, Submission};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The office's intake server as a process, on a port chosen beforehand so
-/// that screens can be pointed at it while it is down.
-struct OfficeServer {
-    child: Option<Child>,
-    port: u16,
-    config: PathBuf,
-    database: PathBuf,
-}
-
-impl OfficeServer {
-    fn new(dir: &Path) -> OfficeServer {
-        let port = free_port();
-        let database = dir.join("office.db");
-        let config = dir.join("office.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\n",
-                database.display()
-            ),
-        )
-        .unwrap();
-        OfficeServer {
-            child: None,
-            port,
-            config,
-            database,
-        }
-    }
-
-    fn start(&mut self) {
-        self.child = Some(
-            Command::new(env!("CARGO_BIN_EXE_gongkai"))
-                .args(["office", "serve", "--config"])
-                .arg(&self.config)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "the office did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// A token for `screen`, written to a 0600 file.
-    fn token_file(&self, screen: &str, dir: &Path) -> PathBuf {
-        let out = Command::new(env!("CARGO_BIN_EXE_gongkai"))
-            .args(["office", "token", "--screen", screen, "--config"])
-            .arg(&self.config)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let token = String::from_utf8(out.stdout).unwrap();
-        let path = dir.join("office-token");
-        std::fs::write(&path, token.lines().last().unwrap()).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        path
-    }
-
-    /// Receipts the office holds, and how many rows.
-    fn receipts(&self) -> (BTreeSet<String>, u64) {
-        let rows = OfficeStore::open(&self.database)
-            .unwrap()
-            .feedback_count()
-            .unwrap();
-        let db = rusqlite::Connection::open(&self.database).unwrap();
-        let mut stmt = db.prepare("SELECT receipt FROM feedback").unwrap();
-        let receipts = stmt
-            .query_map([], |r| r.get::<_, String>(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        (receipts, rows)
-    }
-}
-
-impl Drop for OfficeServer {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// Receipts the office holds, and how many rows.
+fn office_receipts(office: &OfficeServer) -> (BTreeSet<String>, u64) {
+    let db = rusqlite::Connection::open(&office.database).unwrap();
+    let mut stmt = db.prepare("SELECT receipt FROM feedback").unwrap();
+    let receipts = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    (receipts, office.stored())
 }
 
 fn config_with_office(
@@ -148,6 +71,31 @@ fn submit(store: &Path, n: usize) -> BTreeSet<String> {
         .collect()
 }
 
+/// A screen daemon on `store`, sending its feedback to `office_url`.
+async fn screen_with_office(
+    community: &str,
+    store: &Path,
+    office_url: &str,
+    token: &Path,
+    timeout: u64,
+) -> Daemon {
+    let text = config_with_office(community, store, office_url, token, timeout);
+    Daemon::start(gongkai::config::Config::parse(&text).unwrap())
+        .await
+        .unwrap()
+}
+
+/// Queues `n` items as the kiosk does, wakes the sync task, and returns
+/// their receipts.
+async fn queue(daemon: &Daemon, store: &Path, n: usize) -> BTreeSet<String> {
+    let store = store.to_owned();
+    let receipts = tokio::task::spawn_blocking(move || submit(&store, n))
+        .await
+        .unwrap();
+    daemon.feedback_wake.notify_one();
+    receipts
+}
+
 async fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !ok() {
@@ -159,26 +107,19 @@ async fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_items_queued_while_the_office_is_down_arrive_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let mut office = OfficeServer::new(dir.path());
+    let mut office = OfficeServer::new();
     let c = community("outage");
-    let token = office.token_file(&screen_id(&c), dir.path());
+    let token = office.token_file(&screen_id(&c));
     let store = dir.path().join("screen.db");
-    let config = gongkai::config::Config::parse(&config_with_office(
+    let daemon = screen_with_office(
         &c,
         &store,
         &format!("http://127.0.0.1:{}", office.port),
         &token,
         5,
-    ))
-    .unwrap();
-    let daemon = gongkai::daemon::Daemon::start(config).await.unwrap();
-    let receipts = tokio::task::spawn_blocking({
-        let store = store.clone();
-        move || submit(&store, 1000)
-    })
-    .await
-    .unwrap();
-    daemon.feedback_wake.notify_one();
+    )
+    .await;
+    let receipts = queue(&daemon, &store, 1000).await;
     let outbox = daemon.outbox.clone();
     wait_until("the outbox to count them", Duration::from_secs(10), || {
         outbox.borrow().pending == 1000
@@ -198,7 +139,7 @@ async fn a_thousand_items_queued_while_the_office_is_down_arrive_exactly_once() 
         "1000 items reached the office {:?} after its return",
         returned.elapsed()
     );
-    let (held, rows) = office.receipts();
+    let (held, rows) = office_receipts(&office);
     assert_eq!(rows, 1000, "each item stored once");
     assert_eq!(held, receipts);
     let counts = daemon.outbox.borrow().to_owned();
@@ -315,10 +256,10 @@ async fn proxy(listener: tokio::net::TcpListener, office: u16, faults: Vec<Fault
 #[tokio::test(flavor = "multi_thread")]
 async fn errors_timeouts_and_cut_answers_are_retried_without_duplicates() {
     let dir = tempfile::tempdir().unwrap();
-    let mut office = OfficeServer::new(dir.path());
+    let mut office = OfficeServer::new();
     office.start();
     let c = community("faults");
-    let token = office.token_file(&screen_id(&c), dir.path());
+    let token = office.token_file(&screen_id(&c));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy_port = listener.local_addr().unwrap().port();
     tokio::spawn(proxy(
@@ -333,24 +274,17 @@ async fn errors_timeouts_and_cut_answers_are_retried_without_duplicates() {
         ],
     ));
     let store = dir.path().join("screen.db");
-    let config = gongkai::config::Config::parse(&config_with_office(
+    let daemon = screen_with_office(
         &c,
         &store,
         &format!("http://127.0.0.1:{proxy_port}"),
         &token,
         1,
-    ))
-    .unwrap();
-    let daemon = gongkai::daemon::Daemon::start(config).await.unwrap();
+    )
+    .await;
     let mut receipts = BTreeSet::new();
     for _ in 0..3 {
-        let store = store.clone();
-        receipts.extend(
-            tokio::task::spawn_blocking(move || submit(&store, 150))
-                .await
-                .unwrap(),
-        );
-        daemon.feedback_wake.notify_one();
+        receipts.extend(queue(&daemon, &store, 150).await);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let outbox = daemon.outbox.clone();
@@ -363,7 +297,7 @@ async fn errors_timeouts_and_cut_answers_are_retried_without_duplicates() {
         },
     )
     .await;
-    let (held, rows) = office.receipts();
+    let (held, rows) = office_receipts(&office);
     assert_eq!(rows, 450, "no duplicates");
     assert_eq!(held, receipts);
     daemon.shutdown().await;
@@ -408,10 +342,10 @@ impl Drop for Screen {
 #[tokio::test(flavor = "multi_thread")]
 async fn no_committed_item_is_lost_when_the_daemon_is_killed_twenty_times() {
     let dir = tempfile::tempdir().unwrap();
-    let mut office = OfficeServer::new(dir.path());
+    let mut office = OfficeServer::new();
     office.start();
     let c = community("kill9");
-    let token = office.token_file(&screen_id(&c), dir.path());
+    let token = office.token_file(&screen_id(&c));
     let store = dir.path().join("screen.db");
     let config = dir.path().join("screen.toml");
     std::fs::write(
@@ -469,7 +403,7 @@ async fn no_committed_item_is_lost_when_the_daemon_is_killed_twenty_times() {
             .is_ok_and(|c| c.pending == 0)
     })
     .await;
-    let (held, rows) = office.receipts();
+    let (held, rows) = office_receipts(&office);
     assert_eq!(rows as usize, receipts.len(), "each item stored once");
     assert_eq!(held, receipts, "every committed item reached the office");
     eprintln!("{} items through 20 kill -9 restarts", receipts.len());
@@ -513,10 +447,10 @@ async fn a_published_reply_is_found_by_its_receipt_code() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_item_is_parked_and_a_refused_token_stops_sending() {
     let dir = tempfile::tempdir().unwrap();
-    let mut office = OfficeServer::new(dir.path());
+    let mut office = OfficeServer::new();
     office.start();
     let c = community("refused");
-    let token = office.token_file(&screen_id(&c), dir.path());
+    let token = office.token_file(&screen_id(&c));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy_port = listener.local_addr().unwrap().port();
     // The batch is refused (so it is split), then the first item alone.
@@ -526,22 +460,15 @@ async fn a_refused_item_is_parked_and_a_refused_token_stops_sending() {
         vec![Fault::BadRequest, Fault::BadRequest],
     ));
     let store = dir.path().join("screen.db");
-    let config = gongkai::config::Config::parse(&config_with_office(
+    let daemon = screen_with_office(
         &c,
         &store,
         &format!("http://127.0.0.1:{proxy_port}"),
         &token,
         5,
-    ))
-    .unwrap();
-    let daemon = gongkai::daemon::Daemon::start(config).await.unwrap();
-    let receipts = tokio::task::spawn_blocking({
-        let store = store.clone();
-        move || submit(&store, 5)
-    })
-    .await
-    .unwrap();
-    daemon.feedback_wake.notify_one();
+    )
+    .await;
+    let receipts = queue(&daemon, &store, 5).await;
     let outbox = daemon.outbox.clone();
     wait_until("four accepted, one parked", Duration::from_secs(20), || {
         let c = *outbox.borrow();
@@ -552,7 +479,7 @@ async fn a_refused_item_is_parked_and_a_refused_token_stops_sending() {
     assert_eq!(parked.len(), 1);
     assert_eq!(parked[0].reason, "injected refusal");
     assert!(receipts.contains(&parked[0].receipt), "one of ours");
-    let (held, rows) = office.receipts();
+    let (held, rows) = office_receipts(&office);
     assert_eq!(rows, 4);
     assert!(!held.contains(&parked[0].receipt));
     // `gongkai cache` shows it, beside the running daemon.
@@ -579,22 +506,15 @@ async fn a_refused_item_is_parked_and_a_refused_token_stops_sending() {
     let wrong = dir.path().join("wrong-token");
     std::fs::write(&wrong, "not-the-token").unwrap();
     let store = dir.path().join("screen2.db");
-    let config = gongkai::config::Config::parse(&config_with_office(
+    let daemon = screen_with_office(
         &c,
         &store,
         &format!("http://127.0.0.1:{}", office.port),
         &wrong,
         5,
-    ))
-    .unwrap();
-    let daemon = gongkai::daemon::Daemon::start(config).await.unwrap();
-    tokio::task::spawn_blocking({
-        let store = store.clone();
-        move || submit(&store, 3)
-    })
-    .await
-    .unwrap();
-    daemon.feedback_wake.notify_one();
+    )
+    .await;
+    queue(&daemon, &store, 3).await;
     let outbox = daemon.outbox.clone();
     wait_until("the refusal to show", Duration::from_secs(20), || {
         let c = *outbox.borrow();
@@ -602,7 +522,7 @@ async fn a_refused_item_is_parked_and_a_refused_token_stops_sending() {
     })
     .await;
     assert_eq!(
-        office.receipts().1,
+        office_receipts(&office).1,
         4,
         "nothing of the refused screen arrived"
     );

@@ -2,93 +2,10 @@
 //! loopback, spoken to over HTTP with reqwest: tokens, idempotent feedback,
 //! and malformed, oversized and unauthorised requests that store nothing.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-use gongkai::store::office::OfficeStore;
+use common::OfficeServer;
 use serde_json::json;
-
-struct Office {
-    child: Child,
-    url: String,
-    config: std::path::PathBuf,
-    database: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Office {
-    fn start() -> Office {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let database = dir.path().join("office.db");
-        let config = dir.path().join("office.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\n",
-                database.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_gongkai"))
-            .args(["office", "serve", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the office server did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Office {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            config,
-            database,
-            _dir: dir,
-        }
-    }
-
-    /// `gongkai office token`: the token is the last line of its output.
-    fn token(&self, screen: &str) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_gongkai"))
-            .args(["office", "token", "--screen", screen, "--config"])
-            .arg(&self.config)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap()
-            .to_owned()
-    }
-
-    fn stored(&self) -> u64 {
-        OfficeStore::open(Path::new(&self.database))
-            .unwrap()
-            .feedback_count()
-            .unwrap()
-    }
-}
-
-impl Drop for Office {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn item(id: &str) -> serde_json::Value {
     json!({"id": id, "receipt": "K7Q2MD", "created_at": "2026-10-08T10:00:00+08:00",
@@ -103,7 +20,7 @@ fn client() -> reqwest::Client {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn feedback_is_stored_once_and_bad_requests_store_nothing() {
-    let office = Office::start();
+    let office = OfficeServer::running();
     let token = office.token("lobby-3");
     let http = client();
     let post = |body: serde_json::Value, token: &str| {

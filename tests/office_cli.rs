@@ -4,107 +4,31 @@
 //! `gongkai sign` accepts, refusals that write nothing), against a running
 //! `gongkai office serve` fed over HTTP.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::OfficeServer;
 use gongkai::protocol::Notice;
 use gongkai::protocol::feedback::FeedbackItem;
 use gongkai::store::office::OfficeStore;
 use serde_json::json;
 use time::OffsetDateTime;
 
-struct Office {
-    child: Child,
-    url: String,
-    config: PathBuf,
-    database: PathBuf,
-    dir: tempfile::TempDir,
+/// `gongkai office <command> --config … <args>`, as user `staff-li`.
+fn run(office: &OfficeServer, command: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gongkai"))
+        .args(["office", command, "--config"])
+        .arg(&office.config)
+        .args(args)
+        .env("USER", "staff-li")
+        .output()
+        .unwrap()
 }
 
-impl Office {
-    fn start() -> Office {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let database = dir.path().join("office.db");
-        let config = dir.path().join("office.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\n",
-                database.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_gongkai"))
-            .args(["office", "serve", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the office server did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Office {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            config,
-            database,
-            dir,
-        }
-    }
-
-    /// `gongkai office token`: the token is the last line of its output.
-    fn token(&self, screen: &str) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_gongkai"))
-            .args(["office", "token", "--screen", screen, "--config"])
-            .arg(&self.config)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap()
-            .to_owned()
-    }
-
-    /// `gongkai office <command> --config … <args>`, as user `staff-li`.
-    fn office(&self, command: &str, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_gongkai"))
-            .args(["office", command, "--config"])
-            .arg(&self.config)
-            .args(args)
-            .env("USER", "staff-li")
-            .output()
-            .unwrap()
-    }
-
-    fn store(&self) -> OfficeStore {
-        OfficeStore::open(Path::new(&self.database)).unwrap()
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
-
-impl Drop for Office {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn database(office: &OfficeServer) -> OfficeStore {
+    OfficeStore::open(&office.database).unwrap()
 }
 
 fn stdout(out: &Output) -> String {
@@ -168,7 +92,7 @@ fn old_item(receipt: &str) -> FeedbackItem {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn staff_list_export_reveal_and_answer_feedback() {
-    let office = Office::start();
+    let office = OfficeServer::running();
     let token = office.token("lobby-3");
     gongkai::mqtt::install_crypto_provider();
     let http = reqwest::Client::new();
@@ -191,7 +115,7 @@ async fn staff_list_export_reveal_and_answer_feedback() {
     // An opinion received 11 days ago, never answered; one of another
     // community.
     let eleven_days_ago = OffsetDateTime::now_utc() - time::Duration::days(11);
-    let mut store = office.store();
+    let mut store = database(&office);
     store
         .add_feedback_received_at(
             "lobby-3",
@@ -210,7 +134,7 @@ async fn staff_list_export_reveal_and_answer_feedback() {
         .unwrap();
 
     // The table: masked, the old items flagged.
-    let table = stdout(&office.office("feedback", &[]));
+    let table = stdout(&run(&office, "feedback", &[]));
     assert!(table.contains("138****1234"), "{table}");
     assert!(!table.contains("13812341234"), "{table}");
     assert!(line_of(&table, "K7Q2MD").contains("逾期未复"), "{table}");
@@ -220,20 +144,28 @@ async fn staff_list_export_reveal_and_answer_feedback() {
 
     // --since: a date or a time.
     let five_days_ago = (OffsetDateTime::now_utc() - time::Duration::days(5)).date();
-    let recent = stdout(&office.office("feedback", &["--since", &five_days_ago.to_string()]));
+    let recent = stdout(&run(
+        &office,
+        "feedback",
+        &["--since", &five_days_ago.to_string()],
+    ));
     assert!(
         recent.contains("A1B2C3") && !recent.contains("K7Q2MD"),
         "{recent}"
     );
     let tomorrow = (OffsetDateTime::now_utc() + time::Duration::days(2)).date();
-    let none = stdout(&office.office("feedback", &["--since", &format!("{tomorrow}T00:00:00Z")]));
+    let none = stdout(&run(
+        &office,
+        "feedback",
+        &["--since", &format!("{tomorrow}T00:00:00Z")],
+    ));
     assert!(none.contains("no feedback"), "{none}");
-    let bad = office.office("feedback", &["--since", "last week"]);
+    let bad = run(&office, "feedback", &["--since", "last week"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("RFC 3339"));
 
     // CSV: a header, one row per item, the text intact, contacts masked.
-    let csv = parse_csv(&stdout(&office.office("feedback", &["--csv"])));
+    let csv = parse_csv(&stdout(&run(&office, "feedback", &["--csv"])));
     assert_eq!(csv.len(), 4, "{csv:?}");
     let col = |name: &str| csv[0].iter().position(|h| h == name).unwrap();
     assert!(csv.iter().all(|r| r.len() == csv[0].len()), "{csv:?}");
@@ -243,15 +175,15 @@ async fn staff_list_export_reveal_and_answer_feedback() {
     assert_eq!(fresh[col("overdue")], "no");
     let old = csv.iter().find(|r| r[col("receipt")] == "K7Q2MD").unwrap();
     assert_eq!(old[col("overdue")], "yes");
-    assert!(office.store().audit_rows().unwrap().is_empty());
+    assert!(database(&office).audit_rows().unwrap().is_empty());
 
     // Revealed: in full, and on the audit trail.
-    let revealed = stdout(&office.office("feedback", &["--reveal-contact"]));
+    let revealed = stdout(&run(&office, "feedback", &["--reveal-contact"]));
     assert!(
         line_of(&revealed, "A1B2C3").contains("13812341234"),
         "{revealed}"
     );
-    let audit = office.store().audit_rows().unwrap();
+    let audit = database(&office).audit_rows().unwrap();
     assert_eq!(audit.len(), 1, "{audit:?}");
     assert_eq!(audit[0].who, "staff-li");
     assert!(audit[0].what.contains("A1B2C3"), "{audit:?}");
@@ -277,7 +209,8 @@ async fn staff_list_export_reveal_and_answer_feedback() {
     };
     let reply = |receipts: &[&str], out: &Path| {
         let args = reply_args(receipts, out);
-        office.office(
+        run(
+            &office,
             "reply",
             &args.iter().map(String::as_str).collect::<Vec<_>>(),
         )
@@ -295,7 +228,7 @@ async fn staff_list_export_reveal_and_answer_feedback() {
         assert!(stderr.contains(expected), "{receipts:?}: {stderr}");
         assert!(!refused.exists(), "{receipts:?}");
     }
-    assert!(line_of(&stdout(&office.office("feedback", &[])), "K7Q2MD").contains("逾期未复"));
+    assert!(line_of(&stdout(&run(&office, "feedback", &[])), "K7Q2MD").contains("逾期未复"));
 
     // The reply: valid, citing the receipt, and accepted by `gongkai sign`.
     let payload_path = office.path("reply.json");
@@ -337,7 +270,7 @@ async fn staff_list_export_reveal_and_answer_feedback() {
     assert_eq!(second.id, format!("{}-2", notice.id));
 
     // Answered: no longer flagged; the unanswered one still is.
-    let table = stdout(&office.office("feedback", &[]));
+    let table = stdout(&run(&office, "feedback", &[]));
     assert!(!line_of(&table, "K7Q2MD").contains("逾期未复"), "{table}");
     assert!(line_of(&table, "K7Q2MD").contains(&notice.id), "{table}");
     assert!(line_of(&table, "B2C3D4").contains("逾期未复"), "{table}");

@@ -541,3 +541,116 @@ pub fn sample_store(dir: &Path) -> PathBuf {
     store.commit(&batch).unwrap();
     path
 }
+
+/// The office's intake server (`gongkai office serve`) as a process of a
+/// test's own, on a port chosen beforehand (so screens can be pointed at it
+/// while it is down), with its configuration and database in a folder of
+/// its own.
+pub struct OfficeServer {
+    child: Option<Child>,
+    pub port: u16,
+    pub url: String,
+    pub config: PathBuf,
+    pub database: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl OfficeServer {
+    /// Configured, not started.
+    pub fn new() -> OfficeServer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let database = dir.path().join("office.db");
+        let config = dir.path().join("office.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\n",
+                database.display()
+            ),
+        )
+        .unwrap();
+        OfficeServer {
+            child: None,
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            config,
+            database,
+            dir,
+        }
+    }
+
+    /// Configured and listening.
+    pub fn running() -> OfficeServer {
+        let mut office = OfficeServer::new();
+        office.start();
+        office
+    }
+
+    pub fn start(&mut self) {
+        self.child = Some(
+            Command::new(env!("CARGO_BIN_EXE_gongkai"))
+                .args(["office", "serve", "--config"])
+                .arg(&self.config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the office server did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `gongkai office token`: the token is the last line of its output.
+    pub fn token(&self, screen: &str) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_gongkai"))
+            .args(["office", "token", "--screen", screen, "--config"])
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// A token for `screen`, in a 0600 file as a screen keeps it.
+    pub fn token_file(&self, screen: &str) -> PathBuf {
+        let path = self.path(&format!("{screen}.token"));
+        std::fs::write(&path, self.token(screen)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+
+    /// A file in the office's folder.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Feedback rows the office holds.
+    pub fn stored(&self) -> u64 {
+        gongkai::store::office::OfficeStore::open(&self.database)
+            .unwrap()
+            .feedback_count()
+            .unwrap()
+    }
+}
+
+impl Drop for OfficeServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
