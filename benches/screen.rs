@@ -17,9 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Xvfb, office_key, signed, supervisor_key};
-use gongkai::protocol::{Notice, TopicSpace, TrustPolicy, verify_message};
-use gongkai::store::{Incoming, Store};
+use common::{Xvfb, office_key, supervisor_key};
+use gongkai::protocol::Notice;
 use gongkai::ui::{self, Images, PageView};
 use time::OffsetDateTime;
 
@@ -36,9 +35,8 @@ fn main() {
         println!("window figures skipped: no Xvfb or xwd");
         return;
     }
-    let runtime = tokio::runtime::Runtime::new().unwrap();
     let port = gongkai::demo::start_embedded_broker().unwrap();
-    rotating_samples(&runtime, port);
+    rotating_samples(port);
     let dir = tempfile::tempdir().unwrap();
     let config = thousand_notices(dir.path());
     memory_with_images(&config);
@@ -82,15 +80,6 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn policy() -> TrustPolicy {
-    TrustPolicy {
-        office: vec![office_key().public()],
-        supervisor: vec![supervisor_key().public()],
-        urgent_office_only: false,
-        office_only_categories: vec![],
-    }
-}
-
 fn config_file(dir: &Path, broker: &str, dwell: u64) -> PathBuf {
     let path = dir.join("screen.toml");
     std::fs::write(
@@ -120,28 +109,6 @@ fullscreen = false
     )
     .unwrap();
     path
-}
-
-/// Puts signed payloads into the screen's store, as the daemon would.
-fn fill_store(store: &Path, payloads: &[serde_json::Value]) {
-    let mut store = Store::open(store).unwrap();
-    let space = TopicSpace::new(common::PREFIX, COMMUNITY);
-    let policy = policy();
-    for chunk in payloads.chunks(200) {
-        let batch: Vec<Incoming> = chunk
-            .iter()
-            .map(|p| {
-                let topic = space.notice(p["id"].as_str().unwrap());
-                let bytes = signed(p);
-                Incoming {
-                    verdict: verify_message(&space, &topic, &bytes, &policy),
-                    topic,
-                    bytes,
-                }
-            })
-            .collect();
-        store.commit(&batch).unwrap();
-    }
 }
 
 fn spawn_screen(config: &Path, display: &str, log: &Path) -> Child {
@@ -206,8 +173,7 @@ fn pss_mib(pid: u32) -> f64 {
 }
 
 /// The samples, rotating with a page every 3 s, connected to a broker.
-fn rotating_samples(runtime: &tokio::runtime::Runtime, port: u16) {
-    let _ = runtime;
+fn rotating_samples(port: u16) {
     let Some(x) = Xvfb::start("bench-cpu", 1920, 1080) else {
         return;
     };
@@ -222,7 +188,7 @@ fn rotating_samples(runtime: &tokio::runtime::Runtime, port: u16) {
             p
         })
         .collect();
-    fill_store(&dir.path().join("screen.db"), &payloads);
+    common::commit_signed(&dir.path().join("screen.db"), COMMUNITY, &payloads);
     let log = dir.path().join("gongkaid.log");
     let child = spawn_screen(&config, &x.display, &log);
     let pid = child.id();
@@ -301,7 +267,7 @@ fn thousand_notices(dir: &Path) -> PathBuf {
             p
         })
         .collect();
-    fill_store(&dir.join("screen.db"), &payloads);
+    common::commit_signed(&dir.join("screen.db"), COMMUNITY, &payloads);
     config
 }
 

@@ -34,3 +34,14 @@ pub mod status;
 pub mod store;
 pub mod sync;
 pub mod ui;
+
+/// Resolves on SIGTERM or SIGINT: how both programs are asked to stop.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

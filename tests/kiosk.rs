@@ -14,7 +14,6 @@ use std::time::Duration;
 use gongkai::config::Mode;
 use gongkai::demo::DEMO_SCREEN;
 use gongkai::schedule::Key;
-use gongkai::store::Store;
 use gongkai::ui::controller::View;
 use gongkai::ui::{AppWindow, Controller, Screen, Setup, Snapshot};
 use i_slint_backend_testing::{AccessibleRole, ElementHandle};
@@ -105,13 +104,7 @@ fn kiosk_navigation_idle_timeout_rotation_pages_and_urgent_notices() {
     i_slint_backend_testing::init_integration_test_with_mock_time();
     let dir = tempfile::tempdir().unwrap();
     let store_path = common::sample_store(dir.path());
-    let items: Vec<_> = Store::open_read_only(&store_path)
-        .unwrap()
-        .load_catalog()
-        .unwrap()
-        .items
-        .into_values()
-        .collect();
+    let items = common::held_items(&store_path);
     let key_of = |id: &str| -> Key {
         let item = items.iter().find(|i| i.id == id).unwrap();
         (item.id.clone(), item.version)

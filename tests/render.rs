@@ -169,13 +169,7 @@ fn kiosk_home_and_list_render_in_both_orientations() {
 
     let dir = tempfile::tempdir().unwrap();
     let store = common::sample_store(dir.path());
-    let items: Vec<_> = gongkai::store::Store::open_read_only(&store)
-        .unwrap()
-        .load_catalog()
-        .unwrap()
-        .items
-        .into_values()
-        .collect();
+    let items = common::held_items(&store);
     for (width, height) in [(1920, 1080), (1080, 1920)] {
         let window = HeadlessWindow::new(width, height).unwrap();
         let controller = Controller::new(

@@ -328,7 +328,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Office { command } => match command {
             OfficeCommand::Serve { config } => {
                 let config = OfficeConfig::load(&config)?;
-                runtime()?.block_on(intake::serve(config, shutdown_signal()))?;
+                runtime()?.block_on(intake::serve(config, gongkai::shutdown_signal()))?;
             }
             OfficeCommand::Token { config, screen } => {
                 let config = OfficeConfig::load(&config)?;
@@ -678,15 +678,4 @@ fn print_fleet(screens: &[serde_json::Value], json: bool) -> anyhow::Result<()> 
         }
     }
     Ok(())
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }

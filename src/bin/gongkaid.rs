@@ -74,7 +74,7 @@ fn main() -> ExitCode {
     };
     let result = match config {
         Some(config) if args.headless => {
-            runtime.block_on(gongkai::daemon::run(config, shutdown_signal()))
+            runtime.block_on(gongkai::daemon::run(config, gongkai::shutdown_signal()))
         }
         Some(config) => run_screen(&runtime, config, Output::Window),
         None => run_demo(&runtime, &args),
@@ -95,7 +95,7 @@ fn run_screen(
     config: gongkai::config::Config,
     output: Output<'_>,
 ) -> anyhow::Result<()> {
-    window::run_screen(runtime, config, output, shutdown_signal())
+    window::run_screen(runtime, config, output, gongkai::shutdown_signal())
 }
 
 fn run_demo(runtime: &tokio::runtime::Runtime, args: &Args) -> anyhow::Result<()> {
@@ -104,7 +104,7 @@ fn run_demo(runtime: &tokio::runtime::Runtime, args: &Args) -> anyhow::Result<()
     let config = demo.config.clone();
     if args.headless {
         println!("     running headless, logging each rotation step; Ctrl-C stops it.\n");
-        return runtime.block_on(gongkai::daemon::run(config, shutdown_signal()));
+        return runtime.block_on(gongkai::daemon::run(config, gongkai::shutdown_signal()));
     }
     if window::display_available() {
         println!("     opening a window; close it or press Ctrl-C to stop.\n");
@@ -119,15 +119,4 @@ fn run_demo(runtime: &tokio::runtime::Runtime, args: &Args) -> anyhow::Result<()
     );
     println!("     Ctrl-C stops it.\n");
     run_screen(runtime, config, Output::Png(&frame))
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }

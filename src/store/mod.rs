@@ -231,6 +231,34 @@ fn now_text() -> String {
     rfc3339(OffsetDateTime::now_utc())
 }
 
+/// Opens a database for writing, creating its folder and file if needed:
+/// WAL, `synchronous=FULL` (a commit that returned survives power loss), and
+/// every migration not yet applied (`user_version` counts them). The write
+/// lock is taken before the version is read, so two processes opening the
+/// file at once never run the same migration twice.
+fn open_durable(path: &Path, migrations: &[&str]) -> Result<Connection> {
+    let open_err = |source| StoreError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| open_err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+    }
+    let mut conn = Connection::open(path).map_err(open_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let done: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in migrations.iter().enumerate().skip(done) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+    }
+    tx.commit()?;
+    Ok(conn)
+}
+
 fn parse_time(text: &str) -> Result<OffsetDateTime> {
     OffsetDateTime::parse(text, &Rfc3339).map_err(|e| StoreError::Corrupt(format!("{text}: {e}")))
 }
@@ -238,21 +266,9 @@ fn parse_time(text: &str) -> Result<OffsetDateTime> {
 impl Store {
     /// Opens (creating if needed) the store for the daemon.
     pub fn open(path: &Path) -> Result<Self> {
-        let open_err = |source| StoreError::Open {
-            path: path.display().to_string(),
-            source,
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| open_err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
-        }
-        let conn = Connection::open(path).map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        let mut store = Self { conn };
-        store.migrate()?;
-        Ok(store)
+        Ok(Self {
+            conn: open_durable(path, MIGRATIONS)?,
+        })
     }
 
     /// Opens the store read-only, beside a running daemon (WAL allows it).
@@ -267,19 +283,6 @@ impl Store {
         })?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(Self { conn })
-    }
-
-    fn migrate(&mut self) -> Result<()> {
-        let done: usize = self
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))?;
-        let tx = self.conn.transaction()?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", i + 1)?;
-        }
-        tx.commit()?;
-        Ok(())
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {

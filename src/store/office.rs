@@ -7,10 +7,10 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use time::OffsetDateTime;
 
-use super::{Result, StoreError, now_text, parse_time};
+use super::{Result, StoreError, now_text, open_durable, parse_time};
 use crate::protocol::feedback::FeedbackItem;
 use crate::protocol::notice::rfc3339;
 
@@ -130,32 +130,9 @@ pub struct AuditRow {
 
 impl OfficeStore {
     pub fn open(path: &Path) -> Result<Self> {
-        let open_err = |source| StoreError::Open {
-            path: path.display().to_string(),
-            source,
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| open_err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
-        }
-        let conn = Connection::open(path).map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        let mut store = OfficeStore { conn };
-        // The server and a `gongkai office` command may open the file at
-        // once: taking the write lock before reading the version keeps two
-        // of them from running the same migration.
-        let tx = store
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let done: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        for (i, sql) in OFFICE_MIGRATIONS.iter().enumerate().skip(done) {
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", i + 1)?;
-        }
-        tx.commit()?;
-        Ok(store)
+        Ok(OfficeStore {
+            conn: open_durable(path, OFFICE_MIGRATIONS)?,
+        })
     }
 
     /// Records the hash of a screen's new token; an older token of that

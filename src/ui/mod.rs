@@ -373,11 +373,6 @@ fn set_rows<T: Clone + 'static>(current: ModelRc<T>, rows: Vec<T>, set: impl FnO
     }
 }
 
-/// The number of rows of a model (for tests and diagnostics).
-pub fn row_count<T>(model: &ModelRc<T>) -> usize {
-    model.row_count()
-}
-
 /// Encodes RGBA pixels as PNG.
 pub fn png(rgba: &[u8], width: u32, height: u32) -> anyhow::Result<Vec<u8>> {
     let mut out = Vec::new();

@@ -498,18 +498,8 @@ pub fn xwd_to_rgb(data: &[u8]) -> (u32, u32, Vec<u8>) {
 /// A store holding the samples (windows around now), plus one expired and
 /// one withdrawn notice for the archive.
 pub fn sample_store(dir: &Path) -> PathBuf {
-    let path = dir.join("screen.db");
     use gongkai::demo::DEMO_COMMUNITY;
-    use gongkai::protocol::{TrustPolicy, verify_message};
-    use gongkai::store::{Incoming, Store};
-    let mut store = Store::open(&path).unwrap();
-    let space = TopicSpace::new(PREFIX, DEMO_COMMUNITY);
-    let policy = TrustPolicy {
-        office: vec![office_key().public()],
-        supervisor: vec![supervisor_key().public()],
-        urgent_office_only: false,
-        office_only_categories: vec![],
-    };
+    let path = dir.join("screen.db");
     let now = OffsetDateTime::now_utc();
     let rfc = gongkai::protocol::notice::rfc3339;
     let mut payloads: Vec<serde_json::Value> = gongkai::demo::shifted_samples(now)
@@ -526,20 +516,49 @@ pub fn sample_store(dir: &Path) -> PathBuf {
     withdrawn["status"] = "withdrawn".into();
     withdrawn["title"] = "停车收费调整方案（草案）".into();
     payloads.push(withdrawn);
-    let batch: Vec<Incoming> = payloads
-        .iter()
-        .map(|p| {
-            let topic = space.notice(p["id"].as_str().unwrap());
-            let bytes = signed(p);
-            Incoming {
-                verdict: verify_message(&space, &topic, &bytes, &policy),
-                topic,
-                bytes,
-            }
-        })
-        .collect();
-    store.commit(&batch).unwrap();
+    commit_signed(&path, DEMO_COMMUNITY, &payloads);
     path
+}
+
+/// Puts payloads, signed by the test keys, into the screen store at `path`
+/// through the daemon's own verify-and-commit path.
+pub fn commit_signed(path: &Path, community: &str, payloads: &[serde_json::Value]) {
+    use gongkai::protocol::{TrustPolicy, verify_message};
+    use gongkai::store::{Incoming, Store};
+    let mut store = Store::open(path).unwrap();
+    let space = TopicSpace::new(PREFIX, community);
+    let policy = TrustPolicy {
+        office: vec![office_key().public()],
+        supervisor: vec![supervisor_key().public()],
+        urgent_office_only: false,
+        office_only_categories: vec![],
+    };
+    for chunk in payloads.chunks(200) {
+        let batch: Vec<Incoming> = chunk
+            .iter()
+            .map(|p| {
+                let topic = space.notice(p["id"].as_str().unwrap());
+                let bytes = signed(p);
+                Incoming {
+                    verdict: verify_message(&space, &topic, &bytes, &policy),
+                    topic,
+                    bytes,
+                }
+            })
+            .collect();
+        store.commit(&batch).unwrap();
+    }
+}
+
+/// The head of every notice a screen store holds.
+pub fn held_items(path: &Path) -> Vec<gongkai::schedule::Item> {
+    gongkai::store::Store::open_read_only(path)
+        .unwrap()
+        .load_catalog()
+        .unwrap()
+        .items
+        .into_values()
+        .collect()
 }
 
 /// The office's intake server (`gongkai office serve`) as a process of a
