@@ -164,7 +164,7 @@ pub async fn run_sync(
     };
     refresh(&counts).await;
     let Some(office) = office else {
-        tracing::warn!("no [office] in the configuration: feedback stays in the outbox");
+        tracing::info!("no [office] in the configuration: feedback stays in the outbox");
         cancel.cancelled().await;
         return;
     };
