@@ -298,3 +298,57 @@ fn commands_on_a_missing_database_say_so_and_create_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no office database"));
     assert!(!database.exists());
 }
+
+/// The kiosk's privacy notice promises a number is kept at most 180 days
+/// after its item was answered: the server wipes older ones before it
+/// serves anything, and says so in the audit trail.
+#[test]
+fn the_server_wipes_contact_numbers_180_days_after_the_answer() {
+    let mut office = OfficeServer::new();
+    let now = OffsetDateTime::now_utc();
+    {
+        let mut store = database(&office);
+        let with_contact = |receipt: &str| FeedbackItem {
+            contact: "13812341234".into(),
+            ..old_item(receipt)
+        };
+        let (old, recent) = (with_contact("K7Q2MD"), with_contact("A1B2C3"));
+        store
+            .add_feedback_received_at(
+                "lobby-3",
+                "lixia-demo",
+                &[&old, &recent],
+                now - time::Duration::days(200),
+            )
+            .unwrap();
+        for (id, receipt, age) in [("reply-old", "K7Q2MD", 181), ("reply-new", "A1B2C3", 179)] {
+            store
+                .record_reply(
+                    id,
+                    "lixia-demo",
+                    &[receipt.into()],
+                    now - time::Duration::days(age),
+                )
+                .unwrap();
+        }
+    }
+    office.start();
+    let contacts: Vec<(String, String)> = database(&office)
+        .feedback_rows(None)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.receipt, r.contact))
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        contacts,
+        [
+            ("A1B2C3".to_owned(), "13812341234".to_owned()),
+            ("K7Q2MD".to_owned(), String::new())
+        ]
+    );
+    let audit = database(&office).audit_rows().unwrap();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert!(audit[0].what.contains("1 answered items"), "{audit:?}");
+}

@@ -89,6 +89,7 @@ enum Job {
     ),
     Plays(PlaysBody, String, oneshot::Sender<anyhow::Result<usize>>),
     Screenshot(String, String, Bytes, oneshot::Sender<anyhow::Result<()>>),
+    WipeContacts(OffsetDateTime, oneshot::Sender<anyhow::Result<usize>>),
 }
 
 #[derive(Clone)]
@@ -146,6 +147,13 @@ fn run_job(store: &mut OfficeStore, job: Job) {
         }
         Job::Screenshot(screen, id, png, reply) => {
             let _ = reply.send(store.put_screenshot(&screen, &id, &png).map_err(Into::into));
+        }
+        Job::WipeContacts(answered_before, reply) => {
+            let _ = reply.send(
+                store
+                    .wipe_answered_contacts(answered_before)
+                    .map_err(Into::into),
+            );
         }
     }
 }
@@ -357,8 +365,7 @@ async fn screenshot(
 }
 
 /// The intake routes over a database thread.
-fn router(jobs: std_mpsc::Sender<Job>) -> Router {
-    let app = App { jobs };
+fn router(app: App) -> Router {
     Router::new()
         .route(
             "/api/v1/feedback",
@@ -375,6 +382,32 @@ fn router(jobs: std_mpsc::Sender<Job>) -> Router {
         .with_state(app)
 }
 
+/// How long a resident's contact number is kept once their item was
+/// answered: what the kiosk's privacy notice promises (处理完毕后保存不超过
+/// 180 天). The server wipes numbers past it when it starts and every hour.
+pub const CONTACT_KEPT_AFTER_REPLY: time::Duration = time::Duration::days(180);
+
+const CONTACT_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Wipes the contact numbers answered longer ago than
+/// `CONTACT_KEPT_AFTER_REPLY`, through the database thread.
+async fn sweep_contacts(app: &App) {
+    let answered_before = OffsetDateTime::now_utc() - CONTACT_KEPT_AFTER_REPLY;
+    match app
+        .ask(|tx| Job::WipeContacts(answered_before, tx))
+        .await
+        .map_err(|Refusal(_, e)| anyhow::anyhow!(e))
+        .and_then(|r| r)
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            "wiped the contact numbers of {n} items answered more than {} days ago",
+            CONTACT_KEPT_AFTER_REPLY.whole_days()
+        ),
+        Err(e) => tracing::error!("cannot wipe old contact numbers: {e:#}"),
+    }
+}
+
 /// Serves until `shutdown` resolves, then finishes the requests in flight.
 pub async fn serve(
     config: OfficeConfig,
@@ -385,15 +418,34 @@ pub async fn serve(
     let database = std::thread::Builder::new()
         .name("office-db".into())
         .spawn(move || database_thread(store, rx))?;
+    // Numbers past their time are gone before the server even listens.
+    let app = App { jobs };
+    sweep_contacts(&app).await;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let sweeper = tokio::spawn({
+        let app = app.clone();
+        async move {
+            let mut every = tokio::time::interval(CONTACT_SWEEP_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                sweep_contacts(&app).await;
+            }
+        }
+    });
     tracing::info!("office intake listening on {}", listener.local_addr()?);
     println!("listening on {}", listener.local_addr()?);
-    axum::serve(listener, router(jobs))
+    let served = axum::serve(listener, router(app))
         .with_graceful_shutdown(shutdown)
-        .await?;
-    // The router (and its senders) are gone: the database thread ends.
+        .await;
+    // The router and the sweeper hold the last senders: once both are
+    // gone, the database thread ends.
+    sweeper.abort();
+    let _ = sweeper.await;
+    served?;
     let _ = tokio::task::spawn_blocking(move || database.join()).await;
     Ok(())
 }

@@ -387,6 +387,51 @@ impl OfficeStore {
         Ok(())
     }
 
+    /// Wipes the contact number of every item whose receipt was answered (a
+    /// reply written for it in its community) at `answered_before` or
+    /// earlier, and records how many in the audit trail, in one
+    /// transaction. Returns how many numbers were wiped.
+    pub fn wipe_answered_contacts(&mut self, answered_before: OffsetDateTime) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        let mut due = Vec::new();
+        {
+            // Times are compared parsed: as text, fractional seconds of
+            // varying length do not sort (see `feedback_rows`).
+            let mut query = tx.prepare(
+                "SELECT f.id, r.written_at FROM feedback f
+                 JOIN replies r ON r.receipt = f.receipt AND r.community = f.community
+                 WHERE f.contact != ''",
+            )?;
+            let mut rows = query.query([])?;
+            while let Some(r) = rows.next()? {
+                let id: String = r.get(0)?;
+                if parse_time(&r.get::<_, String>(1)?)? <= answered_before && !due.contains(&id) {
+                    due.push(id);
+                }
+            }
+        }
+        if !due.is_empty() {
+            let mut wipe = tx.prepare("UPDATE feedback SET contact = '' WHERE id = ?1")?;
+            for id in &due {
+                wipe.execute([id])?;
+            }
+            drop(wipe);
+            tx.execute(
+                "INSERT INTO audit (at, who, what) VALUES (?1, 'office', ?2)",
+                params![
+                    now_text(),
+                    format!(
+                        "contact numbers of {} answered items wiped (answered before {})",
+                        due.len(),
+                        rfc3339(answered_before.to_offset(time::UtcOffset::UTC))
+                    )
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(due.len())
+    }
+
     /// Adds a line to the audit trail.
     pub fn audit(&self, who: &str, what: &str) -> Result<()> {
         self.conn.execute(
@@ -522,5 +567,67 @@ mod tests {
         );
         store.audit("staff-li", "revealed").unwrap();
         assert_eq!(store.audit_rows().unwrap()[0].who, "staff-li");
+    }
+
+    #[test]
+    fn contacts_are_wiped_once_their_answer_is_old_enough() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = OfficeStore::open(&dir.path().join("office.db")).unwrap();
+        let with_contact = |n, receipt| FeedbackItem {
+            contact: "13812341234".into(),
+            ..item(n, receipt)
+        };
+        // Answered long ago; answered lately; never answered; and the same
+        // receipt as the first in another community, not answered there.
+        let (a, b, c, d) = (
+            with_contact(1, "K7Q2MD"),
+            with_contact(2, "A1B2C3"),
+            with_contact(3, "B2C3D4"),
+            with_contact(4, "K7Q2MD"),
+        );
+        let received = datetime!(2026-01-05 02:00 UTC);
+        store
+            .add_feedback_received_at("lobby-3", "lixia-demo", &[&a, &b, &c], received)
+            .unwrap();
+        store
+            .add_feedback_received_at("gate-1", "other-demo", &[&d], received)
+            .unwrap();
+        let answered = datetime!(2026-01-10 02:00:00.5 UTC);
+        store
+            .record_reply("reply-a", "lixia-demo", &["K7Q2MD".into()], answered)
+            .unwrap();
+        store
+            .record_reply(
+                "reply-b",
+                "lixia-demo",
+                &["A1B2C3".into()],
+                datetime!(2026-06-01 02:00 UTC),
+            )
+            .unwrap();
+        let contacts = |store: &OfficeStore| -> Vec<String> {
+            let rows = store.feedback_rows(None).unwrap();
+            let mut rows: Vec<_> = rows.into_iter().map(|r| (r.id, r.contact)).collect();
+            rows.sort();
+            rows.into_iter().map(|(_, c)| c).collect()
+        };
+
+        // Half a second before the first answer: nothing is due yet.
+        let just_before = datetime!(2026-01-10 02:00:00 UTC);
+        assert_eq!(store.wipe_answered_contacts(just_before).unwrap(), 0);
+        assert!(store.audit_rows().unwrap().is_empty());
+
+        assert_eq!(store.wipe_answered_contacts(answered).unwrap(), 1);
+        assert_eq!(
+            contacts(&store),
+            ["", "13812341234", "13812341234", "13812341234"]
+        );
+        let audit = store.audit_rows().unwrap();
+        assert_eq!(audit.len(), 1);
+        assert_eq!(audit[0].who, "office");
+        assert!(audit[0].what.contains("1 answered items"), "{:?}", audit[0]);
+
+        // Again at the same time: nothing more to wipe, no new audit line.
+        assert_eq!(store.wipe_answered_contacts(answered).unwrap(), 0);
+        assert_eq!(store.audit_rows().unwrap().len(), 1);
     }
 }
