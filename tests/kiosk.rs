@@ -320,7 +320,13 @@ fn kiosk_navigation_idle_timeout_rotation_pages_and_urgent_notices() {
 
     // One submission per 20 s on a kiosk: an objection right away waits.
     tap(&ui, "异议");
+    assert_eq!(screen(&ui).get_fb_step(), "wait");
     assert!(screen(&ui).get_fb_answer().contains("频繁"));
+    assert!(
+        ElementHandle::find_by_accessible_label(&ui, "重新输入")
+            .all(|e| e.size().width == 0.0 || e.size().height == 0.0),
+        "a rate-limited resident is not sent to the lookup"
+    );
     tap(&ui, "完成");
     advance(Duration::from_secs(21));
     tap(&ui, "异议");

@@ -843,7 +843,7 @@ impl Controller {
         self.page_timer.stop();
         self.set_view(View::Feedback);
         if self.cooldown.running() {
-            self.fb_screen("answer", "");
+            self.fb_screen("wait", "");
             screen.set_fb_answer("操作过于频繁，请稍后再试。".into());
             return;
         }
