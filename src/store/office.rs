@@ -393,7 +393,7 @@ impl OfficeStore {
     /// transaction. Returns how many numbers were wiped.
     pub fn wipe_answered_contacts(&mut self, answered_before: OffsetDateTime) -> Result<usize> {
         let tx = self.conn.transaction()?;
-        let mut due = Vec::new();
+        let mut due = std::collections::BTreeSet::new();
         {
             // Times are compared parsed: as text, fractional seconds of
             // varying length do not sort (see `feedback_rows`).
@@ -404,9 +404,8 @@ impl OfficeStore {
             )?;
             let mut rows = query.query([])?;
             while let Some(r) = rows.next()? {
-                let id: String = r.get(0)?;
-                if parse_time(&r.get::<_, String>(1)?)? <= answered_before && !due.contains(&id) {
-                    due.push(id);
+                if parse_time(&r.get::<_, String>(1)?)? <= answered_before {
+                    due.insert(r.get::<_, String>(0)?);
                 }
             }
         }
