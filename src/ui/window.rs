@@ -120,9 +120,7 @@ pub fn run(
     };
     let result = match output {
         Output::Window => {
-            let ui = AppWindow::new().context(
-                "cannot open a window: no display found (set DISPLAY or WAYLAND_DISPLAY, build with --features kms for a bare screen, or run --headless)",
-            )?;
+            let ui = AppWindow::new().context(NO_DISPLAY)?;
             super::set_screen_size(&ui, width, height);
             ui.window()
                 .set_size(slint::PhysicalSize::new(width, height));
@@ -350,3 +348,12 @@ mod tests {
         );
     }
 }
+
+/// What to do when no window can be opened: the advice depends on whether
+/// this build can drive a bare screen itself.
+#[cfg(feature = "kms")]
+const NO_DISPLAY: &str = "cannot open a window: no display found and no usable DRM/KMS device \
+     (set DISPLAY or WAYLAND_DISPLAY, check /dev/dri and the user's access to it, or run --headless)";
+#[cfg(not(feature = "kms"))]
+const NO_DISPLAY: &str = "cannot open a window: no display found (set DISPLAY or WAYLAND_DISPLAY, \
+     build with --features kms for a bare screen, or run --headless)";
