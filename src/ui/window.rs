@@ -306,6 +306,15 @@ pub fn offline_text(last_sync: Option<OffsetDateTime>, now: OffsetDateTime) -> S
     }
 }
 
+/// What to do when no window can be opened: the advice depends on whether
+/// this build can drive a bare screen itself.
+#[cfg(feature = "kms")]
+const NO_DISPLAY: &str = "cannot open a window: no display found and no usable DRM/KMS device \
+     (set DISPLAY or WAYLAND_DISPLAY, check /dev/dri and the user's access to it, or run --headless)";
+#[cfg(not(feature = "kms"))]
+const NO_DISPLAY: &str = "cannot open a window: no display found (set DISPLAY or WAYLAND_DISPLAY, \
+     build with --features kms for a bare screen, or run --headless)";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,12 +357,3 @@ mod tests {
         );
     }
 }
-
-/// What to do when no window can be opened: the advice depends on whether
-/// this build can drive a bare screen itself.
-#[cfg(feature = "kms")]
-const NO_DISPLAY: &str = "cannot open a window: no display found and no usable DRM/KMS device \
-     (set DISPLAY or WAYLAND_DISPLAY, check /dev/dri and the user's access to it, or run --headless)";
-#[cfg(not(feature = "kms"))]
-const NO_DISPLAY: &str = "cannot open a window: no display found (set DISPLAY or WAYLAND_DISPLAY, \
-     build with --features kms for a bare screen, or run --headless)";
