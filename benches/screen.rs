@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Xvfb, office_key, supervisor_key};
+use common::{Xvfb, config_text};
 use gongkai::protocol::Notice;
 use gongkai::ui::{self, Images, PageView};
 use time::OffsetDateTime;
@@ -82,32 +82,11 @@ fn ms(d: Duration) -> f64 {
 
 fn config_file(dir: &Path, broker: &str, dwell: u64) -> PathBuf {
     let path = dir.join("screen.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-[screen]
-id = "{SCREEN}"
-community = "{COMMUNITY}"
-[mqtt]
-url = "{broker}"
-[trust]
-office = ["{}"]
-supervisor = ["{}"]
-[store]
-path = "{}"
-[display]
-dwell_seconds = {dwell}
-width = 1920
-height = 1080
-fullscreen = false
-"#,
-            office_key().public().to_base64(),
-            supervisor_key().public().to_base64(),
-            dir.join("screen.db").display()
-        ),
-    )
-    .unwrap();
+    let text = config_text(broker, COMMUNITY, SCREEN, &dir.join("screen.db")).replace(
+        "dwell_seconds = 2\n",
+        &format!("dwell_seconds = {dwell}\nwidth = 1920\nheight = 1080\nfullscreen = false\n"),
+    );
+    std::fs::write(&path, text).unwrap();
     path
 }
 

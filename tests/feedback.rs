@@ -195,6 +195,16 @@ async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
     }
 }
 
+/// A proxy in front of the office on `office`'s port that meets its
+/// connections with `faults`, in order, and passes the rest through.
+/// Returns its base URL.
+async fn faulty_proxy(office: u16, faults: Vec<Fault>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(proxy(listener, office, faults));
+    url
+}
+
 async fn proxy(listener: tokio::net::TcpListener, office: u16, faults: Vec<Fault>) {
     let seen = Arc::new(AtomicUsize::new(0));
     loop {
@@ -256,14 +266,10 @@ async fn proxy(listener: tokio::net::TcpListener, office: u16, faults: Vec<Fault
 #[tokio::test(flavor = "multi_thread")]
 async fn errors_timeouts_and_cut_answers_are_retried_without_duplicates() {
     let dir = tempfile::tempdir().unwrap();
-    let mut office = OfficeServer::new();
-    office.start();
+    let office = OfficeServer::running();
     let c = community("faults");
     let token = office.token_file(&screen_id(&c));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy_port = listener.local_addr().unwrap().port();
-    tokio::spawn(proxy(
-        listener,
+    let proxy = faulty_proxy(
         office.port,
         vec![
             Fault::ServerError,
@@ -272,16 +278,10 @@ async fn errors_timeouts_and_cut_answers_are_retried_without_duplicates() {
             Fault::ServerError,
             Fault::CutAnswer,
         ],
-    ));
-    let store = dir.path().join("screen.db");
-    let daemon = screen_with_office(
-        &c,
-        &store,
-        &format!("http://127.0.0.1:{proxy_port}"),
-        &token,
-        1,
     )
     .await;
+    let store = dir.path().join("screen.db");
+    let daemon = screen_with_office(&c, &store, &proxy, &token, 1).await;
     let mut receipts = BTreeSet::new();
     for _ in 0..3 {
         receipts.extend(queue(&daemon, &store, 150).await);
@@ -342,8 +342,7 @@ impl Drop for Screen {
 #[tokio::test(flavor = "multi_thread")]
 async fn no_committed_item_is_lost_when_the_daemon_is_killed_twenty_times() {
     let dir = tempfile::tempdir().unwrap();
-    let mut office = OfficeServer::new();
-    office.start();
+    let office = OfficeServer::running();
     let c = community("kill9");
     let token = office.token_file(&screen_id(&c));
     let store = dir.path().join("screen.db");
@@ -447,27 +446,13 @@ async fn a_published_reply_is_found_by_its_receipt_code() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_item_is_parked_and_a_refused_token_stops_sending() {
     let dir = tempfile::tempdir().unwrap();
-    let mut office = OfficeServer::new();
-    office.start();
+    let office = OfficeServer::running();
     let c = community("refused");
     let token = office.token_file(&screen_id(&c));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy_port = listener.local_addr().unwrap().port();
     // The batch is refused (so it is split), then the first item alone.
-    tokio::spawn(proxy(
-        listener,
-        office.port,
-        vec![Fault::BadRequest, Fault::BadRequest],
-    ));
+    let proxy = faulty_proxy(office.port, vec![Fault::BadRequest, Fault::BadRequest]).await;
     let store = dir.path().join("screen.db");
-    let daemon = screen_with_office(
-        &c,
-        &store,
-        &format!("http://127.0.0.1:{proxy_port}"),
-        &token,
-        5,
-    )
-    .await;
+    let daemon = screen_with_office(&c, &store, &proxy, &token, 5).await;
     let receipts = queue(&daemon, &store, 5).await;
     let outbox = daemon.outbox.clone();
     wait_until("four accepted, one parked", Duration::from_secs(20), || {

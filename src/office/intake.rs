@@ -231,13 +231,16 @@ fn error(status: StatusCode, message: impl Into<String>) -> Refusal {
 }
 
 impl App {
-    async fn ask<T>(&self, job: impl FnOnce(oneshot::Sender<T>) -> Job) -> Result<T, Refusal> {
+    /// Runs a job on the database thread: its result, a 503 when the
+    /// thread is gone, or a 500 (logged) when the job failed.
+    async fn run<T>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<anyhow::Result<T>>) -> Job,
+    ) -> Result<T, Refusal> {
+        let closed = || error(StatusCode::SERVICE_UNAVAILABLE, "the database is closed");
         let (tx, rx) = oneshot::channel();
-        self.jobs
-            .send(job(tx))
-            .map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "the database is closed"))?;
-        rx.await
-            .map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "the database is closed"))
+        self.jobs.send(job(tx)).map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?.map_err(internal)
     }
 
     /// The screen the request's bearer token belongs to.
@@ -250,11 +253,9 @@ impl App {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "a bearer token is required"))?;
         let hash = sha256_hex(token.as_bytes());
-        match self.ask(|tx| Job::ScreenOf(hash, tx)).await? {
-            Ok(Some(screen)) => Ok(screen),
-            Ok(None) => Err(error(StatusCode::UNAUTHORIZED, "unknown token")),
-            Err(e) => Err(internal(e)),
-        }
+        self.run(|tx| Job::ScreenOf(hash, tx))
+            .await?
+            .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "unknown token"))
     }
 }
 
@@ -294,42 +295,31 @@ async fn feedback(
     State(app): State<App>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result = async {
-        let screen = app.screen(&headers).await?;
-        let body = body_of(body)?;
-        let batch: FeedbackBatch = parse(&body)?;
-        same_screen(&screen, &batch.screen)?;
-        if batch.items.len() > MAX_ITEMS {
-            return Err(error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("at most {MAX_ITEMS} items per request"),
-            ));
-        }
-        match app.ask(|tx| Job::Feedback(batch, tx)).await? {
-            Ok(response) => Ok(Json(response).into_response()),
-            Err(e) => Err(internal(e)),
-        }
-    };
-    result.await.unwrap_or_else(IntoResponse::into_response)
+) -> Result<Json<FeedbackResponse>, Refusal> {
+    let screen = app.screen(&headers).await?;
+    let body = body_of(body)?;
+    let batch: FeedbackBatch = parse(&body)?;
+    same_screen(&screen, &batch.screen)?;
+    if batch.items.len() > MAX_ITEMS {
+        return Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("at most {MAX_ITEMS} items per request"),
+        ));
+    }
+    Ok(Json(app.run(|tx| Job::Feedback(batch, tx)).await?))
 }
 
 async fn plays(
     State(app): State<App>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result = async {
-        let screen = app.screen(&headers).await?;
-        let body = body_of(body)?;
-        let plays: PlaysBody = parse(&body)?;
-        same_screen(&screen, &plays.screen)?;
-        match app.ask(|tx| Job::Plays(plays, screen, tx)).await? {
-            Ok(stored) => Ok(Json(serde_json::json!({ "stored": stored })).into_response()),
-            Err(e) => Err(internal(e)),
-        }
-    };
-    result.await.unwrap_or_else(IntoResponse::into_response)
+) -> Result<Json<serde_json::Value>, Refusal> {
+    let screen = app.screen(&headers).await?;
+    let body = body_of(body)?;
+    let plays: PlaysBody = parse(&body)?;
+    same_screen(&screen, &plays.screen)?;
+    let stored = app.run(|tx| Job::Plays(plays, screen, tx)).await?;
+    Ok(Json(serde_json::json!({ "stored": stored })))
 }
 
 async fn screenshot(
@@ -337,31 +327,24 @@ async fn screenshot(
     UrlPath(command_id): UrlPath<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result = async {
-        let screen = app.screen(&headers).await?;
-        let body = body_of(body)?;
-        if uuid::Uuid::parse_str(&command_id).is_err() {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                "the command id is not a UUID",
-            ));
-        }
-        if !body.starts_with(b"\x89PNG\r\n\x1a\n") {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                "the body is not a PNG image",
-            ));
-        }
-        match app
-            .ask(|tx| Job::Screenshot(screen, command_id, body, tx))
-            .await?
-        {
-            Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
-            Err(e) => Err(internal(e)),
-        }
-    };
-    result.await.unwrap_or_else(IntoResponse::into_response)
+) -> Result<StatusCode, Refusal> {
+    let screen = app.screen(&headers).await?;
+    let body = body_of(body)?;
+    if uuid::Uuid::parse_str(&command_id).is_err() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "the command id is not a UUID",
+        ));
+    }
+    if !body.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "the body is not a PNG image",
+        ));
+    }
+    app.run(|tx| Job::Screenshot(screen, command_id, body, tx))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The intake routes over a database thread.
@@ -393,18 +376,13 @@ const CONTACT_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(
 /// `CONTACT_KEPT_AFTER_REPLY`, through the database thread.
 async fn sweep_contacts(app: &App) {
     let answered_before = OffsetDateTime::now_utc() - CONTACT_KEPT_AFTER_REPLY;
-    match app
-        .ask(|tx| Job::WipeContacts(answered_before, tx))
-        .await
-        .map_err(|Refusal(_, e)| anyhow::anyhow!(e))
-        .and_then(|r| r)
-    {
+    match app.run(|tx| Job::WipeContacts(answered_before, tx)).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(
             "wiped the contact numbers of {n} items answered more than {} days ago",
             CONTACT_KEPT_AFTER_REPLY.whole_days()
         ),
-        Err(e) => tracing::error!("cannot wipe old contact numbers: {e:#}"),
+        Err(Refusal(_, e)) => tracing::error!("cannot wipe old contact numbers: {e}"),
     }
 }
 

@@ -256,6 +256,19 @@ impl Controller {
     }
 
     fn wire(self: &Rc<Self>) {
+        /// A callback of one argument that reaches the controller while it
+        /// lives (the UI must not keep it alive).
+        fn with_arg<A: 'static>(
+            this: &Rc<Controller>,
+            f: fn(&Rc<Controller>, A),
+        ) -> impl Fn(A) + 'static {
+            let weak = Rc::downgrade(this);
+            move |a| {
+                if let Some(c) = weak.upgrade() {
+                    f(&c, a)
+                }
+            }
+        }
         let screen = self.ui.global::<Screen>();
         let weak = Rc::downgrade(self);
         let with = move |f: fn(&Rc<Controller>)| {
@@ -272,12 +285,9 @@ impl Controller {
         screen.on_prev_page(with(|c| c.turn(-1)));
         screen.on_next_page(with(|c| c.turn(1)));
         screen.on_back(with(|c| c.back()));
-        let weak = Rc::downgrade(self);
-        screen.on_open_tile(move |key| {
-            if let Some(c) = weak.upgrade() {
-                c.open_tile(&key);
-            }
-        });
+        screen.on_open_tile(with_arg(self, |c, key: slint::SharedString| {
+            c.open_tile(&key)
+        }));
         let weak = Rc::downgrade(self);
         screen.on_open_entry(move |id, version| {
             if let Some(c) = weak.upgrade() {
@@ -286,36 +296,15 @@ impl Controller {
         });
         screen.on_open_lookup(with(|c| c.open_lookup()));
         screen.on_fb_next(with(|c| c.fb_next()));
-        let weak = Rc::downgrade(self);
-        screen.on_open_feedback(move |kind| {
-            if let Some(c) = weak.upgrade() {
-                c.open_feedback(&kind);
-            }
-        });
-        let weak = Rc::downgrade(self);
-        screen.on_fb_rate(move |rating| {
-            if let Some(c) = weak.upgrade() {
-                c.fb_rate(rating);
-            }
-        });
-        let weak = Rc::downgrade(self);
-        screen.on_fb_toggle(move |code| {
-            if let Some(c) = weak.upgrade() {
-                c.fb_toggle(&code);
-            }
-        });
-        let weak = Rc::downgrade(self);
-        screen.on_fb_contact(move |leave| {
-            if let Some(c) = weak.upgrade() {
-                c.fb_contact(leave);
-            }
-        });
-        let weak = Rc::downgrade(self);
-        screen.on_fb_key(move |key| {
-            if let Some(c) = weak.upgrade() {
-                c.fb_key(&key);
-            }
-        });
+        screen.on_open_feedback(with_arg(self, |c, kind: slint::SharedString| {
+            c.open_feedback(&kind)
+        }));
+        screen.on_fb_rate(with_arg(self, |c, rating: i32| c.fb_rate(rating)));
+        screen.on_fb_toggle(with_arg(self, |c, code: slint::SharedString| {
+            c.fb_toggle(&code)
+        }));
+        screen.on_fb_contact(with_arg(self, |c, leave: bool| c.fb_contact(leave)));
+        screen.on_fb_key(with_arg(self, |c, key: slint::SharedString| c.fb_key(&key)));
     }
 
     fn kiosk(&self) -> bool {
