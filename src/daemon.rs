@@ -25,13 +25,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::media::{self, MediaCache};
-use crate::mqtt::{self, Connect, Counters, Link};
+use crate::mqtt::{self, Backoff, Connect, Counters, Link};
 use crate::protocol::notice::Media;
-use crate::protocol::{TopicSpace, TrustPolicy, verify_message};
-use crate::schedule::{self, Rotation};
+use crate::protocol::{
+    MAX_ENVELOPE_BYTES, Rejection, TopicSpace, TrustPolicy, Verified, printable, sha256_hex,
+    verify_message,
+};
+use crate::schedule::{self, Item, Rotation};
 use crate::status::{self, Identity, ScreenStatus, Showing};
 use crate::store::outbox::OutboxCounts;
-use crate::store::{Catalog, Incoming, Outcome, Store};
+use crate::store::{Catalog, Incoming, Outcome, Store, StoredHead};
 
 /// Messages committed in one transaction at most.
 const MAX_BATCH: usize = 512;
@@ -58,6 +61,8 @@ pub struct Daemon {
     event_loop: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
     ingest: std::thread::JoinHandle<()>,
+    /// The relay the MQTT connection runs through.
+    relay: mqtt::Guard,
 }
 
 impl Daemon {
@@ -90,15 +95,20 @@ impl Daemon {
         pacer: Option<mpsc::UnboundedReceiver<schedule::Key>>,
     ) -> anyhow::Result<(Daemon, watch::Receiver<u64>)> {
         mqtt::install_crypto_provider();
-        let store = Store::open(&config.store.path)
+        let mut store = Store::open(&config.store.path)
             .with_context(|| format!("opening the store {}", config.store.path.display()))?;
+        let topics = config.topics();
+        let refused = check_stored(&mut store, &topics, &config.trust)?;
         store.set_meta("screen_id", &config.screen.id)?;
         store.set_meta("community", &config.screen.community)?;
         // The broker keeps this screen's subscriptions in its session. When the
-        // screen was set up for other topics before, start with a clean session
-        // so the old subscriptions go; the event loop keeps sessions after that.
+        // screen was set up for other topics before, the old session is ended
+        // first so that its subscriptions go (see `mqtt::discard_session`). So
+        // it is when a stored copy was refused at start: subscribing anew
+        // makes the broker send every retained notice again.
         let subscribed = topics_key(&config);
-        let fresh_session = store.meta("session_topics")?.as_deref() != Some(subscribed.as_str());
+        let fresh_session =
+            refused > 0 || store.meta("session_topics")?.as_deref() != Some(subscribed.as_str());
         store.set_meta("session_topics", &subscribed)?;
         let initial = store.load_catalog()?;
         tracing::info!(
@@ -108,10 +118,8 @@ impl Daemon {
             initial.manifest.as_ref().map_or(0, |m| m.version)
         );
 
-        let topics = config.topics();
-        let mut connect = screen_connect(&config, &topics)?;
-        connect.clean_session = fresh_session;
-        let (client, eventloop) = connect.client()?;
+        let connect = screen_connect(&config, &topics)?;
+        let (client, eventloop, relay) = connect.client()?;
 
         let cancel = CancellationToken::new();
         let stop_event_loop = CancellationToken::new();
@@ -131,18 +139,23 @@ impl Daemon {
                 catalog: catalog_tx,
                 counters: counters.clone(),
                 runtime: tokio::runtime::Handle::current(),
+                cancel: cancel.clone(),
             };
             std::thread::Builder::new()
                 .name("ingest".into())
                 .spawn(move || worker.run(publish_rx))
                 .context("starting the ingest thread")?
         };
-        let event_loop = tokio::spawn(mqtt::run_event_loop(
-            eventloop,
-            publish_tx,
-            link_tx,
-            stop_event_loop.clone(),
-        ));
+        let event_loop = tokio::spawn(
+            mqtt::EventLoopTask {
+                eventloop,
+                publishes: publish_tx,
+                links: link_tx,
+                discard_first: fresh_session.then(|| connect.clone()),
+                stop: stop_event_loop.clone(),
+            }
+            .run(),
+        );
         let session = tokio::spawn(mqtt::run_session(
             client.clone(),
             topics.clone(),
@@ -216,6 +229,7 @@ impl Daemon {
                 event_loop,
                 tasks,
                 ingest,
+                relay,
             },
             media_rx,
         ))
@@ -240,10 +254,21 @@ impl Daemon {
             self.stop_event_loop.cancel();
             let _ = tokio::time::timeout_at(deadline, event_loop).await;
         }
+        // The event loop is gone with its end of the relay's socket: let the
+        // relay pass its last bytes (acknowledgements, DISCONNECT) on.
+        self.relay.close(Duration::from_millis(500)).await;
         // The event loop is gone, so the ingest channel is closed: the worker
         // finishes its batch and returns.
+        // Its commit loop watches the token, so this is quick; the deadline
+        // keeps shutdown bounded even so.
         let ingest = self.ingest;
-        let _ = tokio::task::spawn_blocking(move || ingest.join()).await;
+        let joined = tokio::task::spawn_blocking(move || ingest.join());
+        if tokio::time::timeout_at(deadline + Duration::from_secs(1), joined)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the ingest thread did not finish in time");
+        }
     }
 }
 
@@ -308,6 +333,59 @@ fn screen_connect(config: &Config, topics: &TopicSpace) -> anyhow::Result<Connec
     })
 }
 
+/// Checks every stored head against the hash it was accepted with and
+/// against its signatures under the trust configured now, before anything is
+/// shown. A copy edited on disk (or one whose keys are no longer trusted) is
+/// taken out of the store with a rejection that says why; the version below
+/// it, if any, becomes the head and is checked in the next round. Returns how
+/// many were refused.
+fn check_stored(
+    store: &mut Store,
+    topics: &TopicSpace,
+    policy: &TrustPolicy,
+) -> anyhow::Result<usize> {
+    let mut refused = 0;
+    loop {
+        let bad: Vec<(String, u64, String)> = store
+            .stored_heads()?
+            .into_iter()
+            .filter_map(|head| {
+                let why = check_head(&head, topics, policy).err()?;
+                Some((head.id, head.version, why))
+            })
+            .collect();
+        if bad.is_empty() {
+            return Ok(refused);
+        }
+        for (id, version, why) in bad {
+            let record = store.refuse_stored(&id, version, &why)?;
+            tracing::warn!("{}", record.reason);
+            refused += 1;
+        }
+    }
+}
+
+fn check_head(head: &StoredHead, topics: &TopicSpace, policy: &TrustPolicy) -> Result<(), String> {
+    if sha256_hex(&head.envelope) != head.envelope_sha256 {
+        return Err("its bytes do not match the hash they were accepted with".into());
+    }
+    let item = head
+        .item
+        .as_ref()
+        .map_err(|e| format!("its row does not parse: {e}"))?;
+    match verify_message(topics, &head.topic, &head.envelope, policy) {
+        Ok(Verified::Notice(v))
+            if v.notice.id == head.id
+                && v.notice.version == head.version
+                && Item::of(&v.notice) == *item =>
+        {
+            Ok(())
+        }
+        Ok(_) => Err("its row does not match its signed payload".into()),
+        Err(rejection) => Err(format!("it no longer verifies: {rejection}")),
+    }
+}
+
 /// Owns the store. Verifies, commits, updates the catalog, then acknowledges.
 struct IngestWorker {
     store: Store,
@@ -317,6 +395,8 @@ struct IngestWorker {
     catalog: watch::Sender<Catalog>,
     counters: Arc<Counters>,
     runtime: tokio::runtime::Handle,
+    /// Shutdown: a commit that keeps failing is not retried past it.
+    cancel: CancellationToken,
 }
 
 impl IngestWorker {
@@ -333,6 +413,49 @@ impl IngestWorker {
         }
     }
 
+    /// Commits, retrying with backoff while the store refuses (a full or
+    /// failing disk); `None` once shutdown began. Nothing of the batch was
+    /// acknowledged, so nothing is lost either way: the broker redelivers.
+    /// Meanwhile the status says the store is failing.
+    fn commit(&mut self, incoming: &[Incoming]) -> Option<Vec<Outcome>> {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        loop {
+            match self.store.commit(incoming) {
+                Ok(outcomes) => {
+                    self.catalog
+                        .send_if_modified(|c| c.store_error.take().is_some());
+                    return Some(outcomes);
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::error!(
+                        "cannot commit to the store: {e}; retrying in {:.1} s",
+                        delay.as_secs_f64()
+                    );
+                    let reason = e.to_string();
+                    self.catalog.send_if_modified(|c| {
+                        let changed = c.store_error.as_ref() != Some(&reason);
+                        c.store_error = Some(reason);
+                        changed
+                    });
+                    let cancelled = self.runtime.block_on(async {
+                        tokio::select! {
+                            () = self.cancel.cancelled() => true,
+                            () = tokio::time::sleep(delay) => false,
+                        }
+                    });
+                    if cancelled {
+                        tracing::warn!(
+                            "shutting down with {} messages uncommitted; the broker will redeliver them",
+                            incoming.len()
+                        );
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
     fn handle(&mut self, batch: &[Publish]) {
         let started = std::time::Instant::now();
         let incoming: Vec<Incoming> = batch
@@ -344,27 +467,29 @@ impl IngestWorker {
                     // cannot silently erase a disclosure.
                     tracing::info!(
                         "{}: empty retained payload ignored; the notice stays",
-                        p.topic
+                        printable(&p.topic)
                     );
                 }
                 !p.payload.is_empty()
             })
-            .map(|p| Incoming {
-                topic: p.topic.clone(),
-                verdict: verify_message(&self.topics, &p.topic, &p.payload, &self.policy),
-                bytes: p.payload.to_vec(),
+            .map(|p| {
+                let verdict = match mqtt::oversize_of(&p.payload) {
+                    // The relay dropped a payload over the packet limit.
+                    Some(bytes) => Err(Rejection::TooLarge {
+                        bytes,
+                        limit: MAX_ENVELOPE_BYTES,
+                    }),
+                    None => verify_message(&self.topics, &p.topic, &p.payload, &self.policy),
+                };
+                Incoming {
+                    topic: p.topic.clone(),
+                    verdict,
+                    bytes: p.payload.to_vec(),
+                }
             })
             .collect();
-        let outcomes = loop {
-            match self.store.commit(&incoming) {
-                Ok(outcomes) => break outcomes,
-                Err(e) => {
-                    // Nothing is acknowledged, so nothing is lost: retry until
-                    // the disk recovers (or the broker redelivers after a restart).
-                    tracing::error!("cannot commit to the store: {e}; retrying in 1 s");
-                    std::thread::sleep(Duration::from_secs(1));
-                }
-            }
+        let Some(outcomes) = self.commit(&incoming) else {
+            return;
         };
         // Committed: now the broker may forget these. Acknowledge before
         // telling the other tasks, so that the acks are queued ahead of any
@@ -372,7 +497,7 @@ impl IngestWorker {
         // small queue would otherwise drop what that subscription brings.
         for publish in batch.iter().filter(|p| p.qos != QoS::AtMostOnce) {
             if let Err(e) = self.runtime.block_on(self.client.ack(publish)) {
-                tracing::debug!("ack for {} not sent: {e}", publish.topic);
+                tracing::warn!("ack for {} not sent: {e}", printable(&publish.topic));
             }
         }
         for (i, o) in incoming.iter().zip(&outcomes) {
@@ -401,7 +526,10 @@ impl IngestWorker {
     }
 }
 
+/// One log line per message. Topics come from the broker and may hold
+/// anything, so they are escaped like every foreign text.
 fn log_outcome(topic: &str, outcome: &Outcome) {
+    let topic = printable(topic);
     match outcome {
         Outcome::Accepted(item) => tracing::info!(
             "accepted {} version {} ({}, {}): {}",
@@ -409,7 +537,7 @@ fn log_outcome(topic: &str, outcome: &Outcome) {
             item.version,
             item.category.as_str(),
             item.status.as_str(),
-            item.title
+            printable(&item.title)
         ),
         Outcome::Duplicate => tracing::debug!("{topic}: already held"),
         Outcome::Replay { held } => {
@@ -510,7 +638,7 @@ async fn run_rotation(
             let title = slot
                 .as_ref()
                 .and_then(|k| cat.items.get(&k.0))
-                .map(|i| format!("[{}] {}", i.category.label_zh(), i.title));
+                .map(|i| format!("[{}] {}", i.category.label_zh(), printable(&i.title)));
             (
                 slot,
                 active.len(),

@@ -5,7 +5,7 @@ use anyhow::{Context, bail};
 use time::OffsetDateTime;
 
 use crate::config::Config;
-use crate::protocol::{Envelope, Notice};
+use crate::protocol::{Notice, Verified, verify_message};
 use crate::schedule::{self, Rotation};
 use crate::store::Store;
 use crate::ui;
@@ -39,21 +39,22 @@ pub fn render_from_store(
     let envelope = store
         .envelope(&id, version)?
         .context("the notice's envelope is missing")?;
-    let notice = notice_of(&envelope)?;
+    // Draw only what the screen itself would accept today: the stored copy
+    // matched its hash above, and its signatures must still verify.
+    let topics = config.topics();
+    let verified = verify_message(&topics, &topics.notice(&id), &envelope, &config.trust)
+        .map_err(|e| anyhow::anyhow!("refused: the stored copy of {id} does not verify: {e}"))?;
+    let Verified::Notice(verified) = verified else {
+        bail!("the store holds a manifest under notice {id}");
+    };
+    let notice = verified.notice;
     let cache = crate::media::MediaCache::reader(&config.store.media_dir);
     let images = ui::load_images(&notice, &cache, size.0, size.1).0;
-    let pages = ui::render_notice(&notice, &images, size.0, size.1, now, None)?;
-    if page == 0 || page > pages.len() {
-        bail!("{id} has {} page(s) at {}x{}", pages.len(), size.0, size.1);
-    }
-    ui::png(&pages[page - 1].rgba, size.0, size.1)
+    let (page, _count) = ui::render_notice_page(&notice, &images, size, now, page)?;
+    ui::png(&page.rgba, size.0, size.1)
 }
 
 /// The notice inside an envelope the store accepted earlier.
 pub fn notice_of(envelope: &[u8]) -> anyhow::Result<Notice> {
-    let envelope = Envelope::parse(envelope).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let payload = envelope
-        .payload_bytes()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Notice::from_payload(&payload).map_err(|e| anyhow::anyhow!("{e}"))
+    Notice::from_envelope(envelope).map_err(|e| anyhow::anyhow!("{e}"))
 }

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use time::OffsetDateTime;
 
-use crate::protocol::{Category, Priority, Status};
+use crate::protocol::{Category, Notice, Priority, Status};
 
 /// What the schedule needs to know of a notice: the head (highest accepted
 /// version) of one id. Built by the store from its rows.
@@ -26,6 +26,21 @@ pub struct Item {
 pub type Key = (String, u64);
 
 impl Item {
+    /// What the schedule keeps of a notice payload.
+    pub fn of(n: &Notice) -> Item {
+        Item {
+            id: n.id.clone(),
+            version: n.version,
+            category: n.category,
+            priority: n.priority,
+            status: n.status,
+            title: n.title.clone(),
+            valid_from: n.valid_from,
+            valid_until: n.valid_until,
+            screens: n.screens.clone(),
+        }
+    }
+
     pub fn key(&self) -> Key {
         (self.id.clone(), self.version)
     }

@@ -44,6 +44,10 @@ pub struct ScreenStatus {
     pub manifest: ManifestStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_rejection: Option<RejectionRecord>,
+    /// Why the store refuses commits, while it does: nothing new is taken
+    /// in until it recovers (beyond section 6).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_error: Option<String>,
 }
 
 /// The parts of a status that do not change by themselves.
@@ -82,6 +86,7 @@ impl ScreenStatus {
                 missing: catalog.missing().len(),
             },
             last_rejection: catalog.last_rejection.clone(),
+            store_error: catalog.store_error.clone(),
         }
     }
 

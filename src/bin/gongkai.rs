@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 
 use gongkai::mqtt::Connect;
 use gongkai::office::intake::{self, Contacts, OfficeConfig};
+use gongkai::protocol::printable;
 use gongkai::protocol::topic::DEFAULT_PREFIX;
 use gongkai::store::office::FeedbackRow;
 
@@ -605,7 +606,7 @@ fn print_cache(path: &Path, json: bool) -> anyhow::Result<()> {
                 &r.valid_from[..10.min(r.valid_from.len())],
                 &r.valid_until[..10.min(r.valid_until.len())]
             ),
-            r.title
+            printable(&r.title)
         );
     }
     let rejections = store.rejections(5)?;
@@ -622,8 +623,8 @@ fn print_cache(path: &Path, json: bool) -> anyhow::Result<()> {
             println!(
                 "  {} {}: {}",
                 gongkai::protocol::notice::rfc3339(r.at),
-                r.topic,
-                r.reason
+                printable(&r.topic),
+                printable(&r.reason)
             );
         }
     }
@@ -637,7 +638,9 @@ fn print_cache(path: &Path, json: bool) -> anyhow::Result<()> {
     for parked in outbox.parked(20)? {
         println!(
             "  refused {} ({}): {}",
-            parked.receipt, parked.id, parked.reason
+            parked.receipt,
+            parked.id,
+            printable(&parked.reason)
         );
     }
     Ok(())
@@ -656,6 +659,11 @@ fn print_fleet(screens: &[serde_json::Value], json: bool) -> anyhow::Result<()> 
         "{:<20} {:<8} {:<6} {:>6} {:>6} {:>8} {:>7}  updated",
         "screen", "state", "mode", "active", "cached", "rejected", "missing"
     );
+    // Anything that can publish a status wrote these fields: escape control
+    // characters before they reach the terminal.
+    let text = |v: &serde_json::Value, missing: &str| {
+        printable(v.as_str().unwrap_or(missing)).into_owned()
+    };
     for s in screens {
         let num = |v: &serde_json::Value| {
             v.as_u64()
@@ -664,17 +672,20 @@ fn print_fleet(screens: &[serde_json::Value], json: bool) -> anyhow::Result<()> 
         };
         println!(
             "{:<20} {:<8} {:<6} {:>6} {:>6} {:>8} {:>7}  {}",
-            s["screen"].as_str().unwrap_or("?"),
-            s["state"].as_str().unwrap_or("?"),
-            s["mode"].as_str().unwrap_or("-"),
+            text(&s["screen"], "?"),
+            text(&s["state"], "?"),
+            text(&s["mode"], "-"),
             num(&s["active"]),
             num(&s["cached"]),
             num(&s["rejected"]),
             num(&s["manifest"]["missing"]),
-            s["updated_at"].as_str().unwrap_or("-"),
+            text(&s["updated_at"], "-"),
         );
         if let Some(reason) = s["last_rejection"]["reason"].as_str() {
-            println!("{:<20} last rejection: {reason}", "");
+            println!("{:<20} last rejection: {}", "", printable(reason));
+        }
+        if let Some(error) = s["store_error"].as_str() {
+            println!("{:<20} store failing: {}", "", printable(error));
         }
     }
     Ok(())

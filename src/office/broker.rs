@@ -26,12 +26,13 @@ pub struct OneShotClient {
     client: AsyncClient,
     events: mpsc::UnboundedReceiver<Result<Packet, String>>,
     task: tokio::task::JoinHandle<()>,
+    relay: crate::mqtt::Guard,
 }
 
 impl OneShotClient {
     pub async fn connect(connect: &Connect) -> anyhow::Result<Self> {
         crate::mqtt::install_crypto_provider();
-        let (client, mut eventloop) = connect.client()?;
+        let (client, mut eventloop, guard) = connect.client()?;
         let (tx, events) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
             loop {
@@ -54,6 +55,7 @@ impl OneShotClient {
             client,
             events,
             task,
+            relay: guard,
         };
         this.wait_for(CONNECT_TIMEOUT, |p| matches!(p, Packet::ConnAck(_)))
             .await
@@ -145,6 +147,7 @@ impl OneShotClient {
     pub async fn close(self) {
         let _ = self.client.disconnect().await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
+        self.relay.close(Duration::from_millis(500)).await;
     }
 }
 
@@ -216,6 +219,11 @@ pub async fn publish(
             &entries,
             OffsetDateTime::now_utc(),
         );
+        // A retained manifest at the version limit leaves no next version:
+        // refuse rather than publish one every screen rejects.
+        manifest.validate().map_err(|e| {
+            anyhow::anyhow!("refused: the next manifest of {community} would be invalid: {e}")
+        })?;
         let payload = serde_json::to_vec(&manifest)?;
         let envelope = Envelope::sign_new(MANIFEST_TYPE, &payload, key).to_bytes();
         // Screens refuse any envelope over 256 KiB, manifests included: check

@@ -38,12 +38,10 @@ impl Manifest {
                 self.community
             )));
         }
-        if self.version < 1 {
-            return Err(Rejection::invalid("manifest version must be at least 1"));
-        }
+        super::check_version("manifest version", self.version)?;
         let mut seen = std::collections::HashSet::new();
         for entry in &self.notices {
-            if !super::is_valid_id(&entry.id) || entry.version < 1 {
+            if !super::is_valid_id(&entry.id) || super::check_version("", entry.version).is_err() {
                 return Err(Rejection::invalid(format!(
                     "manifest entry {:?} version {} is not valid",
                     entry.id, entry.version

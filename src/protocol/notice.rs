@@ -195,6 +195,12 @@ pub(crate) fn parse_payload<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Res
 }
 
 impl Notice {
+    /// The notice inside envelope bytes, parsed and validated; signatures are
+    /// not checked here (`verify_message` does that).
+    pub fn from_envelope(envelope: &[u8]) -> Result<Self, Rejection> {
+        Self::from_payload(&super::Envelope::parse(envelope)?.payload_bytes()?)
+    }
+
     /// Parses and validates payload bytes (already base64-decoded).
     pub fn from_payload(bytes: &[u8]) -> Result<Self, Rejection> {
         let notice: Notice = parse_payload(bytes)?;
@@ -214,9 +220,7 @@ impl Notice {
                 self.community
             ));
         }
-        if self.version < 1 {
-            return bad("version must be at least 1".into());
-        }
+        super::check_version("version", self.version)?;
         let title_chars = self.title.chars().count();
         if self.title.trim().is_empty() || title_chars > MAX_TITLE_CHARS {
             return bad(format!(

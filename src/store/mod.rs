@@ -17,7 +17,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::protocol::notice::rfc3339;
 use crate::protocol::ordering::{self, Held, Ordering};
-use crate::protocol::{Category, Priority, Rejection, Status, Verified};
+use crate::protocol::{Category, Priority, Rejection, Status, Verified, printable};
 use crate::schedule::Item;
 
 /// Rejections kept for inspection; older ones are pruned (the count stays).
@@ -36,6 +36,23 @@ pub enum StoreError {
     Corrupt(String),
     #[error("{0}")]
     Refused(String),
+    #[error(
+        "the stored copy of {id} version {version} does not match the hash it was accepted with"
+    )]
+    Tampered { id: String, version: u64 },
+}
+
+/// A notice head as the store holds it, for checking against its hash and
+/// signatures (see `Store::stored_heads`).
+#[derive(Debug)]
+pub struct StoredHead {
+    pub id: String,
+    pub version: u64,
+    /// The columns the catalog is built from, or why they do not parse.
+    pub item: std::result::Result<Item, String>,
+    pub topic: String,
+    pub envelope: Vec<u8>,
+    pub envelope_sha256: String,
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -174,6 +191,9 @@ pub struct Catalog {
     pub last_rejection: Option<RejectionRecord>,
     /// When the screen last committed anything from the broker.
     pub last_sync: Option<OffsetDateTime>,
+    /// Why the store refuses commits, while it does (a full or failing
+    /// disk): the status says so instead of pretending all is well.
+    pub store_error: Option<String>,
 }
 
 impl Catalog {
@@ -303,11 +323,30 @@ impl Store {
 
     /// Records the fate of every message in one transaction and returns what
     /// each did. Nothing is acknowledged to the broker before this returns.
+    ///
+    /// Each message is recorded under a savepoint of its own: should the
+    /// database refuse what one message asks of it (a value SQLite cannot
+    /// hold, say), that message alone is rolled back and rejected with the
+    /// reason, and the rest of the batch commits. No input can keep a batch
+    /// from committing; only a failing disk can, and then nothing is lost
+    /// because nothing was acknowledged.
     pub fn commit(&mut self, batch: &[Incoming]) -> Result<Vec<Outcome>> {
-        let tx = self.conn.transaction()?;
+        let mut tx = self.conn.transaction()?;
         let mut outcomes = Vec::with_capacity(batch.len());
         for incoming in batch {
-            outcomes.push(record(&tx, incoming)?);
+            let savepoint = tx.savepoint()?;
+            match record(&savepoint, incoming) {
+                Ok(outcome) => {
+                    savepoint.commit()?;
+                    outcomes.push(outcome);
+                }
+                Err(StoreError::Sql(e)) if is_data_error(&e) => {
+                    drop(savepoint); // rolls back what this message wrote
+                    let refused = Rejection::Invalid(format!("the store cannot record it: {e}"));
+                    outcomes.push(reject(&tx, &incoming.topic, &incoming.bytes, &refused)?);
+                }
+                Err(e) => return Err(e),
+            }
         }
         tx.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_sync', ?1)",
@@ -385,16 +424,94 @@ impl Store {
         .collect()
     }
 
-    /// The envelope bytes of one notice version, as received.
+    /// The envelope bytes of one notice version, as received. They are
+    /// checked against the hash recorded when they were accepted: a copy
+    /// edited on disk is refused (`StoreError::Tampered`), never shown.
     pub fn envelope(&self, id: &str, version: u64) -> Result<Option<Vec<u8>>> {
-        Ok(self
+        let row: Option<(Vec<u8>, String)> = self
             .conn
             .query_row(
-                "SELECT envelope FROM notices WHERE id = ?1 AND version = ?2",
+                "SELECT envelope, envelope_sha256 FROM notices WHERE id = ?1 AND version = ?2",
                 params![id, version],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .optional()?)
+            .optional()?;
+        match row {
+            None => Ok(None),
+            Some((bytes, sha)) if crate::protocol::sha256_hex(&bytes) == sha => Ok(Some(bytes)),
+            Some(_) => Err(StoreError::Tampered {
+                id: id.to_owned(),
+                version,
+            }),
+        }
+    }
+
+    /// The head version of every notice as stored, for the check at start
+    /// (see `refuse_stored`).
+    pub fn stored_heads(&self) -> Result<Vec<StoredHead>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT n.id, n.version, n.status, n.category, n.priority, n.title,
+                    n.valid_from, n.valid_until, n.screens, n.topic, n.envelope, n.envelope_sha256
+             FROM heads h JOIN notices n ON n.id = h.id AND n.version = h.version",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            // A row whose columns no longer parse is as tampered as one whose
+            // bytes changed: the check refuses it rather than the start failing.
+            let item = item_from_row(row).map_err(|e| e.to_string());
+            out.push(StoredHead {
+                id: row.get(0)?,
+                version: row.get(1)?,
+                item,
+                topic: row.get(9)?,
+                envelope: row.get(10)?,
+                envelope_sha256: row.get(11)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Takes a stored notice version that failed its check out of the store:
+    /// the row goes, the head falls back to the highest version left (or
+    /// goes too), and a rejection records why. Returns the rejection. The
+    /// broker still holds the notice, and fetching it again restores it.
+    pub fn refuse_stored(&mut self, id: &str, version: u64, why: &str) -> Result<RejectionRecord> {
+        let tx = self.conn.transaction()?;
+        let (topic, bytes): (String, Vec<u8>) = tx.query_row(
+            "SELECT topic, envelope FROM notices WHERE id = ?1 AND version = ?2",
+            params![id, version],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        tx.execute(
+            "DELETE FROM notices WHERE id = ?1 AND version = ?2",
+            params![id, version],
+        )?;
+        tx.execute(
+            "DELETE FROM replies WHERE id = ?1 AND version = ?2",
+            params![id, version],
+        )?;
+        let below: Option<u64> = tx.query_row(
+            "SELECT MAX(version) FROM notices WHERE id = ?1",
+            [id],
+            |r| r.get(0),
+        )?;
+        match below {
+            Some(v) => tx.execute(
+                "UPDATE heads SET version = ?2 WHERE id = ?1",
+                params![id, v],
+            )?,
+            None => tx.execute("DELETE FROM heads WHERE id = ?1", [id])?,
+        };
+        let reason = Rejection::Invalid(format!(
+            "the stored copy of {id} version {version} failed its check ({why}); it was \
+             taken out of the store and is fetched again"
+        ));
+        let Outcome::Rejected(record) = reject(&tx, &topic, &bytes, &reason)? else {
+            unreachable!("reject records a rejection");
+        };
+        tx.commit()?;
+        Ok(record)
     }
 
     /// Every version kept of one notice id, oldest first (the archive).
@@ -457,9 +574,26 @@ fn item_from_row(row: &rusqlite::Row<'_>) -> Result<Item> {
     })
 }
 
-fn record(tx: &rusqlite::Transaction<'_>, incoming: &Incoming) -> Result<Outcome> {
+/// Whether an error is about the values one message carried rather than
+/// the database itself (disk full, I/O, a lock): the former rejects that
+/// message, the latter fails the whole commit so that it is retried.
+fn is_data_error(e: &rusqlite::Error) -> bool {
+    use rusqlite::ffi::ErrorCode;
+    match e {
+        rusqlite::Error::ToSqlConversionFailure(_)
+        | rusqlite::Error::IntegralValueOutOfRange(..)
+        | rusqlite::Error::InvalidParameterCount(..) => true,
+        rusqlite::Error::SqliteFailure(f, _) => matches!(
+            f.code,
+            ErrorCode::ConstraintViolation | ErrorCode::TooBig | ErrorCode::TypeMismatch
+        ),
+        _ => false,
+    }
+}
+
+fn record(tx: &rusqlite::Connection, incoming: &Incoming) -> Result<Outcome> {
     let verified = match &incoming.verdict {
-        Err(rejection) => return reject(tx, incoming, rejection),
+        Err(rejection) => return reject(tx, &incoming.topic, &incoming.bytes, rejection),
         Ok(v) => v,
     };
     match verified {
@@ -484,24 +618,15 @@ fn record(tx: &rusqlite::Transaction<'_>, incoming: &Incoming) -> Result<Outcome
                 }),
                 Ordering::Equivocation => reject(
                     tx,
-                    incoming,
+                    &incoming.topic,
+                    &incoming.bytes,
                     &Rejection::Equivocation {
                         id: n.id.clone(),
                         version: n.version,
                     },
                 ),
                 Ordering::Newer => {
-                    let item = Item {
-                        id: n.id.clone(),
-                        version: n.version,
-                        category: n.category,
-                        priority: n.priority,
-                        status: n.status,
-                        title: n.title.clone(),
-                        valid_from: n.valid_from,
-                        valid_until: n.valid_until,
-                        screens: n.screens.clone(),
-                    };
+                    let item = Item::of(n);
                     tx.execute(
                         "INSERT OR REPLACE INTO notices (id, version, status, category, priority, title,
                             valid_from, valid_until, screens, payload_sha256, envelope_sha256, envelope,
@@ -584,13 +709,17 @@ fn record(tx: &rusqlite::Transaction<'_>, incoming: &Incoming) -> Result<Outcome
 }
 
 fn reject(
-    tx: &rusqlite::Transaction<'_>,
-    incoming: &Incoming,
+    tx: &rusqlite::Connection,
+    topic: &str,
+    bytes: &[u8],
     rejection: &Rejection,
 ) -> Result<Outcome> {
+    // Topics and reasons quote what an unsigned sender wrote: escape it once
+    // here, so that no log line, status or terminal that shows them later
+    // receives raw control characters.
     let record = RejectionRecord {
-        topic: incoming.topic.clone(),
-        reason: rejection.to_string(),
+        topic: printable(topic).into_owned(),
+        reason: printable(&rejection.to_string()).into_owned(),
         at: OffsetDateTime::now_utc(),
     };
     tx.execute(
@@ -599,8 +728,8 @@ fn reject(
             rfc3339(record.at),
             record.topic,
             record.reason,
-            crate::protocol::sha256_hex(&incoming.bytes),
-            incoming.bytes.len() as i64,
+            crate::protocol::sha256_hex(bytes),
+            bytes.len() as i64,
         ],
     )?;
     tx.execute(

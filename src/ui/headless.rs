@@ -217,18 +217,71 @@ pub fn render_notice(
             .into_iter()
             .enumerate()
             .map(|(i, blocks)| {
-                let view = PageView {
+                let page = PageAt {
                     blocks,
-                    page: format!("第 {}/{count} 页", i + 1),
-                    ..frame.clone()
+                    page: (i + 1, count),
+                    size: (width, height),
                 };
-                apply(ui, &view, images)?;
-                let overflows = !fits_now(ui);
-                let rgba = draw(window, width, height);
-                Ok(RenderedPage { rgba, overflows })
+                draw_page(window, ui, &frame, page, images)
             })
             .collect()
     })
+}
+
+/// Page `page` (from 1) of a notice, and how many pages it has: only that
+/// page is drawn, so a notice of thousands of pages costs one frame.
+pub fn render_notice_page(
+    notice: &Notice,
+    images: &Images,
+    (width, height): (u32, u32),
+    now: OffsetDateTime,
+    page: usize,
+) -> anyhow::Result<(RenderedPage, usize)> {
+    with_preview(width, height, |window, ui| {
+        let frame = PageView::new(notice, Vec::new(), 1, 1, now, None);
+        apply(ui, &frame, images)?;
+        let mut pages = paginate(ui, &frame, &body_blocks(notice, images));
+        let count = pages.len();
+        if page == 0 || page > count {
+            anyhow::bail!("{} has {count} page(s) at {width}x{height}", notice.id);
+        }
+        let blocks = pages.swap_remove(page - 1);
+        drop(pages);
+        let at = PageAt {
+            blocks,
+            page: (page, count),
+            size: (width, height),
+        };
+        let rendered = draw_page(window, ui, &frame, at, images)?;
+        Ok((rendered, count))
+    })
+}
+
+/// One page of a paginated notice: its blocks, `(page, count)` from 1, and
+/// the frame's size.
+struct PageAt {
+    blocks: Vec<BlockView>,
+    page: (usize, usize),
+    size: (u32, u32),
+}
+
+fn draw_page(
+    window: &MinimalSoftwareWindow,
+    ui: &AppWindow,
+    frame: &PageView,
+    at: PageAt,
+    images: &Images,
+) -> anyhow::Result<RenderedPage> {
+    let (page, count) = at.page;
+    let view = PageView {
+        blocks: at.blocks,
+        page: format!("第 {page}/{count} 页"),
+        ..frame.clone()
+    };
+    apply(ui, &view, images)?;
+    let overflows = !fits_now(ui);
+    let rgba = draw(window, at.size.0, at.size.1);
+    Ok(RenderedPage { rgba, overflows })
 }
 
 /// Renders one prepared page.

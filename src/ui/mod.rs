@@ -24,7 +24,9 @@ mod paging;
 pub mod window;
 
 pub use controller::{Controller, FeedbackSink, Setup, Snapshot};
-pub use headless::{HeadlessWindow, RenderedPage, pages_of, render_notice, render_rgba};
+pub use headless::{
+    HeadlessWindow, RenderedPage, pages_of, render_notice, render_notice_page, render_rgba,
+};
 
 use crate::protocol::Notice;
 use crate::protocol::notice::Block as NoticeBlock;

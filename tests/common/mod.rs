@@ -339,7 +339,10 @@ impl DaemonProcess {
             .arg("--config")
             .arg(config)
             .arg("--headless")
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("GONGKAI_TEST_LOG").unwrap_or("info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()

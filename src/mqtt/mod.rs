@@ -32,14 +32,24 @@ use tokio_util::sync::CancellationToken;
 use crate::protocol::TopicSpace;
 use crate::store::Catalog;
 
+pub mod guard;
+
+pub use guard::{Guard, oversize_of};
+
 /// Envelopes are up to 256 KiB; the topic and MQTT framing need a little more.
 pub const MAX_OUTGOING_PACKET: usize = 256 * 1024 + 4096;
-/// Incoming packets may be larger than a valid envelope: an oversized message
-/// must reach the verifier to be rejected (and acknowledged), not break the
-/// connection over and over on every redelivery.
-pub const MAX_INCOMING_PACKET: usize = 8 * 1024 * 1024;
+/// A PUBLISH from the broker longer than this reaches the client as the
+/// relay's small marker instead (see [`guard`]), so that it is rejected and
+/// acknowledged rather than breaking the connection on every redelivery.
+pub const GUARD_LIMIT: usize = MAX_OUTGOING_PACKET;
+/// What rumqttc accepts: every PUBLISH the relay passes, and room for the
+/// other packets, which are small.
+pub const MAX_INCOMING_PACKET: usize = GUARD_LIMIT + 1024;
 /// Room for acknowledgements of every message in flight.
 const REQUEST_CHANNEL: usize = 4096;
+/// How long a connection to the broker, with its TLS handshake and CONNACK,
+/// may take before it counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `mqtt://host[:port]` or `mqtts://host[:port]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,19 +116,34 @@ impl Connect {
         })
     }
 
-    /// A client and its event loop. Nagle's algorithm is off: acknowledgements
-    /// are tiny packets, and delaying them throttles the broker's window.
-    pub fn client(&self) -> anyhow::Result<(AsyncClient, EventLoop)> {
-        let (client, mut eventloop) = AsyncClient::new(self.options()?, REQUEST_CHANNEL);
+    /// A client, its event loop and the relay it talks to the broker through
+    /// (see [`guard`]); call inside a tokio runtime. Keep the `Guard` as long
+    /// as the event loop: dropping it ends the connection.
+    pub fn client(&self) -> anyhow::Result<(AsyncClient, EventLoop, Guard)> {
+        let upstream = guard::Upstream {
+            host: self.url.host.clone(),
+            port: self.url.port,
+            tls: match self.url.tls {
+                true => Some(Arc::new(tls_config(self.ca_file.as_deref())?)),
+                false => None,
+            },
+            connect_timeout: CONNECT_TIMEOUT,
+        };
+        let guard = Guard::start(upstream, GUARD_LIMIT).context("starting the broker relay")?;
+        let (client, mut eventloop) =
+            AsyncClient::new(self.options(guard.socket())?, REQUEST_CHANNEL);
         let mut network = rumqttc::NetworkOptions::new();
-        network.set_tcp_nodelay(true);
-        network.set_connection_timeout(10);
+        network.set_connection_timeout(CONNECT_TIMEOUT.as_secs());
         eventloop.set_network_options(network);
-        Ok((client, eventloop))
+        Ok((client, eventloop, guard))
     }
 
-    pub fn options(&self) -> anyhow::Result<MqttOptions> {
-        let mut o = MqttOptions::new(self.client_id.clone(), self.url.host.clone(), self.url.port);
+    /// rumqttc's options for a connection through the relay at `socket`:
+    /// plain MQTT over a Unix socket, since the relay holds the TCP and TLS
+    /// connection to the broker.
+    fn options(&self, socket: &Path) -> anyhow::Result<MqttOptions> {
+        let mut o = MqttOptions::new(self.client_id.clone(), socket.to_string_lossy(), 0);
+        o.set_transport(Transport::Unix);
         o.set_keep_alive(Duration::from_secs(30))
             .set_clean_session(self.clean_session)
             .set_manual_acks(self.manual_acks)
@@ -130,11 +155,6 @@ impl Connect {
         }
         if let Some(will) = &self.will {
             o.set_last_will(will.clone());
-        }
-        if self.url.tls {
-            o.set_transport(Transport::tls_with_config(
-                rumqttc::TlsConfiguration::Rustls(Arc::new(tls_config(self.ca_file.as_deref())?)),
-            ));
         }
         Ok(o)
     }
@@ -216,14 +236,110 @@ pub enum Link {
     SubscribeAcked,
 }
 
-/// Polls the event loop until `stop` fires or the client disconnected.
-pub async fn run_event_loop(
+/// Ends the session the broker keeps for `connect`'s client id, with its
+/// subscriptions and queued messages: a clean connection, then a clean
+/// disconnect. In MQTT 3.1.1 a session started clean lasts only as long as
+/// its connection, so a screen that wants a fresh *persistent* session first
+/// ends the old one this way and then connects with `clean_session = false`.
+pub async fn discard_session(connect: &Connect) -> anyhow::Result<()> {
+    let clean = Connect {
+        clean_session: true,
+        manual_acks: false,
+        will: None,
+        ..connect.clone()
+    };
+    let (client, mut eventloop, _relay) = clean.client()?;
+    let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        loop {
+            match eventloop.poll().await? {
+                Event::Incoming(Packet::ConnAck(_)) => {
+                    return Ok::<(), rumqttc::ConnectionError>(());
+                }
+                _ => continue,
+            }
+        }
+    })
+    .await;
+    match connected {
+        Err(_) => bail!(
+            "the broker did not answer within {} s",
+            CONNECT_TIMEOUT.as_secs()
+        ),
+        Ok(Err(e)) => return Err(e.into()),
+        Ok(Ok(())) => {}
+    }
+    // The request channel has room: this only queues the DISCONNECT, which
+    // the polls below send.
+    client.disconnect().await?;
+    let _ = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        while let Ok(event) = eventloop.poll().await {
+            if event == Event::Outgoing(rumqttc::Outgoing::Disconnect) {
+                break;
+            }
+        }
+    })
+    .await;
+    Ok(())
+}
+
+/// The event loop task: the only poller of the rumqttc `EventLoop`.
+pub struct EventLoopTask {
+    pub eventloop: EventLoop,
+    /// Where incoming publishes go (the ingest worker).
+    pub publishes: mpsc::UnboundedSender<Publish>,
+    /// Where connection changes go (the session task).
+    pub links: mpsc::UnboundedSender<Link>,
+    /// End the old session first (see [`discard_session`]), retrying until
+    /// the broker answers, before the first connection.
+    pub discard_first: Option<Connect>,
+    pub stop: CancellationToken,
+}
+
+impl EventLoopTask {
+    /// Polls the event loop until `stop` fires or the client disconnected.
+    pub async fn run(self) {
+        let EventLoopTask {
+            eventloop,
+            publishes,
+            links,
+            discard_first,
+            stop,
+        } = self;
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        if let Some(connect) = discard_first {
+            loop {
+                let result = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    result = discard_session(&connect) => result,
+                };
+                match result {
+                    Ok(()) => break,
+                    Err(e) => {
+                        let delay = backoff.next_delay();
+                        tracing::warn!(
+                            "broker connection (ending the old session): {e:#}; retrying in {:.1} s",
+                            delay.as_secs_f64()
+                        );
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                    }
+                }
+            }
+            backoff.reset();
+        }
+        poll_event_loop(eventloop, publishes, links, stop, backoff).await
+    }
+}
+
+async fn poll_event_loop(
     mut eventloop: EventLoop,
     publishes: mpsc::UnboundedSender<Publish>,
     links: mpsc::UnboundedSender<Link>,
     stop: CancellationToken,
+    mut backoff: Backoff,
 ) {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     loop {
         let event = tokio::select! {
             _ = stop.cancelled() => return,
@@ -232,10 +348,6 @@ pub async fn run_event_loop(
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff.reset();
-                // A first clean connection (see `Connect::clean_session`) has
-                // dropped what an older configuration subscribed to; from now
-                // on the broker keeps the session.
-                eventloop.mqtt_options.set_clean_session(false);
                 let _ = links.send(Link::Connected {
                     session_present: ack.session_present,
                 });
