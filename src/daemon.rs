@@ -11,7 +11,6 @@
 //! Every task watches one cancellation token and is joined with a deadline.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering as AtomicOrdering;
 use std::time::Duration;
@@ -23,6 +22,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::app::{Failures, Tasks};
 use crate::config::Config;
 use crate::media::{self, MediaCache};
 use crate::mqtt::{self, Backoff, Connect, Counters, Link};
@@ -55,6 +55,8 @@ pub struct Daemon {
     pub outbox: watch::Receiver<OutboxCounts>,
     /// Notified after a submission, so the sync task sends it at once.
     pub feedback_wake: Arc<Notify>,
+    /// Where a task that fails is reported; [`crate::app::run`] takes it.
+    pub failures: Option<Failures>,
     cancel: CancellationToken,
     stop_event_loop: CancellationToken,
     session: JoinHandle<()>,
@@ -70,15 +72,25 @@ impl Daemon {
     /// and the tasks run (the broker may still be unreachable: the screen then
     /// shows what it has). Each rotation slot lasts the dwell time.
     pub async fn start(config: Config) -> anyhow::Result<Daemon> {
-        Ok(Self::start_inner(config, None).await?.0)
+        Ok(Self::start_paced(config, false).await?.0)
     }
 
     /// Like [`Daemon::start`], for a screen with a UI: a rotation slot lasts
     /// until the UI says it has shown every page of the notice (or, should
     /// the UI say nothing, [`MAX_SLOT_DWELLS`] dwell times).
     pub async fn start_with_ui(config: Config) -> anyhow::Result<(Daemon, UiLink)> {
+        Self::start_paced(config, true).await
+    }
+
+    /// Starts the daemon; with `paced_by_ui`, rotation slots wait for the
+    /// UI's "slot done" on the link.
+    pub async fn start_paced(
+        config: Config,
+        paced_by_ui: bool,
+    ) -> anyhow::Result<(Daemon, UiLink)> {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let (daemon, media) = Self::start_inner(config, Some(done_rx)).await?;
+        let pacer = paced_by_ui.then_some(done_rx);
+        let (daemon, media) = Self::start_inner(config, pacer).await?;
         let link = UiLink {
             catalog: daemon.catalog.clone(),
             connected: daemon.connected.clone(),
@@ -130,6 +142,7 @@ impl Daemon {
         let (link_tx, link_rx) = mpsc::unbounded_channel::<Link>();
         let counters = Arc::new(Counters::default());
 
+        let (tasks, failures) = Tasks::new(cancel.clone());
         let ingest = {
             let worker = IngestWorker {
                 store,
@@ -141,80 +154,101 @@ impl Daemon {
                 runtime: tokio::runtime::Handle::current(),
                 cancel: cancel.clone(),
             };
-            std::thread::Builder::new()
-                .name("ingest".into())
-                .spawn(move || worker.run(publish_rx))
+            tasks
+                .spawn_thread("ingest", move || {
+                    worker.run(publish_rx);
+                    Ok(())
+                })
                 .context("starting the ingest thread")?
         };
-        let event_loop = tokio::spawn(
-            mqtt::EventLoopTask {
-                eventloop,
-                publishes: publish_tx,
-                links: link_tx,
-                discard_first: fresh_session.then(|| connect.clone()),
-                stop: stop_event_loop.clone(),
-            }
-            .run(),
-        );
-        let session = tokio::spawn(mqtt::run_session(
-            client.clone(),
-            topics.clone(),
-            link_rx,
-            catalog_rx.clone(),
-            connected_tx,
-            counters.clone(),
-            config.mqtt.fetch_batch,
-            (
+        let event_loop = mqtt::EventLoopTask {
+            eventloop,
+            publishes: publish_tx,
+            links: link_tx,
+            discard_first: fresh_session.then(|| connect.clone()),
+            stop: stop_event_loop.clone(),
+        };
+        let event_loop = tasks.spawn("MQTT event loop", async move {
+            event_loop.run().await;
+            Ok(())
+        });
+        let session = mqtt::SessionTask {
+            client: client.clone(),
+            topics: topics.clone(),
+            links: link_rx,
+            catalog: catalog_rx.clone(),
+            connected: connected_tx,
+            counters: counters.clone(),
+            batch: config.mqtt.fetch_batch,
+            offline_status: (
                 topics.status(&config.screen.id),
                 status::offline(&config.screen.id, &config.screen.community),
             ),
-            cancel.clone(),
-        ));
+            cancel: cancel.clone(),
+        };
+        let session = tasks.spawn("MQTT session", async move {
+            session.run().await;
+            Ok(())
+        });
         let (outbox_tx, outbox_rx) = watch::channel(OutboxCounts::default());
         let feedback_wake = Arc::new(Notify::new());
-        let identity = Identity {
+        let status = StatusTask {
+            client,
+            topic: topics.status(&config.screen.id),
+            identity: Identity {
+                screen: config.screen.id.clone(),
+                community: config.screen.community.clone(),
+                mode: config.screen.mode.as_str(),
+                started_at: OffsetDateTime::now_utc(),
+            },
+            catalog: catalog_rx.clone(),
+            showing: showing_rx.clone(),
+            connected: connected_rx.clone(),
+            outbox: outbox_rx.clone(),
+            cancel: cancel.clone(),
+        };
+        let sync = crate::sync::SyncTask {
+            store: config.store.path.clone(),
+            office: config.office.clone(),
             screen: config.screen.id.clone(),
             community: config.screen.community.clone(),
-            mode: config.screen.mode.as_str(),
-            started_at: OffsetDateTime::now_utc(),
+            wake: feedback_wake.clone(),
+            counts: outbox_tx,
+            cancel: cancel.clone(),
         };
-        let tasks = vec![
-            tokio::spawn(run_status(
-                client,
-                topics.status(&config.screen.id),
-                identity,
-                catalog_rx.clone(),
-                showing_rx.clone(),
-                connected_rx.clone(),
-                outbox_rx.clone(),
-                cancel.clone(),
-            )),
-            tokio::spawn(crate::sync::run_sync(
-                config.store.path.clone(),
-                config.office.clone(),
-                config.screen.id.clone(),
-                config.screen.community.clone(),
-                feedback_wake.clone(),
-                outbox_tx,
-                cancel.clone(),
-            )),
-            tokio::spawn(run_rotation(
-                config.screen.id.clone(),
-                Duration::from_secs(config.display.dwell_seconds),
-                pacer,
-                catalog_rx.clone(),
-                showing_tx,
-                cancel.clone(),
-            )),
-        ];
+        let rotation = RotationTask {
+            screen: config.screen.id.clone(),
+            dwell: Duration::from_secs(config.display.dwell_seconds),
+            pacer,
+            catalog: catalog_rx.clone(),
+            showing: showing_tx,
+            cancel: cancel.clone(),
+        };
         let (media_tx, media_rx) = watch::channel(0u64);
-        let mut tasks = tasks;
-        tasks.push(tokio::spawn(run_media(
-            config.clone(),
-            catalog_rx.clone(),
-            media_tx,
-            cancel.clone(),
-        )));
+        let media = MediaTask {
+            config: config.clone(),
+            catalog: catalog_rx.clone(),
+            ready: media_tx,
+            cancel: cancel.clone(),
+        };
+        let others = vec![
+            tasks.spawn("status", async move {
+                status.run().await;
+                Ok(())
+            }),
+            tasks.spawn("feedback sync", async move {
+                sync.run().await;
+                Ok(())
+            }),
+            tasks.spawn("rotation", async move {
+                rotation.run().await;
+                Ok(())
+            }),
+            tasks.spawn("media", async move {
+                media.run().await;
+                Ok(())
+            }),
+        ];
         Ok((
             Daemon {
                 catalog: catalog_rx,
@@ -223,11 +257,12 @@ impl Daemon {
                 counters,
                 outbox: outbox_rx,
                 feedback_wake,
+                failures: Some(failures),
                 cancel,
                 stop_event_loop,
                 session,
                 event_loop,
-                tasks,
+                tasks: others,
                 ingest,
                 relay,
             },
@@ -288,17 +323,6 @@ pub struct UiLink {
 /// A slot the UI never reports done ends after this many dwell times (the
 /// kiosk is being browsed, or the UI is stuck): status stays truthful.
 pub const MAX_SLOT_DWELLS: u32 = 30;
-
-/// Runs a daemon until `shutdown` resolves; tells systemd when it is ready.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let daemon = Daemon::start(config).await?;
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    shutdown.await;
-    tracing::info!("shutting down");
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    daemon.shutdown().await;
-    Ok(())
-}
 
 fn topics_key(config: &Config) -> String {
     format!(
@@ -553,142 +577,169 @@ fn log_outcome(topic: &str, outcome: &Outcome) {
     }
 }
 
-/// Publishes the status on connect, at once on every change (coalesced to ten
-/// a second, so a burst ends with one message holding all of it), and at
-/// least every 60 s.
-#[allow(clippy::too_many_arguments)] // one watch per input, each named
-async fn run_status(
+/// The status task: publishes the status on connect, at once on every
+/// change (coalesced to ten a second, so a burst ends with one message
+/// holding all of it), and at least every 60 s.
+struct StatusTask {
     client: AsyncClient,
     topic: String,
     identity: Identity,
-    mut catalog: watch::Receiver<Catalog>,
-    mut showing: watch::Receiver<Option<Showing>>,
-    mut connected: watch::Receiver<bool>,
-    mut outbox: watch::Receiver<OutboxCounts>,
+    catalog: watch::Receiver<Catalog>,
+    showing: watch::Receiver<Option<Showing>>,
+    connected: watch::Receiver<bool>,
+    outbox: watch::Receiver<OutboxCounts>,
     cancel: CancellationToken,
-) {
-    const MIN_GAP: Duration = Duration::from_millis(100);
-    const PERIOD: Duration = Duration::from_secs(60);
-    let mut last: Option<ScreenStatus> = None;
-    let mut last_sent = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = catalog.changed() => if r.is_err() { return },
-            r = showing.changed() => if r.is_err() { return },
-            r = connected.changed() => if r.is_err() { return },
-            r = outbox.changed() => if r.is_err() { return },
-            _ = tokio::time::sleep_until(last_sent + PERIOD) => {}
-        }
-        if !*connected.borrow_and_update() {
-            last = None;
-            continue;
-        }
-        let gap = last_sent + MIN_GAP;
-        if last.is_some() && tokio::time::Instant::now() < gap {
+}
+
+impl StatusTask {
+    async fn run(self) {
+        let StatusTask {
+            client,
+            topic,
+            identity,
+            mut catalog,
+            mut showing,
+            mut connected,
+            mut outbox,
+            cancel,
+        } = self;
+        const MIN_GAP: Duration = Duration::from_millis(100);
+        const PERIOD: Duration = Duration::from_secs(60);
+        let mut last: Option<ScreenStatus> = None;
+        let mut last_sent = tokio::time::Instant::now();
+        loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep_until(gap) => {}
+                r = catalog.changed() => if r.is_err() { return },
+                r = showing.changed() => if r.is_err() { return },
+                r = connected.changed() => if r.is_err() { return },
+                r = outbox.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep_until(last_sent + PERIOD) => {}
             }
-        }
-        let mut status = ScreenStatus::build(
-            &identity,
-            &catalog.borrow_and_update(),
-            showing.borrow_and_update().clone(),
-            OffsetDateTime::now_utc(),
-        );
-        let outbox_now = *outbox.borrow_and_update();
-        status.outbox = outbox_now.pending;
-        status.outbox_rejected = outbox_now.rejected;
-        status.office_unauthorized = outbox_now.unauthorized;
-        let due = match &last {
-            None => true,
-            Some(prev) => status.differs_from(prev) || last_sent.elapsed() >= PERIOD,
-        };
-        if due {
-            if let Err(e) =
-                client.try_publish(topic.clone(), QoS::AtLeastOnce, true, status.to_json())
-            {
-                tracing::debug!("status not published: {e}");
+            if !*connected.borrow_and_update() {
+                last = None;
+                continue;
             }
-            last = Some(status);
-            last_sent = tokio::time::Instant::now();
+            let gap = last_sent + MIN_GAP;
+            if last.is_some() && tokio::time::Instant::now() < gap {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep_until(gap) => {}
+                }
+            }
+            let mut status = ScreenStatus::build(
+                &identity,
+                &catalog.borrow_and_update(),
+                showing.borrow_and_update().clone(),
+                OffsetDateTime::now_utc(),
+            );
+            let outbox_now = *outbox.borrow_and_update();
+            status.outbox = outbox_now.pending;
+            status.outbox_rejected = outbox_now.rejected;
+            status.office_unauthorized = outbox_now.unauthorized;
+            let due = match &last {
+                None => true,
+                Some(prev) => status.differs_from(prev) || last_sent.elapsed() >= PERIOD,
+            };
+            if due {
+                if let Err(e) =
+                    client.try_publish(topic.clone(), QoS::AtLeastOnce, true, status.to_json())
+                {
+                    tracing::debug!("status not published: {e}");
+                }
+                last = Some(status);
+                last_sent = tokio::time::Instant::now();
+            }
         }
     }
 }
 
-/// Walks the active set: one slot per notice, `dwell` per slot, cut short by
-/// an urgent interruption or when the notice shown leaves the active set.
-async fn run_rotation(
+/// The rotation task: walks the active set, one slot per notice, `dwell`
+/// per slot (or until the UI, when it paces the rotation, says the slot's
+/// pages are done), cut short by an urgent interruption or when the notice
+/// shown leaves the active set.
+struct RotationTask {
     screen: String,
     dwell: Duration,
-    mut pacer: Option<mpsc::UnboundedReceiver<schedule::Key>>,
-    mut catalog: watch::Receiver<Catalog>,
+    pacer: Option<mpsc::UnboundedReceiver<schedule::Key>>,
+    catalog: watch::Receiver<Catalog>,
     showing: watch::Sender<Option<Showing>>,
     cancel: CancellationToken,
-) {
-    let mut rotation = Rotation::new();
-    let mut idle_logged = false;
-    loop {
-        let now = OffsetDateTime::now_utc();
-        let (slot, count, deadline, title) = {
-            let cat = catalog.borrow_and_update();
-            let active = schedule::active_set(cat.items.values(), &screen, now);
-            let slot = rotation.next(&active);
-            let title = slot
-                .as_ref()
-                .and_then(|k| cat.items.get(&k.0))
-                .map(|i| format!("[{}] {}", i.category.label_zh(), printable(&i.title)));
-            (
-                slot,
-                active.len(),
-                schedule::next_deadline(cat.items.values(), &screen, now),
-                title,
-            )
-        };
-        match &slot {
-            Some((id, version)) => {
-                idle_logged = false;
-                tracing::info!(target: "rotation", "showing {id} v{version} of {count} active: {}", title.unwrap_or_default());
-            }
-            None if !idle_logged => {
-                idle_logged = true;
-                tracing::info!(target: "rotation", "nothing to show");
-            }
-            None => {}
-        }
-        showing.send_replace(slot.clone().map(|(id, version)| Showing { id, version }));
-        let slot_end = tokio::time::Instant::now()
-            + if pacer.is_some() {
-                dwell * MAX_SLOT_DWELLS
-            } else {
-                dwell
-            };
-        let window_change = deadline.map(|d| {
-            let wait = (d - now).try_into().unwrap_or(Duration::ZERO);
-            tokio::time::Instant::now() + wait
-        });
-        // Wait out the slot unless something must cut it short.
+}
+
+impl RotationTask {
+    async fn run(self) {
+        let RotationTask {
+            screen,
+            dwell,
+            mut pacer,
+            mut catalog,
+            showing,
+            cancel,
+        } = self;
+        let mut rotation = Rotation::new();
+        let mut idle_logged = false;
         loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep_until(slot_end), if slot.is_some() => break,
-                done = recv_opt(&mut pacer) => match done {
-                    // The UI showed every page of this slot's notice.
-                    Some(key) if Some(&key) == slot.as_ref() => break,
-                    Some(_) => {}
-                    // The UI is gone: fall back to the dwell time.
-                    None => pacer = None,
-                },
-                _ = sleep_until_opt(window_change) => break,
-                changed = catalog.changed() => {
-                    if changed.is_err() { return; }
-                    let cat = catalog.borrow_and_update();
-                    let now = OffsetDateTime::now_utc();
-                    let active = schedule::active_set(cat.items.values(), &screen, now);
-                    let still_shown = slot.as_ref().is_some_and(|(id, v)| active.iter().any(|i| &i.id == id && i.version == *v));
-                    if rotation.should_interrupt(&active) || !still_shown {
-                        break;
+            let now = OffsetDateTime::now_utc();
+            let (slot, count, deadline, title) = {
+                let cat = catalog.borrow_and_update();
+                let active = schedule::active_set(cat.items.values(), &screen, now);
+                let slot = rotation.next(&active);
+                let title = slot
+                    .as_ref()
+                    .and_then(|k| cat.items.get(&k.0))
+                    .map(|i| format!("[{}] {}", i.category.label_zh(), printable(&i.title)));
+                (
+                    slot,
+                    active.len(),
+                    schedule::next_deadline(cat.items.values(), &screen, now),
+                    title,
+                )
+            };
+            match &slot {
+                Some((id, version)) => {
+                    idle_logged = false;
+                    tracing::info!(target: "rotation", "showing {id} v{version} of {count} active: {}", title.unwrap_or_default());
+                }
+                None if !idle_logged => {
+                    idle_logged = true;
+                    tracing::info!(target: "rotation", "nothing to show");
+                }
+                None => {}
+            }
+            showing.send_replace(slot.clone().map(|(id, version)| Showing { id, version }));
+            let slot_end = tokio::time::Instant::now()
+                + if pacer.is_some() {
+                    dwell * MAX_SLOT_DWELLS
+                } else {
+                    dwell
+                };
+            let window_change = deadline.map(|d| {
+                let wait = (d - now).try_into().unwrap_or(Duration::ZERO);
+                tokio::time::Instant::now() + wait
+            });
+            // Wait out the slot unless something must cut it short.
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep_until(slot_end), if slot.is_some() => break,
+                    done = recv_opt(&mut pacer) => match done {
+                        // The UI showed every page of this slot's notice.
+                        Some(key) if Some(&key) == slot.as_ref() => break,
+                        Some(_) => {}
+                        // The UI is gone: fall back to the dwell time.
+                        None => pacer = None,
+                    },
+                    _ = sleep_until_opt(window_change) => break,
+                    changed = catalog.changed() => {
+                        if changed.is_err() { return; }
+                        let cat = catalog.borrow_and_update();
+                        let now = OffsetDateTime::now_utc();
+                        let active = schedule::active_set(cat.items.values(), &screen, now);
+                        let still_shown = slot.as_ref().is_some_and(|(id, v)| active.iter().any(|i| &i.id == id && i.version == *v));
+                        if rotation.should_interrupt(&active) || !still_shown {
+                            break;
+                        }
                     }
                 }
             }
@@ -696,82 +747,93 @@ async fn run_rotation(
     }
 }
 
-/// Keeps the media of current and upcoming notices in the cache: works out
-/// which media they name (reading bodies through a read-only connection, off
-/// the async threads) and hands the list to the fetcher.
-async fn run_media(
+/// The media task: keeps the media of current and upcoming notices in the
+/// cache. It works out which media they name (reading bodies through a
+/// read-only connection, off the async threads) and hands the list to the
+/// fetcher.
+struct MediaTask {
     config: Config,
-    mut catalog: watch::Receiver<Catalog>,
+    catalog: watch::Receiver<Catalog>,
     ready: watch::Sender<u64>,
     cancel: CancellationToken,
-) {
-    let setup = MediaCache::open(&config.store.media_dir)
-        .map_err(anyhow::Error::from)
-        .and_then(|cache| Ok((cache, media::http_client()?)));
-    let (cache, client) = match setup {
-        Ok(setup) => setup,
-        Err(e) => {
-            tracing::error!(
-                "media cache {} unusable, images will not show: {e:#}",
-                config.store.media_dir.display()
-            );
-            // Keep `ready` open: the UI watches it.
-            cancel.cancelled().await;
-            return;
-        }
-    };
-    let (wanted_tx, wanted_rx) = watch::channel(Vec::new());
-    let fetcher = tokio::spawn(media::run_fetcher(
-        cache,
-        client,
-        wanted_rx,
-        ready,
-        cancel.clone(),
-    ));
-    let mut known: HashMap<schedule::Key, Vec<Media>> = HashMap::new();
-    loop {
-        let now = OffsetDateTime::now_utc();
-        let current: Vec<schedule::Key> = catalog
-            .borrow_and_update()
-            .items
-            .values()
-            .filter(|i| {
-                i.status == crate::protocol::Status::Active
-                    && i.targets(&config.screen.id)
-                    && i.valid_until > now
-            })
-            .map(|i| i.key())
-            .collect();
-        known.retain(|k, _| current.contains(k));
-        let unread: Vec<schedule::Key> = current
-            .iter()
-            .filter(|k| !known.contains_key(*k))
-            .cloned()
-            .collect();
-        if !unread.is_empty() {
-            let path = config.store.path.clone();
-            match tokio::task::spawn_blocking(move || media_of(&path, unread)).await {
-                Ok(Ok(read)) => known.extend(read),
-                Ok(Err(e)) => tracing::warn!("cannot read notice media from the store: {e:#}"),
-                Err(e) => tracing::warn!("media lookup failed: {e}"),
+}
+
+impl MediaTask {
+    async fn run(self) {
+        let MediaTask {
+            config,
+            mut catalog,
+            ready,
+            cancel,
+        } = self;
+        let setup = MediaCache::open(&config.store.media_dir)
+            .map_err(anyhow::Error::from)
+            .and_then(|cache| Ok((cache, media::http_client()?)));
+        let (cache, client) = match setup {
+            Ok(setup) => setup,
+            Err(e) => {
+                tracing::error!(
+                    "media cache {} unusable, images will not show: {e:#}",
+                    config.store.media_dir.display()
+                );
+                // Keep `ready` open: the UI watches it.
+                cancel.cancelled().await;
+                return;
+            }
+        };
+        let (wanted_tx, wanted_rx) = watch::channel(Vec::new());
+        let fetcher = tokio::spawn(media::run_fetcher(
+            cache,
+            client,
+            wanted_rx,
+            ready,
+            cancel.clone(),
+        ));
+        let mut known: HashMap<schedule::Key, Vec<Media>> = HashMap::new();
+        loop {
+            let now = OffsetDateTime::now_utc();
+            let current: Vec<schedule::Key> = catalog
+                .borrow_and_update()
+                .items
+                .values()
+                .filter(|i| {
+                    i.status == crate::protocol::Status::Active
+                        && i.targets(&config.screen.id)
+                        && i.valid_until > now
+                })
+                .map(|i| i.key())
+                .collect();
+            known.retain(|k, _| current.contains(k));
+            let unread: Vec<schedule::Key> = current
+                .iter()
+                .filter(|k| !known.contains_key(*k))
+                .cloned()
+                .collect();
+            if !unread.is_empty() {
+                let path = config.store.path.clone();
+                match tokio::task::spawn_blocking(move || media_of(&path, unread)).await {
+                    Ok(Ok(read)) => known.extend(read),
+                    Ok(Err(e)) => tracing::warn!("cannot read notice media from the store: {e:#}"),
+                    Err(e) => tracing::warn!("media lookup failed: {e}"),
+                }
+            }
+            let mut wanted: Vec<Media> = known.values().flatten().cloned().collect();
+            wanted.sort_by(|a, b| a.sha256.cmp(&b.sha256));
+            wanted.dedup_by(|a, b| a.sha256 == b.sha256);
+            wanted_tx.send_if_modified(|w| {
+                let changed = *w != wanted;
+                *w = wanted;
+                changed
+            });
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                r = catalog.changed() => if r.is_err() { break },
+                // Windows open and close with the clock.
+                _ = tokio::time::sleep(Duration::from_secs(60)) => {}
             }
         }
-        let mut wanted: Vec<Media> = known.values().flatten().cloned().collect();
-        wanted.sort_by(|a, b| a.sha256.cmp(&b.sha256));
-        wanted.dedup_by(|a, b| a.sha256 == b.sha256);
-        wanted_tx.send_if_modified(|w| {
-            let changed = *w != wanted;
-            *w = wanted;
-            changed
-        });
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = catalog.changed() => if r.is_err() { break },
-            // Windows open and close with the clock.
-            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
-        }
+        let _ = fetcher.await;
     }
-    let _ = fetcher.await;
 }
 
 /// The media each notice names.
@@ -848,14 +910,17 @@ mod tests {
         let (showing_tx, mut showing_rx) = watch::channel(None);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(run_rotation(
-            "lobby".into(),
-            dwell,
-            Some(done_rx),
-            catalog_rx,
-            showing_tx,
-            cancel.clone(),
-        ));
+        let task = tokio::spawn(
+            RotationTask {
+                screen: "lobby".into(),
+                dwell,
+                pacer: Some(done_rx),
+                catalog: catalog_rx,
+                showing: showing_tx,
+                cancel: cancel.clone(),
+            }
+            .run(),
+        );
         let mut next = async || -> String {
             showing_rx.changed().await.unwrap();
             showing_rx.borrow_and_update().as_ref().unwrap().id.clone()

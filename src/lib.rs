@@ -9,8 +9,10 @@
 //! - [`config`]: the screen's TOML configuration, every problem reported at once.
 //! - [`mqtt`]: the only owner of the rumqttc event loop; connection, backoff,
 //!   subscriptions, manual acks after commit, manifest catch-up.
-//! - [`daemon`]: wires store, MQTT, status and rotation tasks together with
-//!   a cancellation token; what `gongkaid` runs.
+//! - [`daemon`]: the screen's tasks (ingest, MQTT, status, rotation, media,
+//!   feedback sync), wired together around one cancellation token.
+//! - [`app`]: the one lifecycle: start, tell systemd, run until a signal, a
+//!   closed window or a failed task, stop within a deadline.
 //! - [`sync`]: residents' feedback from the screen's outbox to the office.
 //! - [`office`]: the office's side, behind the `gongkai` CLI (and its
 //!   intake server).
@@ -20,6 +22,7 @@
 //! - [`ui`]: the only user of slint; the screen's pages, rotation and kiosk
 //!   views in a window or headless, beside the daemon's runtime.
 
+pub mod app;
 pub mod config;
 pub mod daemon;
 pub mod demo;

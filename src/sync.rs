@@ -99,182 +99,202 @@ type OutboxWork = Box<dyn FnOnce(&mut Outbox) -> crate::store::Result<()> + Send
 pub type OutboxState = watch::Sender<OutboxCounts>;
 
 /// The sync task. `wake` is notified after every submission.
-pub async fn run_sync(
-    store: PathBuf,
-    office: Option<OfficeConfig>,
-    screen: String,
-    community: String,
-    wake: Arc<Notify>,
-    counts: OutboxState,
-    cancel: CancellationToken,
-) {
-    let outbox = match tokio::task::spawn_blocking({
-        let store = store.clone();
-        move || Outbox::open(&store)
-    })
-    .await
-    {
-        Ok(Ok(outbox)) => Arc::new(std::sync::Mutex::new(outbox)),
-        Ok(Err(e)) => {
-            tracing::error!("feedback outbox unusable: {e}");
-            // Keep `counts` open until shutdown: the status task watches it.
-            cancel.cancelled().await;
-            return;
-        }
-        Err(_) => {
-            cancel.cancelled().await;
-            return;
-        }
-    };
-    let with_outbox = |f: OutboxWork| {
-        let outbox = outbox.clone();
-        async move {
-            let result = tokio::task::spawn_blocking(move || {
-                let mut outbox = outbox.lock().expect("outbox lock");
-                f(&mut outbox)
-            })
-            .await;
-            match result {
-                Ok(Ok(())) => true,
-                Ok(Err(e)) => {
-                    tracing::error!("feedback outbox: {e}");
-                    false
-                }
-                Err(_) => false,
-            }
-        }
-    };
-    let refresh = |counts: &OutboxState| {
-        let outbox = outbox.clone();
-        let counts = counts.clone();
-        async move {
-            if let Ok(Ok(mut now)) =
-                tokio::task::spawn_blocking(move || outbox.lock().expect("outbox lock").counts())
-                    .await
-            {
-                counts.send_if_modified(|c| {
-                    now.unauthorized = c.unauthorized;
-                    std::mem::replace(c, now) != now
-                });
-            }
-        }
-    };
-    let unauthorized = |counts: &OutboxState, yes: bool| {
-        counts.send_if_modified(|c| std::mem::replace(&mut c.unauthorized, yes) != yes);
-    };
-    refresh(&counts).await;
-    let Some(office) = office else {
-        tracing::info!("no [office] in the configuration: feedback stays in the outbox");
-        cancel.cancelled().await;
-        return;
-    };
-    let client = match http_client(Duration::from_secs(office.timeout_seconds)) {
-        Ok(client) => client,
-        Err(e) => {
-            tracing::error!("feedback sync cannot start: {e:#}");
-            cancel.cancelled().await;
-            return;
-        }
-    };
-    let url = format!("{}/api/v1/feedback", office.url.trim_end_matches('/'));
-    let mut batch_size = BATCH;
-    let mut attempt = 0u32;
-    loop {
-        // New submissions show in the status at once, office or not.
-        refresh(&counts).await;
-        let pending = {
-            let outbox = outbox.clone();
-            let limit = batch_size;
-            tokio::task::spawn_blocking(move || outbox.lock().expect("outbox lock").pending(limit))
-                .await
-        };
-        let items = match pending {
-            Ok(Ok(items)) => items,
+pub struct SyncTask {
+    /// The screen's store file, whose outbox this task sends.
+    pub store: PathBuf,
+    pub office: Option<OfficeConfig>,
+    pub screen: String,
+    pub community: String,
+    /// Notified after a submission, so that it goes out at once.
+    pub wake: Arc<Notify>,
+    pub counts: OutboxState,
+    pub cancel: CancellationToken,
+}
+
+impl SyncTask {
+    pub async fn run(self) {
+        let SyncTask {
+            store,
+            office,
+            screen,
+            community,
+            wake,
+            counts,
+            cancel,
+        } = self;
+        let outbox = match tokio::task::spawn_blocking({
+            let store = store.clone();
+            move || Outbox::open(&store)
+        })
+        .await
+        {
+            Ok(Ok(outbox)) => Arc::new(std::sync::Mutex::new(outbox)),
             Ok(Err(e)) => {
-                tracing::error!("feedback outbox: {e}");
-                Vec::new()
+                tracing::error!("feedback outbox unusable: {e}");
+                // Keep `counts` open until shutdown: the status task watches it.
+                cancel.cancelled().await;
+                return;
             }
             Err(_) => {
                 cancel.cancelled().await;
                 return;
             }
         };
-        if items.is_empty() {
-            batch_size = BATCH;
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(IDLE_CHECK) => {}
-            }
-            continue;
-        }
-        let token = office
-            .token_file
-            .as_deref()
-            .map(crate::mqtt::read_secret)
-            .transpose();
-        let reply = match token {
-            Ok(token) => send(&client, &url, token.as_deref(), &screen, &community, &items).await,
-            Err(e) => Reply::Status {
-                code: 401,
-                retry_after: None,
-                message: format!("{e:#}"),
-            },
-        };
-        let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
-        let wait = match action(reply, items.len()) {
-            Action::Settle { accepted, rejected } => {
-                attempt = 0;
-                unauthorized(&counts, false);
-                batch_size = BATCH;
-                for (id, reason) in &rejected {
-                    tracing::warn!("the office refused feedback {id}: {reason}");
-                }
-                let settled = with_outbox(Box::new(move |o| {
-                    o.accepted(&accepted)?;
-                    for (id, reason) in &rejected {
-                        o.rejected(id, reason)?;
-                    }
-                    Ok(())
-                }))
+        let with_outbox = |f: OutboxWork| {
+            let outbox = outbox.clone();
+            async move {
+                let result = tokio::task::spawn_blocking(move || {
+                    let mut outbox = outbox.lock().expect("outbox lock");
+                    f(&mut outbox)
+                })
                 .await;
-                refresh(&counts).await;
-                if settled {
-                    None
-                } else {
-                    Some(Duration::from_secs(1))
+                match result {
+                    Ok(Ok(())) => true,
+                    Ok(Err(e)) => {
+                        tracing::error!("feedback outbox: {e}");
+                        false
+                    }
+                    Err(_) => false,
                 }
             }
-            Action::Split => {
-                batch_size = 1;
-                None
-            }
-            Action::Park(reason) => {
-                tracing::warn!("the office refused feedback {}: {reason}", ids[0]);
-                let id = ids[0].clone();
-                with_outbox(Box::new(move |o| o.rejected(&id, &reason))).await;
-                refresh(&counts).await;
-                None
-            }
-            Action::Unauthorized(message) => {
-                unauthorized(&counts, true);
-                tracing::error!(
-                    "the office refused this screen's token ({message}); feedback waits in the outbox until the token is fixed"
-                );
-                Some(LONG_WAIT.min(RETRY.cap * 12))
-            }
-            Action::Retry(after) => {
-                attempt = attempt.saturating_add(1);
-                let ids = ids.clone();
-                with_outbox(Box::new(move |o| o.attempted(&ids))).await;
-                let backoff = RETRY.delay(attempt, &mut rand::thread_rng());
-                Some(after.map_or(backoff, |a| a.min(LONG_WAIT).max(backoff)))
+        };
+        let refresh = |counts: &OutboxState| {
+            let outbox = outbox.clone();
+            let counts = counts.clone();
+            async move {
+                if let Ok(Ok(mut now)) = tokio::task::spawn_blocking(move || {
+                    outbox.lock().expect("outbox lock").counts()
+                })
+                .await
+                {
+                    counts.send_if_modified(|c| {
+                        now.unauthorized = c.unauthorized;
+                        std::mem::replace(c, now) != now
+                    });
+                }
             }
         };
-        if let Some(wait) = wait {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
+        let unauthorized = |counts: &OutboxState, yes: bool| {
+            counts.send_if_modified(|c| std::mem::replace(&mut c.unauthorized, yes) != yes);
+        };
+        refresh(&counts).await;
+        let Some(office) = office else {
+            tracing::info!("no [office] in the configuration: feedback stays in the outbox");
+            cancel.cancelled().await;
+            return;
+        };
+        let client = match http_client(Duration::from_secs(office.timeout_seconds)) {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::error!("feedback sync cannot start: {e:#}");
+                cancel.cancelled().await;
+                return;
+            }
+        };
+        let url = format!("{}/api/v1/feedback", office.url.trim_end_matches('/'));
+        let mut batch_size = BATCH;
+        let mut attempt = 0u32;
+        loop {
+            // New submissions show in the status at once, office or not.
+            refresh(&counts).await;
+            let pending = {
+                let outbox = outbox.clone();
+                let limit = batch_size;
+                tokio::task::spawn_blocking(move || {
+                    outbox.lock().expect("outbox lock").pending(limit)
+                })
+                .await
+            };
+            let items = match pending {
+                Ok(Ok(items)) => items,
+                Ok(Err(e)) => {
+                    tracing::error!("feedback outbox: {e}");
+                    Vec::new()
+                }
+                Err(_) => {
+                    cancel.cancelled().await;
+                    return;
+                }
+            };
+            if items.is_empty() {
+                batch_size = BATCH;
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(IDLE_CHECK) => {}
+                }
+                continue;
+            }
+            let token = office
+                .token_file
+                .as_deref()
+                .map(crate::mqtt::read_secret)
+                .transpose();
+            let reply = match token {
+                Ok(token) => {
+                    send(&client, &url, token.as_deref(), &screen, &community, &items).await
+                }
+                Err(e) => Reply::Status {
+                    code: 401,
+                    retry_after: None,
+                    message: format!("{e:#}"),
+                },
+            };
+            let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
+            let wait = match action(reply, items.len()) {
+                Action::Settle { accepted, rejected } => {
+                    attempt = 0;
+                    unauthorized(&counts, false);
+                    batch_size = BATCH;
+                    for (id, reason) in &rejected {
+                        tracing::warn!("the office refused feedback {id}: {reason}");
+                    }
+                    let settled = with_outbox(Box::new(move |o| {
+                        o.accepted(&accepted)?;
+                        for (id, reason) in &rejected {
+                            o.rejected(id, reason)?;
+                        }
+                        Ok(())
+                    }))
+                    .await;
+                    refresh(&counts).await;
+                    if settled {
+                        None
+                    } else {
+                        Some(Duration::from_secs(1))
+                    }
+                }
+                Action::Split => {
+                    batch_size = 1;
+                    None
+                }
+                Action::Park(reason) => {
+                    tracing::warn!("the office refused feedback {}: {reason}", ids[0]);
+                    let id = ids[0].clone();
+                    with_outbox(Box::new(move |o| o.rejected(&id, &reason))).await;
+                    refresh(&counts).await;
+                    None
+                }
+                Action::Unauthorized(message) => {
+                    unauthorized(&counts, true);
+                    tracing::error!(
+                        "the office refused this screen's token ({message}); feedback waits in the outbox until the token is fixed"
+                    );
+                    Some(LONG_WAIT.min(RETRY.cap * 12))
+                }
+                Action::Retry(after) => {
+                    attempt = attempt.saturating_add(1);
+                    let ids = ids.clone();
+                    with_outbox(Box::new(move |o| o.attempted(&ids))).await;
+                    let backoff = RETRY.delay(attempt, &mut rand::thread_rng());
+                    Some(after.map_or(backoff, |a| a.min(LONG_WAIT).max(backoff)))
+                }
+            };
+            if let Some(wait) = wait {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
             }
         }
     }

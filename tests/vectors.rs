@@ -153,3 +153,39 @@ fn the_ordering_sequence_leaves_the_expected_state() {
     let catalog = store.load_catalog().unwrap();
     assert_eq!(catalog.rejected, 1);
 }
+
+/// Version 1.1's limits (section 3.2): versions at most 2^53 − 1, for notices
+/// and manifests, each case applied to a screen that holds nothing, through
+/// the verifier and the store as the daemon runs them.
+#[test]
+fn v1_1_limits_bound_versions_at_2_pow_53_minus_1() {
+    let limits = dir().join("v1.1/limits");
+    let cases = json(limits.join("limits.json"));
+    let space = TopicSpace::new("gongkai/v1", cases["screen_community"].as_str().unwrap());
+    let cases = cases["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 5);
+    for case in cases {
+        let file = case["file"].as_str().unwrap();
+        let topic = case["topic"].as_str().unwrap();
+        let bytes = std::fs::read(limits.join(file)).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&tmp.path().join("screen.db")).unwrap();
+        let verdict = verify_message(&space, topic, &bytes, &policy());
+        let outcome = store
+            .commit(&[Incoming {
+                topic: topic.into(),
+                bytes,
+                verdict,
+            }])
+            .unwrap()
+            .remove(0);
+        match (case["expect"].as_str().unwrap(), &outcome) {
+            ("accept", Outcome::Accepted(item)) => assert_eq!(item.version, (1 << 53) - 1),
+            ("reject", Outcome::Rejected(r)) => {
+                let reason = case["reason"].as_str().unwrap();
+                assert!(r.reason.contains(reason), "{file}: {}", r.reason);
+            }
+            (expect, other) => panic!("{file}: expected {expect}, got {other:?}"),
+        }
+    }
+}

@@ -74,7 +74,7 @@ fn main() -> ExitCode {
     };
     let result = match config {
         Some(config) if args.headless => {
-            runtime.block_on(gongkai::daemon::run(config, gongkai::shutdown_signal()))
+            gongkai::app::run(&runtime, config, gongkai::shutdown_signal(), None)
         }
         Some(config) => run_screen(&runtime, config, Output::Window),
         None => run_demo(&runtime, &args),
@@ -104,7 +104,7 @@ fn run_demo(runtime: &tokio::runtime::Runtime, args: &Args) -> anyhow::Result<()
     let config = demo.config.clone();
     if args.headless {
         println!("     running headless, logging each rotation step; Ctrl-C stops it.\n");
-        return runtime.block_on(gongkai::daemon::run(config, gongkai::shutdown_signal()));
+        return gongkai::app::run(&runtime, config, gongkai::shutdown_signal(), None);
     }
     if window::display_available() {
         println!("     opening a window; close it or press Ctrl-C to stop.\n");

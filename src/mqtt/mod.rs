@@ -491,99 +491,117 @@ pub struct Counters {
 /// The session task: subscriptions and manifest catch-up. On shutdown it
 /// publishes the offline status itself (a clean disconnect sends no will)
 /// and disconnects.
-#[allow(clippy::too_many_arguments)]
-pub async fn run_session(
-    client: AsyncClient,
-    topics: TopicSpace,
-    mut links: mpsc::UnboundedReceiver<Link>,
-    mut catalog: watch::Receiver<Catalog>,
-    connected: watch::Sender<bool>,
-    counters: Arc<Counters>,
-    batch: usize,
-    offline_status: (String, Vec<u8>),
-    cancel: CancellationToken,
-) {
-    let mut catch_up = CatchUp::new(batch);
-    let mut is_connected = false;
-    let mut manifest_version = catalog.borrow().manifest.as_ref().map(|m| m.version);
-    let mut last_handled = counters.handled.load(Ordering::Relaxed);
-    // Catch-up waits until the subscriptions of a connection are acknowledged
-    // and a whole tick passed without a message: the retained flood of the
-    // wildcard subscription has then settled, and fetching what it lacked
-    // will not race it.
-    let mut pending_subacks = 0usize;
-    let mut settled = false;
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            link = links.recv() => match link {
-                None => break,
-                Some(Link::Connected { session_present }) => {
-                    is_connected = true;
-                    tracing::info!("connected to the broker (session kept: {session_present})");
-                    pending_subacks = subscribe(&client, &topics, session_present).await;
-                    settled = false;
-                    catch_up.restart();
-                    connected.send_replace(true);
-                }
-                Some(Link::Disconnected { .. }) => {
-                    if is_connected {
-                        is_connected = false;
-                        connected.send_replace(false);
+pub struct SessionTask {
+    pub client: AsyncClient,
+    pub topics: TopicSpace,
+    /// Connection changes from the event loop task.
+    pub links: mpsc::UnboundedReceiver<Link>,
+    pub catalog: watch::Receiver<Catalog>,
+    /// Whether the broker connection is up, for the status and the UI.
+    pub connected: watch::Sender<bool>,
+    pub counters: Arc<Counters>,
+    /// Exact-topic subscriptions per catch-up batch.
+    pub batch: usize,
+    /// The topic and payload of the goodbye.
+    pub offline_status: (String, Vec<u8>),
+    pub cancel: CancellationToken,
+}
+
+impl SessionTask {
+    pub async fn run(self) {
+        let SessionTask {
+            client,
+            topics,
+            mut links,
+            mut catalog,
+            connected,
+            counters,
+            batch,
+            offline_status,
+            cancel,
+        } = self;
+        let mut catch_up = CatchUp::new(batch);
+        let mut is_connected = false;
+        let mut manifest_version = catalog.borrow().manifest.as_ref().map(|m| m.version);
+        let mut last_handled = counters.handled.load(Ordering::Relaxed);
+        // Catch-up waits until the subscriptions of a connection are acknowledged
+        // and a whole tick passed without a message: the retained flood of the
+        // wildcard subscription has then settled, and fetching what it lacked
+        // will not race it.
+        let mut pending_subacks = 0usize;
+        let mut settled = false;
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                link = links.recv() => match link {
+                    None => break,
+                    Some(Link::Connected { session_present }) => {
+                        is_connected = true;
+                        tracing::info!("connected to the broker (session kept: {session_present})");
+                        pending_subacks = subscribe(&client, &topics, session_present).await;
+                        settled = false;
+                        catch_up.restart();
+                        connected.send_replace(true);
+                    }
+                    Some(Link::Disconnected { .. }) => {
+                        if is_connected {
+                            is_connected = false;
+                            connected.send_replace(false);
+                        }
+                    }
+                    Some(Link::SubscribeAcked) => pending_subacks = pending_subacks.saturating_sub(1),
+                },
+                changed = catalog.changed() => {
+                    if changed.is_err() { break; }
+                    let version = catalog.borrow_and_update().manifest.as_ref().map(|m| m.version);
+                    if version != manifest_version {
+                        manifest_version = version;
+                        catch_up.restart();
                     }
                 }
-                Some(Link::SubscribeAcked) => pending_subacks = pending_subacks.saturating_sub(1),
-            },
-            changed = catalog.changed() => {
-                if changed.is_err() { break; }
-                let version = catalog.borrow_and_update().manifest.as_ref().map(|m| m.version);
-                if version != manifest_version {
-                    manifest_version = version;
-                    catch_up.restart();
+                _ = tick.tick() => {
+                    let handled = counters.handled.load(Ordering::Relaxed);
+                    if handled == last_handled && pending_subacks == 0 {
+                        settled = true;
+                    }
+                    last_handled = handled;
                 }
             }
-            _ = tick.tick() => {
-                let handled = counters.handled.load(Ordering::Relaxed);
-                if handled == last_handled && pending_subacks == 0 {
-                    settled = true;
+            if !is_connected {
+                continue;
+            }
+            let missing = catalog.borrow().missing();
+            let step = catch_up.step(&missing, settled, Instant::now());
+            for id in &step.unsubscribe {
+                let _ = client.unsubscribe(topics.notice(id)).await;
+            }
+            if !step.subscribe.is_empty() {
+                tracing::info!(
+                    "fetching {} notices listed by the manifest ({} missing)",
+                    step.subscribe.len(),
+                    missing.len()
+                );
+                counters
+                    .fetched
+                    .fetch_add(step.subscribe.len() as u64, Ordering::Relaxed);
+                let filters = step
+                    .subscribe
+                    .iter()
+                    .map(|id| rumqttc::SubscribeFilter::new(topics.notice(id), QoS::AtLeastOnce));
+                if let Err(e) = client.subscribe_many(filters).await {
+                    tracing::warn!("cannot subscribe for missing notices: {e}");
                 }
-                last_handled = handled;
             }
         }
-        if !is_connected {
-            continue;
+        // Say goodbye: a clean disconnect suppresses the will, so publish it ourselves.
+        if is_connected {
+            let (topic, payload) = offline_status;
+            let _ = client.publish(topic, QoS::AtLeastOnce, true, payload).await;
         }
-        let missing = catalog.borrow().missing();
-        let step = catch_up.step(&missing, settled, Instant::now());
-        for id in &step.unsubscribe {
-            let _ = client.unsubscribe(topics.notice(id)).await;
-        }
-        if !step.subscribe.is_empty() {
-            tracing::info!(
-                "fetching {} notices listed by the manifest ({} missing)",
-                step.subscribe.len(),
-                missing.len()
-            );
-            counters
-                .fetched
-                .fetch_add(step.subscribe.len() as u64, Ordering::Relaxed);
-            let filters = step
-                .subscribe
-                .iter()
-                .map(|id| rumqttc::SubscribeFilter::new(topics.notice(id), QoS::AtLeastOnce));
-            if let Err(e) = client.subscribe_many(filters).await {
-                tracing::warn!("cannot subscribe for missing notices: {e}");
-            }
-        }
+        let _ = client.disconnect().await;
     }
-    // Say goodbye: a clean disconnect suppresses the will, so publish it ourselves.
-    if is_connected {
-        let (topic, payload) = offline_status;
-        let _ = client.publish(topic, QoS::AtLeastOnce, true, payload).await;
-    }
-    let _ = client.disconnect().await;
 }
 
 /// Subscribes for a new connection; returns how many SUBACKs to expect.

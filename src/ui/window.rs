@@ -49,30 +49,24 @@ pub fn display_available() -> bool {
 }
 
 /// Runs a screen: the daemon on `runtime`, the UI on this (the main) thread,
-/// until `shutdown` resolves or the window is closed. Tells systemd when the
-/// store is open and the tasks run.
+/// until `shutdown` resolves, the window is closed or a task fails (see
+/// [`crate::app::run`], which owns the lifecycle).
 pub fn run_screen(
     runtime: &tokio::runtime::Runtime,
     config: Config,
     output: Output<'_>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (daemon, link) = runtime.block_on(crate::daemon::Daemon::start_with_ui(config.clone()))?;
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    let cancel = CancellationToken::new();
-    let on_signal = cancel.clone();
-    runtime.spawn(async move {
-        tokio::select! {
-            _ = shutdown => on_signal.cancel(),
-            _ = on_signal.cancelled() => {}
-        }
-    });
-    let result = run(&config, link, runtime.handle(), cancel.clone(), output);
-    tracing::info!("shutting down");
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    cancel.cancel();
-    runtime.block_on(daemon.shutdown());
-    result
+    let handle = runtime.handle().clone();
+    let ui_config = config.clone();
+    crate::app::run(
+        runtime,
+        config,
+        shutdown,
+        Some(Box::new(move |link, stop| {
+            run(&ui_config, link, &handle, stop, output)
+        })),
+    )
 }
 
 /// Runs the UI on this (the main) thread until the window closes or

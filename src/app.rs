@@ -1,0 +1,225 @@
+//! One lifecycle for every way a screen runs (headless, in a window, as PNG
+//! frames): start the daemon's tasks, tell systemd, run until a signal, a
+//! closed window or a failed task, then stop everything within a deadline.
+//!
+//! - [`Tasks`] spawns every task of the daemon around one cancellation
+//!   token. A task that panics, returns an error, or simply ends before
+//!   shutdown is a *failure*: it is logged with its cause and [`run`]
+//!   returns an error, so the binary exits non-zero and systemd restarts it.
+//!   A half-alive screen (rotating, say, while nothing is taken in any more)
+//!   is never an option.
+//! - [`run`] is the only place that talks to systemd (`READY=1`,
+//!   `STOPPING=1`).
+//!
+//! What runs is in [`crate::daemon`]; how it is drawn is in [`crate::ui`].
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use anyhow::anyhow;
+use futures_util::FutureExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::daemon::{Daemon, UiLink};
+
+/// A task that stopped when it should not have, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub task: &'static str,
+    pub cause: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the {} task failed: {}", self.task, self.cause)
+    }
+}
+
+/// Spawns tasks; each failure goes to the [`Failures`] made with it.
+#[derive(Clone)]
+pub struct Tasks {
+    cancel: CancellationToken,
+    failed: mpsc::UnboundedSender<Failure>,
+}
+
+/// Where failed tasks are reported.
+pub struct Failures(mpsc::UnboundedReceiver<Failure>);
+
+impl Failures {
+    /// The next failure, once there is one. Never resolves if no task fails.
+    pub async fn next(&mut self) -> Failure {
+        match self.0.recv().await {
+            Some(failure) => failure,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Tasks {
+    /// Tasks that stop when `cancel` fires; ending before that is a failure.
+    pub fn new(cancel: CancellationToken) -> (Self, Failures) {
+        let (failed, failures) = mpsc::unbounded_channel();
+        (Self { cancel, failed }, Failures(failures))
+    }
+
+    /// Spawns `task` on the runtime. The handle lets shutdown wait for it in
+    /// the order it needs.
+    pub fn spawn(
+        &self,
+        name: &'static str,
+        task: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) -> JoinHandle<()> {
+        let report = self.reporter(name);
+        tokio::spawn(async move {
+            let outcome = AssertUnwindSafe(task).catch_unwind().await;
+            report(outcome);
+        })
+    }
+
+    /// Runs `work` on a thread of its own (it blocks: the store's owner).
+    pub fn spawn_thread(
+        &self,
+        name: &'static str,
+        work: impl FnOnce() -> anyhow::Result<()> + Send + 'static,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let report = self.reporter(name);
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let outcome = std::panic::catch_unwind(AssertUnwindSafe(work));
+                report(outcome);
+            })
+    }
+
+    fn reporter(
+        &self,
+        name: &'static str,
+    ) -> impl FnOnce(std::thread::Result<anyhow::Result<()>>) + Send + 'static {
+        let cancel = self.cancel.clone();
+        let failed = self.failed.clone();
+        move |outcome| {
+            let cause = match outcome {
+                Ok(Ok(())) if cancel.is_cancelled() => return,
+                Ok(Ok(())) => "it ended before shutdown".to_owned(),
+                Ok(Err(e)) => format!("{e:#}"),
+                Err(panic) => format!("it panicked: {}", panic_message(panic.as_ref())),
+            };
+            let failure = Failure { task: name, cause };
+            tracing::error!("{failure}");
+            let _ = failed.send(failure);
+        }
+    }
+
+    pub fn cancel(&self) -> &CancellationToken {
+        &self.cancel
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_owned()
+    }
+}
+
+/// A UI that runs on the calling (main) thread until the window closes or
+/// the token fires.
+pub type Ui<'a> = Box<dyn FnOnce(UiLink, CancellationToken) -> anyhow::Result<()> + 'a>;
+
+/// Runs a screen: starts the daemon on `runtime`, tells systemd it is ready,
+/// runs `ui` on this thread (or, headless, waits), and stops when `shutdown`
+/// resolves, the UI returns or a task fails. Returns the failure, if any.
+pub fn run(
+    runtime: &tokio::runtime::Runtime,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ui: Option<Ui<'_>>,
+) -> anyhow::Result<()> {
+    let (mut daemon, link) = runtime.block_on(Daemon::start_paced(config, ui.is_some()))?;
+    notify(sd_notify::NotifyState::Ready);
+    let stop = CancellationToken::new();
+    let watcher = {
+        let stop = stop.clone();
+        let mut failures = daemon
+            .failures
+            .take()
+            .expect("a new daemon has its failures");
+        runtime.spawn(async move {
+            let failure = tokio::select! {
+                () = shutdown => None,
+                () = stop.cancelled() => None,
+                failure = failures.next() => Some(failure),
+            };
+            stop.cancel();
+            failure
+        })
+    };
+    let ui_result = match ui {
+        Some(ui) => ui(link, stop.clone()),
+        None => {
+            runtime.block_on(stop.cancelled());
+            Ok(())
+        }
+    };
+    stop.cancel();
+    tracing::info!("shutting down");
+    notify(sd_notify::NotifyState::Stopping);
+    let failure = runtime.block_on(watcher).unwrap_or(None);
+    runtime.block_on(daemon.shutdown());
+    match failure {
+        Some(failure) => Err(anyhow!("{failure}")),
+        None => ui_result,
+    }
+}
+
+fn notify(state: sd_notify::NotifyState<'_>) {
+    let _ = sd_notify::notify(false, &[state]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_that_panics_errs_or_ends_early_is_a_failure() {
+        let cancel = CancellationToken::new();
+        let (tasks, mut failures) = Tasks::new(cancel.clone());
+        tasks.spawn("panicky", async { panic!("index out of range") });
+        let failure = failures.next().await;
+        assert_eq!(failure.task, "panicky");
+        assert!(failure.cause.contains("index out of range"), "{failure}");
+
+        tasks.spawn("erring", async { Err(anyhow!("disk gone")) });
+        assert_eq!(failures.next().await.cause, "disk gone");
+
+        tasks.spawn("quitter", async { Ok(()) });
+        assert!(failures.next().await.cause.contains("before shutdown"));
+
+        let thread = tasks
+            .spawn_thread("thread", || panic!("{}", String::from("owned message")))
+            .unwrap();
+        let _ = thread.join();
+        assert!(failures.next().await.cause.contains("owned message"));
+    }
+
+    #[tokio::test]
+    async fn a_task_that_ends_after_shutdown_began_is_not_a_failure() {
+        let cancel = CancellationToken::new();
+        let (tasks, mut failures) = Tasks::new(cancel.clone());
+        let watched = cancel.clone();
+        let handle = tasks.spawn("polite", async move {
+            watched.cancelled().await;
+            Ok(())
+        });
+        cancel.cancel();
+        handle.await.unwrap();
+        let none = tokio::time::timeout(std::time::Duration::from_millis(50), failures.next());
+        assert!(none.await.is_err(), "no failure reported");
+    }
+}
