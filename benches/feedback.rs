@@ -5,7 +5,7 @@
 //! `cargo bench --bench feedback`. The office is the real `gongkai office
 //! serve` process on loopback; the screen is the daemon, in this process.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};

@@ -6,7 +6,7 @@
 //!
 //! Each uses a Mosquitto process of its own on a free port (`cargo bench`).
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};

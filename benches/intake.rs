@@ -6,7 +6,7 @@
 //!
 //! `cargo bench --bench intake`; `-- --seconds N` measures N seconds a phase.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use std::sync::Arc;

@@ -10,7 +10,7 @@
 //!
 //! `cargo bench --bench screen`; the window figures need Xvfb and xwd.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -2,10 +2,10 @@
 //! encoding, signing and adding signatures.
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
-use super::keys::SecretKey;
+use super::keys::{SecretKey, decode_base64};
 use super::rejection::Rejection;
 
 pub const NOTICE_TYPE: &str = "application/vnd.gongkai.notice+json";
@@ -29,14 +29,6 @@ pub struct Signature {
     #[serde(default)]
     pub keyid: String,
     pub sig: String,
-}
-
-/// Decodes base64 in any of the alphabets DSSE receivers must accept:
-/// standard or URL-safe, with or without padding.
-pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
-    [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD]
-        .iter()
-        .find_map(|engine| engine.decode(text).ok())
 }
 
 /// `PAE(type, body) = "DSSEv1" SP LEN(type) SP type SP LEN(body) SP body`.

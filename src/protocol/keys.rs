@@ -3,9 +3,34 @@
 //! SHA-256 of the public key.
 
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use std::fmt;
+
+/// The role a screen's configuration gives a key (section 1). Roles never
+/// come from a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Office,
+    Supervisor,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Office => "office",
+            Role::Supervisor => "supervisor",
+        })
+    }
+}
+
+/// Decodes base64 in any of the alphabets DSSE receivers must accept:
+/// standard or URL-safe, with or without padding.
+pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|engine| engine.decode(text).ok())
+}
 
 /// Lowercase hex SHA-256 of a raw public key (64 hex characters).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -36,7 +61,7 @@ pub struct PublicKey {
 
 impl PublicKey {
     pub fn from_base64(text: &str) -> Result<Self, KeyError> {
-        let bytes = super::envelope::decode_base64(text.trim()).ok_or(KeyError::Base64)?;
+        let bytes = decode_base64(text.trim()).ok_or(KeyError::Base64)?;
         let raw: [u8; 32] = bytes
             .as_slice()
             .try_into()
@@ -82,7 +107,7 @@ impl SecretKey {
 
     /// Parses the key file format: the 32-byte seed as base64 on one line.
     pub fn from_base64(text: &str) -> Result<Self, KeyError> {
-        let bytes = super::envelope::decode_base64(text.trim()).ok_or(KeyError::Base64)?;
+        let bytes = decode_base64(text.trim()).ok_or(KeyError::Base64)?;
         let seed: [u8; 32] = bytes
             .as_slice()
             .try_into()

@@ -1,6 +1,6 @@
 //! Why a screen refused a message, in words an office clerk can act on.
 
-use super::verify::Role;
+use super::keys::Role;
 
 /// The reason a message was not accepted. `Display` is what goes into logs,
 /// the store's rejection table and the screen's status.

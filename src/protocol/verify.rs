@@ -2,29 +2,12 @@
 //! payload rules, topic and community match, and the approval policy of
 //! section 3.4 (office **and** supervisor unless the screen relaxes it).
 
-use std::fmt;
-
 use super::envelope::{self, Envelope, MANIFEST_TYPE, NOTICE_TYPE};
-use super::keys::{KeyId, PublicKey};
+use super::keys::{self, KeyId, PublicKey, Role};
 use super::manifest::Manifest;
 use super::notice::{Category, Notice, Priority};
 use super::rejection::Rejection;
 use super::topic::{Topic, TopicSpace};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    Office,
-    Supervisor,
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Role::Office => "office",
-            Role::Supervisor => "supervisor",
-        })
-    }
-}
 
 /// The keys a screen trusts, by role, and where it relaxes dual signing.
 /// Roles come from the screen's configuration, never from the message.
@@ -85,7 +68,7 @@ pub fn signed_roles(envelope: &Envelope, payload: &[u8], policy: &TrustPolicy) -
     let mut roles = Vec::new();
     for role in [Role::Office, Role::Supervisor] {
         let signed = envelope.signatures.iter().any(|s| {
-            let Some(sig) = envelope::decode_base64(&s.sig) else {
+            let Some(sig) = keys::decode_base64(&s.sig) else {
                 return false;
             };
             policy

@@ -240,23 +240,10 @@ pub struct Mosquitto {
 }
 
 impl Mosquitto {
-    /// `None` (and a line saying so) where no mosquitto binary exists and
-    /// `GONGKAI_TEST_BROKER` is unset; in CI its absence fails the test.
+    /// `None` (and a SKIPPED line) where no mosquitto binary exists (see
+    /// [`tools`]).
     pub fn start(test: &str, extra: &str) -> Option<Mosquitto> {
-        if Command::new("mosquitto")
-            .arg("-h")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_err()
-        {
-            assert!(
-                std::env::var("GONGKAI_TEST_BROKER").is_err(),
-                "{test}: GONGKAI_TEST_BROKER is set but there is no mosquitto binary"
-            );
-            eprintln!(
-                "SKIPPED {test}: no mosquitto binary on this machine (set GONGKAI_TEST_BROKER in CI)"
-            );
+        if !tools(test, &["mosquitto"]) {
             return None;
         }
         let mut m = Mosquitto {
@@ -384,6 +371,23 @@ pub fn stored_versions(store: &Path) -> std::collections::BTreeMap<String, (u64,
         .collect()
 }
 
+/// Whether the tools a test needs are installed. Where one is missing, the
+/// test prints `SKIPPED <test>: <tool>` and should return, unless
+/// `GONGKAI_REQUIRE_ALL=1` (CI), where it fails: in CI no test skips.
+pub fn tools(test: &str, needed: &[&str]) -> bool {
+    let missing: Vec<&str> = needed.iter().copied().filter(|t| !have(t)).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let missing = missing.join(", ");
+    assert!(
+        std::env::var("GONGKAI_REQUIRE_ALL").as_deref() != Ok("1"),
+        "{test}: {missing} not installed, and GONGKAI_REQUIRE_ALL=1"
+    );
+    eprintln!("SKIPPED {test}: {missing}");
+    false
+}
+
 pub fn have(tool: &str) -> bool {
     Command::new("sh")
         .arg("-c")
@@ -402,15 +406,9 @@ pub struct Xvfb {
 }
 
 impl Xvfb {
-    /// `None` (and a line saying so) without Xvfb and xwd; in CI
-    /// (`GONGKAI_TEST_BROKER` set) their absence fails the test.
+    /// `None` (and a SKIPPED line) without Xvfb and xwd (see [`tools`]).
     pub fn start(test: &str, width: u32, height: u32) -> Option<Xvfb> {
-        if !have("Xvfb") || !have("xwd") {
-            assert!(
-                std::env::var("GONGKAI_TEST_BROKER").is_err(),
-                "{test}: CI must install xvfb and x11-apps"
-            );
-            eprintln!("SKIPPED {test}: no Xvfb or xwd on this machine");
+        if !tools(test, &["Xvfb", "xwd"]) {
             return None;
         }
         // Xvfb picks a free display itself and writes its number to
@@ -675,4 +673,63 @@ impl Drop for OfficeServer {
             let _ = child.wait();
         }
     }
+}
+
+/// Runs `f` on the one thread of this test binary that renders headless.
+/// Slint allows one platform per process (its event loop proxy is global),
+/// and the headless renderer installs its platform on the thread that first
+/// renders: every test that renders must do so on that same thread.
+pub fn render_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    use std::sync::Mutex;
+    use std::sync::mpsc;
+    type Job = Box<dyn FnOnce() + Send>;
+    static JOBS: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+    let jobs = JOBS.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("headless render".into())
+            .spawn(move || {
+                for job in rx {
+                    job();
+                }
+            })
+            .unwrap();
+        Mutex::new(tx)
+    });
+    let (done_tx, done_rx) = mpsc::channel();
+    let job: Job = Box::new(move || {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        let _ = done_tx.send(outcome);
+    });
+    jobs.lock().unwrap().send(job).unwrap();
+    match done_rx.recv().unwrap() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Runs the one test named `name` of this binary in a child process, and
+/// fails if it fails. For tests that install a Slint platform of their own
+/// (the testing backend), which cannot share a process with the headless one.
+pub fn in_child_process(name: &str) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            name,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{name} failed in its process:\n{text}"
+    );
+    assert!(text.contains("1 passed"), "{name} did not run:\n{text}");
 }

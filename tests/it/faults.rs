@@ -3,7 +3,7 @@
 //! a broker that drops messages past a small queue. Each test runs a Mosquitto
 //! of its own on a free port.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -6,11 +6,11 @@
 //! commit is read back from the screen's outbox.
 //!
 //! Needs `Xvfb`, `xwd` and `xdotool` (Debian's xvfb, x11-apps and xdotool).
-//! Without them the tests print SKIPPED; in CI (`GONGKAI_TEST_BROKER` set)
+//! Without them the tests print SKIPPED; in CI (`GONGKAI_REQUIRE_ALL=1`)
 //! they fail instead. The touch positions are those of the 1280×720 demo
 //! window.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::path::Path;
@@ -227,12 +227,7 @@ fn kiosk_demo_takes_feedback_by_touch_in_a_real_window() {
         assert!(bar_rows >= 40, "a band-coloured hint bar, {bar_rows} rows");
         assert!(dark_in_rows(shot, 80, 160) > 2000, "a title is drawn");
 
-        if !common::have("xdotool") {
-            assert!(
-                std::env::var("GONGKAI_TEST_BROKER").is_err(),
-                "CI must install xdotool"
-            );
-            eprintln!("SKIPPED the touch part: no xdotool");
+        if !common::tools("the kiosk's touches", &["xdotool"]) {
             return;
         }
         let x = demo.x;

@@ -3,7 +3,7 @@
 //! loopback, through outages, broken answers and `kill -9`. Submissions go
 //! through `Outbox::submit`, the call the kiosk UI makes.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;

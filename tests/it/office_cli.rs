@@ -4,7 +4,7 @@
 //! `gongkai sign` accepts, refusals that write nothing), against a running
 //! `gongkai office serve` fed over HTTP.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

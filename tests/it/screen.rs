@@ -2,7 +2,7 @@
 //! updates, withdrawal, replay and equivocation, empty retained payloads,
 //! forged and unsigned notices.
 
-mod common;
+use crate::common;
 
 use common::*;
 use gongkai::daemon::Daemon;
@@ -342,13 +342,15 @@ async fn media_are_fetched_checked_cached_and_shown() {
         &scene.dir.path().join("screen.db"),
     );
     let frame = tokio::task::spawn_blocking(move || {
-        gongkai::preview::render_from_store(
-            &config,
-            Some("with-image"),
-            1,
-            (1920, 1080),
-            time::OffsetDateTime::now_utc(),
-        )
+        common::render_thread(move || {
+            gongkai::preview::render_from_store(
+                &config,
+                Some("with-image"),
+                1,
+                (1920, 1080),
+                time::OffsetDateTime::now_utc(),
+            )
+        })
         .unwrap()
     })
     .await

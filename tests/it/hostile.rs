@@ -2,7 +2,7 @@
 //! that used to stop a screen (or mislead the people reading it), end to end,
 //! and then checks that the screen takes in the next valid notice.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

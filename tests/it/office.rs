@@ -2,7 +2,7 @@
 //! loopback, spoken to over HTTP with reqwest: tokens, idempotent feedback,
 //! and malformed, oversized and unauthorised requests that store nothing.
 
-mod common;
+use crate::common;
 
 use common::OfficeServer;
 use serde_json::json;

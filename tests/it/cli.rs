@@ -1,6 +1,6 @@
 //! The office CLI and `gongkaid --check`, run as their binaries.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

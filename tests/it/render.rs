@@ -3,7 +3,7 @@
 //! decodes back to `qr_url`; then the kiosk's home and list views. One test:
 //! the headless platform is per process.
 
-mod common;
+use crate::common;
 
 use gongkai::protocol::Notice;
 use gongkai::ui;
@@ -58,6 +58,10 @@ mod image_like {
 
 #[test]
 fn every_sample_renders_in_both_orientations() {
+    common::render_thread(every_sample_and_the_kiosk_views);
+}
+
+fn every_sample_and_the_kiosk_views() {
     let now = time::macros::datetime!(2026-10-10 10:30 +08:00);
     for (name, text) in gongkai::samples::ALL {
         let notice = Notice::from_payload(text.as_bytes()).unwrap();
