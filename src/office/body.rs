@@ -12,8 +12,10 @@
 //!   wants the rest read and discarded, up to `DRAIN_LIMIT` in all, so
 //!   that a client still sending receives the `413` rather than a reset
 //!   connection; the answer then closes the connection;
-//! - a memory budget shared by all bodies being read (`BODY_BUDGET`), so
-//!   that even token holders uploading slowly at once cannot take more.
+//! - a memory budget shared by the bodies being read: `JSON_BUDGET` for
+//!   feedback and plays, `SCREENSHOT_BUDGET` for screenshots, so that even
+//!   token holders uploading slowly at once cannot take more, and a few
+//!   slow screenshots cannot hold up residents' feedback.
 //!
 //! Any other refusal after the token check drains the body the same way
 //! before answering, for the same reason.
@@ -31,8 +33,18 @@ use tokio::time::{Duration, Instant, timeout_at};
 /// Bytes of a refused body read and discarded at most before answering.
 pub const DRAIN_LIMIT: u64 = 32 * 1024 * 1024;
 
-/// Bytes of bodies held in memory at once, at most, over all requests.
-pub const BODY_BUDGET: usize = 64 * 1024 * 1024;
+/// Bytes of JSON bodies held in memory at once, at most, over all
+/// requests: sixteen of the largest, thousands of the usual.
+pub const JSON_BUDGET: usize = 16 * 1024 * 1024;
+/// Bytes of screenshots held in memory at once, at most: six of the largest.
+pub const SCREENSHOT_BUDGET: usize = 48 * 1024 * 1024;
+
+/// Which memory budget a body is read under.
+#[derive(Debug, Clone, Copy)]
+pub enum Budget {
+    Json,
+    Screenshot,
+}
 
 /// The budget is counted in KiB: a semaphore's permits are `u32` a call.
 const BUDGET_UNIT: usize = 1024;
@@ -108,24 +120,26 @@ pub fn require_content_type(headers: &HeaderMap, expected: &str) -> Result<(), R
     }
 }
 
-/// What every upload shares: its time and the memory budget.
+/// What every upload shares: its time and the memory budgets.
 #[derive(Clone)]
 pub struct Reading {
     timeout: Duration,
-    budget: Arc<Semaphore>,
+    json: Arc<Semaphore>,
+    screenshots: Arc<Semaphore>,
 }
 
 impl Reading {
     pub fn new(timeout: Duration) -> Reading {
         Reading {
             timeout,
-            budget: Arc::new(Semaphore::new(BODY_BUDGET / BUDGET_UNIT)),
+            json: Arc::new(Semaphore::new(JSON_BUDGET / BUDGET_UNIT)),
+            screenshots: Arc::new(Semaphore::new(SCREENSHOT_BUDGET / BUDGET_UNIT)),
         }
     }
 
     /// The body of a request whose sender has been authorised, to be read
-    /// at most `limit` bytes. Its deadline starts now.
-    pub fn upload(&self, headers: &HeaderMap, body: Body, limit: usize) -> Upload {
+    /// at most `limit` bytes under `budget`. Its deadline starts now.
+    pub fn upload(&self, headers: &HeaderMap, body: Body, limit: usize, budget: Budget) -> Upload {
         let declared = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
@@ -136,7 +150,10 @@ impl Reading {
             limit,
             deadline: Instant::now() + self.timeout,
             timeout: self.timeout,
-            budget: self.budget.clone(),
+            budget: match budget {
+                Budget::Json => self.json.clone(),
+                Budget::Screenshot => self.screenshots.clone(),
+            },
             _held: None,
         }
     }

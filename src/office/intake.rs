@@ -47,7 +47,7 @@ use crate::protocol::notice::{
 use crate::protocol::sha256_hex;
 use crate::store::office::{FeedbackBatchRef, FeedbackRow, OfficeStore, Play, TokenHolder};
 
-use super::body::{Reading, Refusal, require_content_type};
+use super::body::{Budget, Reading, Refusal, require_content_type};
 use super::http::Limits;
 use super::input::{MAX_PLAYS, canonical_uuid, feedback_problem, plays_problem, png_problem};
 
@@ -374,7 +374,9 @@ async fn feedback(State(app): State<App>, headers: HeaderMap, body: Body) -> Res
         Ok(holder) => holder,
         Err(refusal) => return refusal.into_response(),
     };
-    let mut upload = app.reading.upload(&headers, body, MAX_JSON_BODY);
+    let mut upload = app
+        .reading
+        .upload(&headers, body, MAX_JSON_BODY, Budget::Json);
     let result = async {
         require_content_type(&headers, JSON)?;
         let mut batch: FeedbackBatch = parse(&upload.read().await?)?;
@@ -404,7 +406,9 @@ async fn plays(State(app): State<App>, headers: HeaderMap, body: Body) -> Respon
         Ok(holder) => holder,
         Err(refusal) => return refusal.into_response(),
     };
-    let mut upload = app.reading.upload(&headers, body, MAX_JSON_BODY);
+    let mut upload = app
+        .reading
+        .upload(&headers, body, MAX_JSON_BODY, Budget::Json);
     let result = async {
         require_content_type(&headers, JSON)?;
         let plays: PlaysBody = parse(&upload.read().await?)?;
@@ -440,7 +444,9 @@ async fn screenshot(
         Ok(holder) => holder,
         Err(refusal) => return refusal.into_response(),
     };
-    let mut upload = app.reading.upload(&headers, body, MAX_SCREENSHOT_BODY);
+    let mut upload = app
+        .reading
+        .upload(&headers, body, MAX_SCREENSHOT_BODY, Budget::Screenshot);
     let result = async {
         require_content_type(&headers, PNG)?;
         // The canonical spelling, so that one command keeps one frame.
