@@ -496,3 +496,394 @@ async fn sigterm_ends_the_server_within_ten_seconds_whatever_clients_do() {
         t.abort();
     }
 }
+
+/// Rows of an office table.
+fn rows(office: &OfficeServer, table: &str) -> i64 {
+    let db = rusqlite::Connection::open(&office.database).unwrap();
+    db.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Status and JSON body of an answer.
+async fn answer(response: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    let body = response.json().await.expect("a JSON body");
+    (status, body)
+}
+
+/// Play record `i`: each starts at its own second.
+fn play(i: usize) -> serde_json::Value {
+    json!({"notice_id": "2026q3-finance", "version": 3,
+           "started_at": format!("2026-10-08T{:02}:{:02}:{:02}.000Z", i / 3600 % 24, i / 60 % 60, i % 60),
+           "duration_ms": 36000})
+}
+
+/// Regression: one request stored 10,000 records with notice ids like
+/// `../0`, timestamps like `x`, a foreign community, and version 2^64−1
+/// stored as −1.
+#[tokio::test(flavor = "multi_thread")]
+async fn plays_are_refused_whole_unless_every_record_is_in_range() {
+    let office = OfficeServer::running();
+    let token = office.token_in("lobby-3", "lixia-demo");
+    let http = client();
+    let post = |plays: Vec<serde_json::Value>, community: &str| {
+        http.post(format!("{}/api/v1/plays", office.url))
+            .bearer_auth(&token)
+            .json(&json!({"screen": "lobby-3", "community": community, "plays": plays}))
+            .send()
+    };
+    let batch = |n: usize| (0..n).map(play).collect::<Vec<_>>();
+
+    for n in [10_000, 1001] {
+        let (status, body) = answer(post(batch(n), "lixia-demo").await.unwrap()).await;
+        assert_eq!(status, 413, "{n} records: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("at most 1000"),
+            "{body}"
+        );
+    }
+
+    // One bad field in record 3 refuses the batch, naming both.
+    let bad = |field: &str, value: serde_json::Value| {
+        let mut plays = batch(5);
+        plays[3][field] = value;
+        plays
+    };
+    let cases = [
+        (bad("notice_id", json!("../0")), "plays[3].notice_id"),
+        (bad("notice_id", json!("")), "plays[3].notice_id"),
+        (bad("started_at", json!("x")), "plays[3].started_at"),
+        (bad("version", json!(u64::MAX)), "plays[3].version"),
+        (bad("version", json!(0)), "plays[3].version"),
+        (bad("version", json!(1u64 << 53)), "plays[3].version"),
+        (bad("version", json!(-1)), "plays[3].version"),
+        (
+            bad(
+                "version",
+                serde_json::from_str("18446744073709551616").unwrap(),
+            ),
+            "plays[3].version",
+        ),
+        (
+            bad("duration_ms", json!(86_400_001)),
+            "plays[3].duration_ms",
+        ),
+        (bad("duration_ms", json!("long")), "plays[3].duration_ms"),
+    ];
+    for (plays, expected) in cases {
+        let (status, body) = answer(post(plays, "lixia-demo").await.unwrap()).await;
+        let error = body["error"].as_str().unwrap_or_default();
+        assert_eq!(status, 400, "{expected}: {body}");
+        assert!(error.contains(expected), "{error:?} should name {expected}");
+    }
+
+    // Another community than the screen's: refused like a wrong token.
+    let (status, body) = answer(post(batch(5), "other-demo").await.unwrap()).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("lixia-demo"),
+        "{body}"
+    );
+    // Not JSON by its content type: 415.
+    let response = http
+        .post(format!("{}/api/v1/plays", office.url))
+        .bearer_auth(&token)
+        .header("content-type", "text/plain")
+        .body(
+            json!({"screen": "lobby-3", "community": "lixia-demo", "plays": batch(5)}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer(response).await.0, 415);
+    assert_eq!(
+        rows(&office, "plays"),
+        0,
+        "nothing of a refused batch is stored"
+    );
+
+    // The limit itself is taken, once.
+    let (status, body) = answer(post(batch(1000), "lixia-demo").await.unwrap()).await;
+    assert_eq!((status, &body["stored"]), (200, &json!(1000)), "{body}");
+    let (_, body) = answer(post(batch(1000), "lixia-demo").await.unwrap()).await;
+    assert_eq!(body["stored"], json!(0), "a retry stores nothing twice");
+    assert_eq!(rows(&office, "plays"), 1000);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_screen_sends_only_for_its_own_community() {
+    let office = OfficeServer::running();
+    let http = client();
+    let post = |token: String, screen: &'static str, community: &'static str| {
+        let id = uuid::Uuid::now_v7().to_string();
+        http.post(format!("{}/api/v1/feedback", office.url))
+            .bearer_auth(token)
+            .json(&feedback_batch(screen, community, &[&id]))
+            .send()
+    };
+    // Bound when the token was issued.
+    let bound = office.token_in("lobby-3", "lixia-demo");
+    let (status, body) = answer(post(bound.clone(), "lobby-3", "other-demo").await.unwrap()).await;
+    assert_eq!(status, 401);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("belongs to community \"lixia-demo\""),
+        "{body}"
+    );
+    assert_eq!(
+        post(bound, "lobby-3", "lixia-demo").await.unwrap().status(),
+        200
+    );
+
+    // Issued without a community: bound by the first one it sends.
+    let unbound = office.token("gate-1");
+    assert_eq!(
+        post(unbound.clone(), "gate-1", "lixia-demo")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        post(unbound, "gate-1", "other-demo")
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    // A new token for the same screen keeps its community.
+    let renewed = office.token("gate-1");
+    assert_eq!(
+        post(renewed.clone(), "gate-1", "other-demo")
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        post(renewed, "gate-1", "lixia-demo")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(office.stored(), 3);
+    let db = rusqlite::Connection::open(&office.database).unwrap();
+    let foreign: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM feedback WHERE community != 'lixia-demo'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(foreign, 0);
+}
+
+/// Regression: one UUID written in five spellings was stored five times.
+#[tokio::test(flavor = "multi_thread")]
+async fn five_spellings_of_one_id_are_stored_once() {
+    let office = OfficeServer::running();
+    let token = office.token("lobby-3");
+    let http = client();
+    let canonical = "0192f1e4-7b7a-7cc3-9a51-6b3f4f0b2a30";
+    let spellings = [
+        "0192F1E4-7B7A-7CC3-9A51-6B3F4F0B2A30",
+        "{0192f1e4-7b7a-7cc3-9a51-6b3f4f0b2a30}",
+        "urn:uuid:0192f1e4-7b7a-7cc3-9a51-6b3f4f0b2a30",
+        "0192f1e47b7a7cc39a516b3f4f0b2a30",
+        canonical,
+    ];
+    let post = |ids: &[&str]| {
+        http.post(format!("{}/api/v1/feedback", office.url))
+            .bearer_auth(&token)
+            .json(&feedback_batch("lobby-3", "lixia-demo", ids))
+            .send()
+    };
+    // All five in one request, then each in a request of its own.
+    let (status, body) = answer(post(&spellings).await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["accepted"], json!([canonical]), "{body}");
+    for spelling in spellings {
+        let (_, body) = answer(post(&[spelling]).await.unwrap()).await;
+        assert_eq!(body["accepted"], json!([canonical]), "{spelling}: {body}");
+    }
+    assert_eq!(office.stored(), 1);
+
+    // A screenshot's command id likewise: one command, one frame.
+    for spelling in spellings {
+        let response = http
+            .put(format!("{}/api/v1/screenshots/{spelling}", office.url))
+            .bearer_auth(&token)
+            .header("content-type", "image/png")
+            .body(png_of(4, 3))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204, "{spelling}");
+    }
+    let db = rusqlite::Connection::open(&office.database).unwrap();
+    let ids: Vec<String> = db
+        .prepare("SELECT command_id FROM screenshots")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(ids, [canonical]);
+}
+
+/// A PNG of `width`×`height` grey pixels.
+fn png_of(width: u32, height: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, width, height);
+    encoder.set_color(png::ColorType::Grayscale);
+    let mut writer = encoder.write_header().unwrap();
+    writer
+        .write_image_data(&vec![128; (width * height) as usize])
+        .unwrap();
+    writer.finish().unwrap();
+    out
+}
+
+/// Regression: a screenshot counted as a PNG by its magic bytes alone, and
+/// bodies of any content type were taken.
+#[tokio::test(flavor = "multi_thread")]
+async fn screenshots_are_whole_png_headers_and_bodies_say_their_type() {
+    let office = OfficeServer::running();
+    let token = office.token("lobby-3");
+    let http = client();
+    let put = |body: Vec<u8>, content_type: &str| {
+        http.put(format!(
+            "{}/api/v1/screenshots/{}",
+            office.url,
+            uuid::Uuid::new_v4()
+        ))
+        .bearer_auth(&token)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+    };
+    let mut corrupt = png_of(4, 3);
+    corrupt[20] ^= 0xff; // inside IHDR: its CRC no longer matches
+    let mut magic_only = b"\x89PNG\r\n\x1a\n".to_vec();
+    magic_only.extend_from_slice(&[0; 100]);
+    for (body, expected) in [
+        (magic_only, "not a PNG"),
+        (corrupt, "not a PNG"),
+        (png_of(9000, 1), "at most 8192×8192"),
+    ] {
+        let (status, body) = answer(put(body, "image/png").await.unwrap()).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"].as_str().unwrap().contains(expected), "{body}");
+    }
+    let (status, body) = answer(put(png_of(4, 3), "application/octet-stream").await.unwrap()).await;
+    assert_eq!(status, 415, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("image/png"),
+        "{body}"
+    );
+    assert_eq!(rows(&office, "screenshots"), 0);
+    assert_eq!(put(png_of(4, 3), "image/png").await.unwrap().status(), 204);
+
+    // JSON routes want application/json; parameters are fine.
+    let batch = feedback_batch(
+        "lobby-3",
+        "lixia-demo",
+        &["0192f1e4-7b7a-7cc3-9a51-6b3f4f0b2a40"],
+    );
+    let post = |content_type: Option<&str>| {
+        let mut request = http
+            .post(format!("{}/api/v1/feedback", office.url))
+            .bearer_auth(&token)
+            .body(batch.to_string());
+        if let Some(t) = content_type {
+            request = request.header("content-type", t);
+        }
+        request.send()
+    };
+    for refused in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let (status, body) = answer(post(refused).await.unwrap()).await;
+        assert_eq!(status, 415, "{refused:?}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("application/json"),
+            "{body}"
+        );
+    }
+    assert_eq!(office.stored(), 0);
+    assert_eq!(
+        post(Some("application/json; charset=utf-8"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(office.stored(), 1);
+}
+
+/// Sends `head` and `body` whole before reading anything, as a client that
+/// does not look for an early answer would, and returns what came back.
+async fn send_whole(port: u16, head: String, body: Vec<u8>) -> Answer {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let write = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(&body).await
+    };
+    // A write the server cut short is fine (a reset after 32 MiB); one
+    // that never ends is not.
+    let _ = tokio::time::timeout(Duration::from_secs(30), write)
+        .await
+        .expect("the server reads or closes, never stalls a sender");
+    read_answer(&mut stream, Duration::from_secs(30)).await
+}
+
+/// Regression: screenshots of 16 to 50 MiB got a broken connection instead
+/// of a 413.
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_bodies_are_read_then_answered_413() {
+    let office = OfficeServer::running();
+    let token = office.token("lobby-3");
+    let port = office.port;
+    let png = |n| head("PUT", &screenshot_path(), Some(&token), "image/png", n);
+
+    let answer = send_whole(port, png(20 * MIB), vec![0; 20 * MIB]).await;
+    let Answer::Status(413, body) = &answer else {
+        panic!("20 MiB screenshot: {answer:?}");
+    };
+    assert!(body.contains("larger than"), "{body}");
+
+    // Past what the office drains: a 413, or a close, never a hang.
+    let answer = send_whole(port, png(40 * MIB), vec![0; 40 * MIB]).await;
+    eprintln!("40 MiB screenshot: {answer:?}");
+    assert!(
+        matches!(answer, Answer::Status(413, _) | Answer::Closed),
+        "{answer:?}"
+    );
+
+    // A JSON body past 1 MiB, declared or not, the same.
+    let json_head = |n| head("POST", "/api/v1/feedback", Some(&token), JSON, n);
+    let answer = send_whole(port, json_head(2 * MIB), vec![b' '; 2 * MIB]).await;
+    assert_eq!(answer.status(), Some(413), "{answer:?}");
+    let chunked = format!(
+        "POST /api/v1/feedback HTTP/1.1\r\nhost: office\r\nauthorization: Bearer {token}\r\n\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+    let mut body = Vec::new();
+    for _ in 0..3 {
+        body.extend_from_slice(format!("{:x}\r\n", MIB).as_bytes());
+        body.extend(std::iter::repeat_n(b' ', MIB));
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    let answer = send_whole(port, chunked, body).await;
+    assert_eq!(answer.status(), Some(413), "chunked: {answer:?}");
+
+    // And the server is none the worse.
+    still_served(&office, &token, Duration::from_secs(5)).await;
+    assert_eq!(rows(&office, "screenshots"), 0);
+}
