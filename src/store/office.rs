@@ -77,8 +77,8 @@ CREATE INDEX feedback_received ON feedback (received_at);
     "
 -- The community each screen belongs to. A bound screen's requests must
 -- name it; NULL (tokens issued before this column, or without
--- `--community`) binds to the first community the screen's accepted
--- requests name.
+-- `--community`) is bound by the first well-formed request the screen's
+-- token authorises.
 ALTER TABLE screens ADD COLUMN community TEXT;
 ",
 ];
