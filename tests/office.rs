@@ -639,6 +639,9 @@ async fn a_screen_sends_only_for_its_own_community() {
 
     // Issued without a community: bound by the first one it sends.
     let unbound = office.token("gate-1");
+    // A community that is no id binds nothing.
+    let (status, body) = answer(post(unbound.clone(), "gate-1", "../x").await.unwrap()).await;
+    assert_eq!(status, 400, "{body}");
     assert_eq!(
         post(unbound.clone(), "gate-1", "lixia-demo")
             .await

@@ -326,6 +326,12 @@ impl App {
                 ),
             ));
         }
+        if !crate::protocol::is_valid_id(community) {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("community {community:?} does not match the id pattern"),
+            ));
+        }
         let bound = match &holder.community {
             Some(bound) => Some(bound.clone()),
             None => {
@@ -339,8 +345,8 @@ impl App {
                 StatusCode::UNAUTHORIZED,
                 format!("screen {screen:?} belongs to community {bound:?}, not {community:?}"),
             )),
-            // The token was found a moment ago; only a concurrent
-            // `office token` for another screen could remove it.
+            // The screen's row was there a moment ago: only an edit of
+            // the database behind the server's back removes it.
             None => Err(error(StatusCode::UNAUTHORIZED, "unknown token")),
         }
     }
