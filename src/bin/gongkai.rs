@@ -157,6 +157,10 @@ enum OfficeCommand {
         config: PathBuf,
         #[arg(long)]
         screen: String,
+        /// The screen's community: its requests must name it. Without it, a new
+        /// screen is bound to the first community it sends, and a known one keeps its own.
+        #[arg(long)]
+        community: Option<String>,
     },
     /// List or export residents' feedback; items over 10 days old with no reply are flagged 逾期未复.
     Feedback {
@@ -331,9 +335,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 let config = OfficeConfig::load(&config)?;
                 runtime()?.block_on(intake::serve(config, gongkai::shutdown_signal()))?;
             }
-            OfficeCommand::Token { config, screen } => {
+            OfficeCommand::Token {
+                config,
+                screen,
+                community,
+            } => {
                 let config = OfficeConfig::load(&config)?;
-                let token = intake::issue_token(&config, &screen)?;
+                let token = intake::issue_token(&config, &screen, community.as_deref())?;
                 println!(
                     "token for screen {screen} (put it in the screen's token_file, mode 0600):"
                 );

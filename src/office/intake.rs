@@ -2,12 +2,17 @@
 //! PROTOCOL.md section 7 that screens post residents' feedback, proof of play
 //! and screenshots to.
 //!
-//! - every request carries a screen's bearer token; the office keeps only
-//!   SHA-256 hashes of tokens, and a body that names another screen is refused;
-//! - bodies over their limit get 413, malformed ones 400 with a JSON
-//!   `{"error": …}`, and nothing of them is stored;
-//! - a feedback item is stored once by id: a screen retrying gets it
-//!   accepted again, never twice;
+//! - every request carries a screen's bearer token, checked before any of
+//!   the body is read; the office keeps only SHA-256 hashes of tokens, and
+//!   a body that names another screen, or another community than the
+//!   screen's, is refused;
+//! - connections are bounded in number and time (`office::http`), bodies
+//!   in size, time and memory (`office::body`);
+//! - every refusal is a status with a JSON `{"error": …}`: 413 past a
+//!   limit, 415 for a body of the wrong type, 400 for a malformed one or a
+//!   value out of range (`office::input`), and nothing of it is stored;
+//! - a feedback item is stored once by id, whichever way the UUID is
+//!   spelled: a screen retrying gets it accepted again, never twice;
 //! - one thread owns the SQLite connection; handlers reach it through a
 //!   channel and answer only after the commit.
 //!
@@ -23,9 +28,8 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 
 use anyhow::{Context, bail};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
@@ -41,7 +45,11 @@ use crate::protocol::notice::{
     Block, Category, Notice, Priority, Status, is_receipt_code, rfc3339,
 };
 use crate::protocol::sha256_hex;
-use crate::store::office::{FeedbackBatchRef, FeedbackRow, OfficeStore, Play};
+use crate::store::office::{FeedbackBatchRef, FeedbackRow, OfficeStore, Play, TokenHolder};
+
+use super::body::{Budget, Reading, Refusal, require_content_type};
+use super::http::Limits;
+use super::input::{MAX_PLAYS, canonical_uuid, feedback_problem, plays_problem, png_problem};
 
 /// Request bodies at most: feedback and plays, and a screenshot.
 pub const MAX_JSON_BODY: usize = 1024 * 1024;
@@ -55,34 +63,68 @@ pub struct OfficeConfig {
     pub listen: SocketAddr,
     /// The office's SQLite file.
     pub database: PathBuf,
+    /// Timeouts and the connection cap; defaults when left out.
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 impl OfficeConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("{}", path.display()))
+        let config: OfficeConfig =
+            toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        let problems = config.limits.problems();
+        anyhow::ensure!(
+            problems.is_empty(),
+            "{}: {}",
+            path.display(),
+            problems.join("; ")
+        );
+        Ok(config)
     }
 }
 
 /// A new random token for a screen: 32 bytes, base64url. The office keeps
 /// only its hash; the token itself is shown once.
-pub fn issue_token(config: &OfficeConfig, screen: &str) -> anyhow::Result<String> {
+///
+/// `community` binds the screen to its community: its requests must name
+/// it. Without one, a new screen is bound by its first accepted request
+/// (trust on first use, so that tokens issued before communities were
+/// recorded, and scripts that do not pass one, keep working), and a
+/// screen issued a new token keeps the community it had.
+pub fn issue_token(
+    config: &OfficeConfig,
+    screen: &str,
+    community: Option<&str>,
+) -> anyhow::Result<String> {
     anyhow::ensure!(
         crate::protocol::is_valid_id(screen),
         "{screen:?} is not a valid screen id"
     );
+    if let Some(community) = community {
+        anyhow::ensure!(
+            crate::protocol::is_valid_id(community),
+            "{community:?} is not a valid community id"
+        );
+    }
     let mut bytes = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
     let token = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes);
     let store = OfficeStore::open(&config.database)?;
-    store.set_token(screen, &sha256_hex(token.as_bytes()))?;
+    store.set_token(screen, &sha256_hex(token.as_bytes()), community)?;
     Ok(token)
 }
 
 /// Work for the thread that owns the database.
 enum Job {
-    ScreenOf(String, oneshot::Sender<anyhow::Result<Option<String>>>),
+    HolderOf(String, oneshot::Sender<anyhow::Result<Option<TokenHolder>>>),
+    /// Binds an unbound screen to a community; answers the one it has.
+    Bind(
+        String,
+        String,
+        oneshot::Sender<anyhow::Result<Option<String>>>,
+    ),
     Feedback(
         FeedbackBatch,
         oneshot::Sender<anyhow::Result<FeedbackResponse>>,
@@ -95,6 +137,7 @@ enum Job {
 #[derive(Clone)]
 struct App {
     jobs: std_mpsc::Sender<Job>,
+    reading: Reading,
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,8 +177,15 @@ fn database_thread(mut store: OfficeStore, jobs: std_mpsc::Receiver<Job>) {
 
 fn run_job(store: &mut OfficeStore, job: Job) {
     match job {
-        Job::ScreenOf(hash, reply) => {
-            let _ = reply.send(store.screen_of(&hash).map_err(Into::into));
+        Job::HolderOf(hash, reply) => {
+            let _ = reply.send(store.holder_of(&hash).map_err(Into::into));
+        }
+        Job::Bind(screen, community, reply) => {
+            let _ = reply.send(
+                store
+                    .bind_community(&screen, &community)
+                    .map_err(Into::into),
+            );
         }
         Job::Feedback(batch, reply) => store_feedback(store, vec![(batch, reply)]),
         Job::Plays(body, screen, reply) => {
@@ -173,7 +223,7 @@ fn store_feedback(store: &mut OfficeStore, jobs: Vec<FeedbackJob>) {
         let mut response = FeedbackResponse::default();
         let mut ok = Vec::new();
         for item in &batch.items {
-            match item.problem() {
+            match feedback_problem(item) {
                 Some(reason) => response.rejected.push(ItemRejection {
                     id: item.id.clone(),
                     reason,
@@ -203,7 +253,14 @@ fn store_feedback(store: &mut OfficeStore, jobs: Vec<FeedbackJob>) {
                     items.len(),
                     response.rejected.len()
                 );
-                response.accepted = items.iter().map(|i| i.id.clone()).collect();
+                // One id per item, even when a request carried it twice
+                // (in two spellings, say): it was stored once.
+                let mut seen = std::collections::HashSet::new();
+                response.accepted = items
+                    .iter()
+                    .filter(|i| seen.insert(i.id.as_str()))
+                    .map(|i| i.id.clone())
+                    .collect();
                 let _ = reply.send(Ok(response));
             }
         }
@@ -216,18 +273,8 @@ fn store_feedback(store: &mut OfficeStore, jobs: Vec<FeedbackJob>) {
     }
 }
 
-/// A refused request: its status, and a message for the screen's log,
-/// sent as `{"error": …}`.
-struct Refusal(StatusCode, String);
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
-    }
-}
-
 fn error(status: StatusCode, message: impl Into<String>) -> Refusal {
-    Refusal(status, message.into())
+    Refusal::new(status, message)
 }
 
 impl App {
@@ -243,8 +290,9 @@ impl App {
         rx.await.map_err(|_| closed())?.map_err(internal)
     }
 
-    /// The screen the request's bearer token belongs to.
-    async fn screen(&self, headers: &HeaderMap) -> Result<String, Refusal> {
+    /// The screen the request's bearer token belongs to. Called before
+    /// anything of the body is read.
+    async fn holder(&self, headers: &HeaderMap) -> Result<TokenHolder, Refusal> {
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -253,9 +301,54 @@ impl App {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "a bearer token is required"))?;
         let hash = sha256_hex(token.as_bytes());
-        self.run(|tx| Job::ScreenOf(hash, tx))
+        self.run(|tx| Job::HolderOf(hash, tx))
             .await?
             .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "unknown token"))
+    }
+
+    /// Refuses a body that names another screen than the token's, or
+    /// another community than the screen's; binds an unbound screen to the
+    /// community named. Both are 401, like a wrong token: the screen is
+    /// misconfigured, and a screen keeps (rather than parks) what it could
+    /// not send for want of authorisation.
+    async fn check_sender(
+        &self,
+        holder: &TokenHolder,
+        screen: &str,
+        community: &str,
+    ) -> Result<(), Refusal> {
+        if holder.screen != screen {
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "this token is for screen {:?}, not {screen:?}",
+                    holder.screen
+                ),
+            ));
+        }
+        if !crate::protocol::is_valid_id(community) {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("community {community:?} does not match the id pattern"),
+            ));
+        }
+        let bound = match &holder.community {
+            Some(bound) => Some(bound.clone()),
+            None => {
+                let (screen, community) = (screen.to_owned(), community.to_owned());
+                self.run(|tx| Job::Bind(screen, community, tx)).await?
+            }
+        };
+        match bound {
+            Some(bound) if bound == community => Ok(()),
+            Some(bound) => Err(error(
+                StatusCode::UNAUTHORIZED,
+                format!("screen {screen:?} belongs to community {bound:?}, not {community:?}"),
+            )),
+            // The screen's row was there a moment ago: only an edit of
+            // the database behind the server's back removes it.
+            None => Err(error(StatusCode::UNAUTHORIZED, "unknown token")),
+        }
     }
 }
 
@@ -274,94 +367,117 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Refusal> {
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("malformed body: {e}")))
 }
 
-fn same_screen(token_screen: &str, body_screen: &str) -> Result<(), Refusal> {
-    if token_screen == body_screen {
-        Ok(())
-    } else {
-        Err(error(
-            StatusCode::UNAUTHORIZED,
-            format!("this token is for screen {token_screen:?}, not {body_screen:?}"),
-        ))
+const JSON: &str = "application/json";
+const PNG: &str = "image/png";
+
+// Each handler takes the body as `Body`, which reads nothing: the token is
+// checked first, and a request without a valid one is answered with its
+// body unread. Everything after that runs inside `Upload::answer`, which
+// drains what a refusal left unread.
+
+async fn feedback(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
+    let holder = match app.holder(&headers).await {
+        Ok(holder) => holder,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let mut upload = app
+        .reading
+        .upload(&headers, body, MAX_JSON_BODY, Budget::Json);
+    let result = async {
+        require_content_type(&headers, JSON)?;
+        let mut batch: FeedbackBatch = parse(&upload.read().await?)?;
+        app.check_sender(&holder, &batch.screen, &batch.community)
+            .await?;
+        if batch.items.len() > MAX_ITEMS {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("at most {MAX_ITEMS} items per request"),
+            ));
+        }
+        // One spelling per id before anything looks at ids: storing,
+        // idempotency and the answer all see the canonical one.
+        for item in &mut batch.items {
+            if let Some(id) = canonical_uuid(&item.id) {
+                item.id = id;
+            }
+        }
+        Ok(Json(app.run(|tx| Job::Feedback(batch, tx)).await?))
     }
+    .await;
+    upload.answer(result).await
 }
 
-/// The body, or the refusal that reading it met (413 past the limit), in
-/// the same JSON shape as every other refusal.
-fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Refusal> {
-    body.map_err(|r| error(r.status(), r.body_text()))
-}
-
-async fn feedback(
-    State(app): State<App>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<FeedbackResponse>, Refusal> {
-    let screen = app.screen(&headers).await?;
-    let body = body_of(body)?;
-    let batch: FeedbackBatch = parse(&body)?;
-    same_screen(&screen, &batch.screen)?;
-    if batch.items.len() > MAX_ITEMS {
-        return Err(error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("at most {MAX_ITEMS} items per request"),
-        ));
+async fn plays(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
+    let holder = match app.holder(&headers).await {
+        Ok(holder) => holder,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let mut upload = app
+        .reading
+        .upload(&headers, body, MAX_JSON_BODY, Budget::Json);
+    let result = async {
+        require_content_type(&headers, JSON)?;
+        let plays: PlaysBody = parse(&upload.read().await?)?;
+        app.check_sender(&holder, &plays.screen, &plays.community)
+            .await?;
+        if plays.plays.len() > MAX_PLAYS {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "at most {MAX_PLAYS} play records per request, not {}",
+                    plays.plays.len()
+                ),
+            ));
+        }
+        if let Some(problem) = plays_problem(&plays.plays) {
+            return Err(error(StatusCode::BAD_REQUEST, problem));
+        }
+        let screen = holder.screen.clone();
+        let stored = app.run(|tx| Job::Plays(plays, screen, tx)).await?;
+        Ok(Json(serde_json::json!({ "stored": stored })))
     }
-    Ok(Json(app.run(|tx| Job::Feedback(batch, tx)).await?))
-}
-
-async fn plays(
-    State(app): State<App>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<serde_json::Value>, Refusal> {
-    let screen = app.screen(&headers).await?;
-    let body = body_of(body)?;
-    let plays: PlaysBody = parse(&body)?;
-    same_screen(&screen, &plays.screen)?;
-    let stored = app.run(|tx| Job::Plays(plays, screen, tx)).await?;
-    Ok(Json(serde_json::json!({ "stored": stored })))
+    .await;
+    upload.answer(result).await
 }
 
 async fn screenshot(
     State(app): State<App>,
     UrlPath(command_id): UrlPath<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<StatusCode, Refusal> {
-    let screen = app.screen(&headers).await?;
-    let body = body_of(body)?;
-    if uuid::Uuid::parse_str(&command_id).is_err() {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "the command id is not a UUID",
-        ));
+    body: Body,
+) -> Response {
+    let holder = match app.holder(&headers).await {
+        Ok(holder) => holder,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let mut upload = app
+        .reading
+        .upload(&headers, body, MAX_SCREENSHOT_BODY, Budget::Screenshot);
+    let result = async {
+        require_content_type(&headers, PNG)?;
+        // The canonical spelling, so that one command keeps one frame.
+        let command_id = canonical_uuid(&command_id)
+            .ok_or_else(|| error(StatusCode::BAD_REQUEST, "the command id is not a UUID"))?;
+        let png = upload.read().await?;
+        if let Some(problem) = png_problem(&png) {
+            return Err(error(StatusCode::BAD_REQUEST, problem));
+        }
+        let screen = holder.screen;
+        app.run(|tx| Job::Screenshot(screen, command_id, png, tx))
+            .await?;
+        Ok(StatusCode::NO_CONTENT)
     }
-    if !body.starts_with(b"\x89PNG\r\n\x1a\n") {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "the body is not a PNG image",
-        ));
-    }
-    app.run(|tx| Job::Screenshot(screen, command_id, body, tx))
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+    .await;
+    upload.answer(result).await
 }
 
-/// The intake routes over a database thread.
+/// The intake routes over a database thread. No route has a body limit
+/// of axum's: handlers read bodies themselves, after the token check.
 fn router(app: App) -> Router {
     Router::new()
-        .route(
-            "/api/v1/feedback",
-            post(feedback).layer(DefaultBodyLimit::max(MAX_JSON_BODY)),
-        )
-        .route(
-            "/api/v1/plays",
-            post(plays).layer(DefaultBodyLimit::max(MAX_JSON_BODY)),
-        )
-        .route(
-            "/api/v1/screenshots/{command_id}",
-            put(screenshot).layer(DefaultBodyLimit::max(MAX_SCREENSHOT_BODY)),
-        )
+        .route("/api/v1/feedback", post(feedback))
+        .route("/api/v1/plays", post(plays))
+        .route("/api/v1/screenshots/{command_id}", put(screenshot))
         .with_state(app)
 }
 
@@ -382,11 +498,12 @@ async fn sweep_contacts(app: &App) {
             "wiped the contact numbers of {n} items answered more than {} days ago",
             CONTACT_KEPT_AFTER_REPLY.whole_days()
         ),
-        Err(Refusal(_, e)) => tracing::error!("cannot wipe old contact numbers: {e}"),
+        Err(refusal) => tracing::error!("cannot wipe old contact numbers: {}", refusal.message),
     }
 }
 
-/// Serves until `shutdown` resolves, then finishes the requests in flight.
+/// Serves until `shutdown` resolves, then finishes the requests in flight
+/// (within `office::http::SHUTDOWN_GRACE`; the rest are dropped).
 pub async fn serve(
     config: OfficeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -397,7 +514,10 @@ pub async fn serve(
         .name("office-db".into())
         .spawn(move || database_thread(store, rx))?;
     // Numbers past their time are gone before the server even listens.
-    let app = App { jobs };
+    let app = App {
+        jobs,
+        reading: Reading::new(config.limits.body_timeout()),
+    };
     sweep_contacts(&app).await;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -416,14 +536,11 @@ pub async fn serve(
     });
     tracing::info!("office intake listening on {}", listener.local_addr()?);
     println!("listening on {}", listener.local_addr()?);
-    let served = axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown)
-        .await;
-    // The router and the sweeper hold the last senders: once both are
-    // gone, the database thread ends.
+    super::http::serve(listener, router(app), &config.limits, shutdown).await;
+    // The router (dropped with every connection) and the sweeper hold the
+    // last senders: once both are gone, the database thread ends.
     sweeper.abort();
     let _ = sweeper.await;
-    served?;
     let _ = tokio::task::spawn_blocking(move || database.join()).await;
     Ok(())
 }

@@ -2,7 +2,10 @@
 //! signing, verifying as a screen would, withdrawing, publishing with the
 //! manifest, reading a screen's cache and the fleet's status.
 
+pub mod body;
 pub mod broker;
+pub mod http;
+pub mod input;
 pub mod intake;
 pub mod sign;
 

@@ -74,10 +74,25 @@ CREATE TABLE audit (
 );
 CREATE INDEX feedback_received ON feedback (received_at);
 ",
+    "
+-- The community each screen belongs to. A bound screen's requests must
+-- name it; NULL (tokens issued before this column, or without
+-- `--community`) is bound by the first well-formed request the screen's
+-- token authorises.
+ALTER TABLE screens ADD COLUMN community TEXT;
+",
 ];
 
 pub struct OfficeStore {
     conn: Connection,
+}
+
+/// Who a token belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenHolder {
+    pub screen: String,
+    /// `None` until the screen is bound to a community.
+    pub community: Option<String>,
 }
 
 /// One play of a notice on a screen (section 7, proof of play).
@@ -136,27 +151,55 @@ impl OfficeStore {
     }
 
     /// Records the hash of a screen's new token; an older token of that
-    /// screen stops working.
-    pub fn set_token(&self, screen: &str, token_hash: &str) -> Result<()> {
+    /// screen stops working. `community` binds the screen to it; `None`
+    /// keeps the community the screen had (a new token for the same
+    /// screen, which has not moved), or leaves a new screen unbound.
+    pub fn set_token(&self, screen: &str, token_hash: &str, community: Option<&str>) -> Result<()> {
         self.conn.execute(
-            "INSERT INTO screens (screen, token_hash, issued_at) VALUES (?1, ?2, ?3)
+            "INSERT INTO screens (screen, token_hash, issued_at, community) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (screen) DO UPDATE SET token_hash = excluded.token_hash,
-                                                issued_at = excluded.issued_at",
-            params![screen, token_hash, now_text()],
+                                                issued_at = excluded.issued_at,
+                                                community = COALESCE(excluded.community,
+                                                                     screens.community)",
+            params![screen, token_hash, now_text(), community],
         )?;
         Ok(())
     }
 
-    /// The screen a token hash belongs to.
-    pub fn screen_of(&self, token_hash: &str) -> Result<Option<String>> {
+    /// The screen a token hash belongs to, and its community if bound.
+    pub fn holder_of(&self, token_hash: &str) -> Result<Option<TokenHolder>> {
         Ok(self
             .conn
             .query_row(
-                "SELECT screen FROM screens WHERE token_hash = ?1",
+                "SELECT screen, community FROM screens WHERE token_hash = ?1",
                 [token_hash],
-                |r| r.get(0),
+                |r| {
+                    Ok(TokenHolder {
+                        screen: r.get(0)?,
+                        community: r.get(1)?,
+                    })
+                },
             )
             .optional()?)
+    }
+
+    /// Binds an unbound screen to `community`; returns the community the
+    /// screen is bound to afterwards (an earlier binding wins). `None` if
+    /// the screen is unknown (its token was never issued here).
+    pub fn bind_community(&self, screen: &str, community: &str) -> Result<Option<String>> {
+        self.conn.execute(
+            "UPDATE screens SET community = ?2 WHERE screen = ?1 AND community IS NULL",
+            params![screen, community],
+        )?;
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT community FROM screens WHERE screen = ?1",
+                [screen],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
     }
 
     /// Stores valid items in one transaction; an id seen before is left as
@@ -500,6 +543,35 @@ mod tests {
             .unwrap();
         assert_eq!(new, [2, 1], "a repeated id is stored once");
         assert_eq!(store.feedback_count().unwrap(), 3);
+    }
+
+    #[test]
+    fn a_screen_is_bound_to_its_first_community_and_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = OfficeStore::open(&dir.path().join("office.db")).unwrap();
+        store.set_token("lobby-3", "hash-1", None).unwrap();
+        assert_eq!(store.holder_of("hash-1").unwrap().unwrap().community, None);
+        // The first community wins; a second one is answered with it.
+        assert_eq!(
+            store.bind_community("lobby-3", "lixia-demo").unwrap(),
+            Some("lixia-demo".into())
+        );
+        assert_eq!(
+            store.bind_community("lobby-3", "other-demo").unwrap(),
+            Some("lixia-demo".into())
+        );
+        assert_eq!(store.bind_community("nobody", "lixia-demo").unwrap(), None);
+        // A new token without a community keeps the binding; one with a
+        // community moves the screen.
+        store.set_token("lobby-3", "hash-2", None).unwrap();
+        assert_eq!(store.holder_of("hash-1").unwrap(), None);
+        let holder = store.holder_of("hash-2").unwrap().unwrap();
+        assert_eq!(holder.community.as_deref(), Some("lixia-demo"));
+        store
+            .set_token("lobby-3", "hash-3", Some("other-demo"))
+            .unwrap();
+        let holder = store.holder_of("hash-3").unwrap().unwrap();
+        assert_eq!(holder.community.as_deref(), Some("other-demo"));
     }
 
     #[test]

@@ -578,6 +578,12 @@ pub struct OfficeServer {
 impl OfficeServer {
     /// Configured, not started.
     pub fn new() -> OfficeServer {
+        OfficeServer::with_config("")
+    }
+
+    /// Configured with `extra` at the end of office.toml (a `[limits]`
+    /// table, say), not started.
+    pub fn with_config(extra: &str) -> OfficeServer {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let database = dir.path().join("office.db");
@@ -585,7 +591,7 @@ impl OfficeServer {
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\n",
+                "listen = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\n{extra}",
                 database.display()
             ),
         )
@@ -602,7 +608,12 @@ impl OfficeServer {
 
     /// Configured and listening.
     pub fn running() -> OfficeServer {
-        let mut office = OfficeServer::new();
+        OfficeServer::running_with("")
+    }
+
+    /// Configured with `extra` (see `with_config`) and listening.
+    pub fn running_with(extra: &str) -> OfficeServer {
+        let mut office = OfficeServer::with_config(extra);
         office.start();
         office
     }
@@ -628,13 +639,29 @@ impl OfficeServer {
     }
 
     /// `gongkai office token`: the token is the last line of its output.
+    /// The screen is bound to the first community it sends.
     pub fn token(&self, screen: &str) -> String {
+        self.token_with(&["--screen", screen])
+    }
+
+    /// `gongkai office token --community`: a screen bound to `community`.
+    pub fn token_in(&self, screen: &str, community: &str) -> String {
+        self.token_with(&["--screen", screen, "--community", community])
+    }
+
+    fn token_with(&self, args: &[&str]) -> String {
         let out = Command::new(env!("CARGO_BIN_EXE_gongkai"))
-            .args(["office", "token", "--screen", screen, "--config"])
+            .args(["office", "token"])
+            .args(args)
+            .arg("--config")
             .arg(&self.config)
             .output()
             .unwrap();
-        assert!(out.status.success());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout)
             .unwrap()
             .lines()
@@ -655,6 +682,46 @@ impl OfficeServer {
     /// A file in the office's folder.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the office server runs").id()
+    }
+
+    /// The server's resident memory, in KiB (VmRSS).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    /// Sends SIGTERM and waits for the server to exit, at most `within`;
+    /// returns how long it took and how it exited.
+    pub fn terminate(&mut self, within: Duration) -> (Duration, std::process::ExitStatus) {
+        let mut child = self.child.take().expect("the office server runs");
+        let sent = Instant::now();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (sent.elapsed(), status);
+            }
+            if sent.elapsed() > within {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the office server did not exit within {within:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Feedback rows the office holds.
