@@ -23,9 +23,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{Failures, Tasks};
+use crate::backoff::Retry;
 use crate::config::Config;
 use crate::media::{self, MediaCache};
-use crate::mqtt::{self, Backoff, Connect, Counters, Link};
+use crate::mqtt::{self, Connect, Counters, Link};
 use crate::protocol::notice::Media;
 use crate::protocol::{
     MAX_ENVELOPE_BYTES, Rejection, TopicSpace, TrustPolicy, Verified, printable, sha256_hex,
@@ -106,7 +107,7 @@ impl Daemon {
         config: Config,
         pacer: Option<mpsc::UnboundedReceiver<schedule::Key>>,
     ) -> anyhow::Result<(Daemon, watch::Receiver<u64>)> {
-        mqtt::install_crypto_provider();
+        crate::tls::install_crypto_provider();
         let mut store = Store::open(&config.store.path)
             .with_context(|| format!("opening the store {}", config.store.path.display()))?;
         let topics = config.topics();
@@ -442,7 +443,7 @@ impl IngestWorker {
     /// acknowledged, so nothing is lost either way: the broker redelivers.
     /// Meanwhile the status says the store is failing.
     fn commit(&mut self, incoming: &[Incoming]) -> Option<Vec<Outcome>> {
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let mut backoff = Retry::new(Duration::from_millis(500), Duration::from_secs(30));
         loop {
             match self.store.commit(incoming) {
                 Ok(outcomes) => {

@@ -13,19 +13,24 @@
 //!   feedback sync), wired together around one cancellation token.
 //! - [`app`]: the one lifecycle: start, tell systemd, run until a signal, a
 //!   closed window or a failed task, stop within a deadline.
+//! - [`backoff`]: exponential backoff with full jitter, for every retry loop.
 //! - [`sync`]: residents' feedback from the screen's outbox to the office.
 //! - [`office`]: the office's side, behind the `gongkai` CLI (and its
 //!   intake server).
 //! - [`demo`]: an embedded broker, demo keys and signed samples.
+//! - [`files`]: the one atomic file write.
 //! - [`media`]: images of notices, fetched, checked against their signed hash,
 //!   cached by hash, decoded under limits.
+//! - [`tls`]: the one rustls crypto provider and client configurations.
 //! - [`ui`]: the only user of slint; the screen's pages, rotation and kiosk
 //!   views in a window or headless, beside the daemon's runtime.
 
 pub mod app;
+pub mod backoff;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod files;
 pub mod media;
 pub mod mqtt;
 pub mod office;
@@ -36,6 +41,7 @@ pub mod schedule;
 pub mod status;
 pub mod store;
 pub mod sync;
+pub mod tls;
 pub mod ui;
 
 /// Resolves on SIGTERM or SIGINT: how both programs are asked to stop.

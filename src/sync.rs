@@ -20,8 +20,8 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::config::OfficeConfig;
-use crate::media::Backoff;
 use crate::protocol::feedback::{FeedbackBatch, FeedbackItem, FeedbackResponse};
 use crate::store::outbox::{Outbox, OutboxCounts};
 
@@ -301,7 +301,7 @@ impl SyncTask {
 }
 
 fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    crate::mqtt::install_crypto_provider();
+    crate::tls::install_crypto_provider();
     Ok(reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(timeout)

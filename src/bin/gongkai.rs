@@ -567,7 +567,7 @@ fn parse_size(text: &str) -> Result<(u32, u32), String> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    gongkai::mqtt::install_crypto_provider();
+    gongkai::tls::install_crypto_provider();
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
@@ -575,15 +575,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Writes through a temporary file and a rename, so a reader never sees half.
 fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut tmp, bytes)?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    gongkai::files::write_atomically(path, bytes)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn print_cache(path: &Path, json: bool) -> anyhow::Result<()> {

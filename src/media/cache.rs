@@ -1,7 +1,7 @@
 //! The content-addressed cache of media files.
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
 use std::path::{Path, PathBuf};
 
@@ -100,9 +100,8 @@ impl MediaCache {
         }
         let url = check_url(media)?;
         let body = download(client, url, media).await?;
-        let dir = self.dir.clone();
         let target = path.clone();
-        tokio::task::spawn_blocking(move || store(&dir, &target, &body))
+        tokio::task::spawn_blocking(move || store(&target, &body))
             .await
             .map_err(|join| MediaError::Io {
                 path: path.clone(),
@@ -180,28 +179,10 @@ fn is_temporary_name(name: &str) -> bool {
 }
 
 /// Writes a checked body under its final name so that a crash at any moment
-/// leaves either no file or the whole file there: write a temporary file in
-/// the same directory, flush it to disk, rename it (atomic, and replacing an
-/// identical file if another fetch won the race), then flush the directory so
-/// the rename itself survives a power cut.
-fn store(dir: &Path, path: &Path, body: &[u8]) -> io::Result<()> {
-    let mut temporary = tempfile::NamedTempFile::new_in(dir)?;
-    temporary.write_all(body)?;
-    temporary.as_file().sync_all()?;
-    temporary.persist(path).map_err(|e| e.error)?;
-    sync_dir(dir)
-}
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> io::Result<()> {
-    // Only Unix lets a directory be opened and flushed; elsewhere the rename
-    // is as durable as the file system makes it.
-    Ok(())
+/// leaves either no file or the whole file there (replacing an identical file
+/// if another fetch won the race).
+fn store(path: &Path, body: &[u8]) -> io::Result<()> {
+    crate::files::write_atomically(path, body)
 }
 
 #[cfg(test)]

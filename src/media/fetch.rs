@@ -120,7 +120,7 @@ pub(super) async fn download(
 pub fn http_client() -> anyhow::Result<reqwest::Client> {
     // reqwest is built without a default crypto provider; installing ours
     // here (it is idempotent) keeps this function safe to call first.
-    crate::mqtt::install_crypto_provider();
+    crate::tls::install_crypto_provider();
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .read_timeout(Duration::from_secs(30))

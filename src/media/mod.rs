@@ -24,7 +24,7 @@ mod fetcher;
 pub use cache::MediaCache;
 pub use decode::{DecodedImage, MAX_DECODE_ALLOC, MAX_IMAGE_SIDE, decode, fit_within, format_of};
 pub use fetch::http_client;
-pub use fetcher::{Backoff, FetcherOptions, run_fetcher, run_fetcher_with};
+pub use fetcher::{FetcherOptions, run_fetcher, run_fetcher_with};
 
 use std::io;
 use std::path::PathBuf;

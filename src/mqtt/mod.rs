@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use rand::Rng;
 use rumqttc::{
     AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS, Transport,
 };
@@ -29,6 +28,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Retry;
 use crate::protocol::TopicSpace;
 use crate::store::Catalog;
 
@@ -124,7 +124,9 @@ impl Connect {
             host: self.url.host.clone(),
             port: self.url.port,
             tls: match self.url.tls {
-                true => Some(Arc::new(tls_config(self.ca_file.as_deref())?)),
+                true => Some(Arc::new(crate::tls::client_config(
+                    self.ca_file.as_deref(),
+                )?)),
                 false => None,
             },
             connect_timeout: CONNECT_TIMEOUT,
@@ -157,74 +159,6 @@ impl Connect {
             o.set_last_will(will.clone());
         }
         Ok(o)
-    }
-}
-
-/// Installs the process-wide rustls crypto provider. Call once at start-up:
-/// with more than one provider linked, rustls panics at the first connection
-/// unless one is chosen.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-fn tls_config(ca_file: Option<&Path>) -> anyhow::Result<rustls::ClientConfig> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    install_crypto_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            for cert in CertificateDer::pem_file_iter(path)
-                .with_context(|| format!("reading CA file {}", path.display()))?
-            {
-                roots
-                    .add(cert.with_context(|| format!("parsing CA file {}", path.display()))?)
-                    .context("adding CA certificate")?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            for cert in found.certs {
-                let _ = roots.add(cert);
-            }
-        }
-    }
-    if roots.is_empty() {
-        bail!("no CA certificates: install the system's CA bundle or set mqtt.ca_file");
-    }
-    Ok(rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
-
-/// Exponential backoff with full jitter between reconnection attempts.
-#[derive(Debug)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    current: Duration,
-}
-
-impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Self {
-        Self {
-            min,
-            max,
-            current: min,
-        }
-    }
-
-    /// The next delay: uniformly between half and all of the current step,
-    /// which then doubles up to the maximum.
-    pub fn next_delay(&mut self) -> Duration {
-        let step = self.current;
-        self.current = (self.current * 2).min(self.max);
-        let low = step / 2;
-        low + step.mul_f64(rand::thread_rng().gen_range(0.0..=0.5))
-    }
-
-    pub fn reset(&mut self) {
-        self.current = self.min;
     }
 }
 
@@ -305,7 +239,7 @@ impl EventLoopTask {
             discard_first,
             stop,
         } = self;
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        let mut backoff = Retry::new(Duration::from_millis(200), Duration::from_secs(30));
         if let Some(connect) = discard_first {
             loop {
                 let result = tokio::select! {
@@ -338,7 +272,7 @@ async fn poll_event_loop(
     publishes: mpsc::UnboundedSender<Publish>,
     links: mpsc::UnboundedSender<Link>,
     stop: CancellationToken,
-    mut backoff: Backoff,
+    mut backoff: Retry,
 ) {
     loop {
         let event = tokio::select! {
@@ -651,20 +585,6 @@ mod tests {
         );
         assert!(BrokerUrl::parse("http://x").is_err());
         assert!(BrokerUrl::parse("mqtt://x/path").is_err());
-    }
-
-    #[test]
-    fn backoff_grows_with_jitter_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
-        let delays: Vec<Duration> = (0..6).map(|_| b.next_delay()).collect();
-        for (d, step) in delays.iter().zip([100u64, 200, 400, 800, 800, 800]) {
-            assert!(
-                *d >= Duration::from_millis(step / 2) && *d <= Duration::from_millis(step),
-                "{d:?} for {step}"
-            );
-        }
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
     }
 
     fn ids(n: usize) -> Vec<String> {

@@ -31,7 +31,7 @@ pub struct OneShotClient {
 
 impl OneShotClient {
     pub async fn connect(connect: &Connect) -> anyhow::Result<Self> {
-        crate::mqtt::install_crypto_provider();
+        crate::tls::install_crypto_provider();
         let (client, mut eventloop, guard) = connect.client()?;
         let (tx, events) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {

@@ -14,8 +14,9 @@ use axum::extract::Path as UrlPath;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::get;
+use gongkai::backoff::Backoff;
 use gongkai::media::{
-    Backoff, FetcherOptions, MediaCache, MediaError, decode, http_client, run_fetcher_with,
+    FetcherOptions, MediaCache, MediaError, decode, http_client, run_fetcher_with,
 };
 use gongkai::protocol::notice::Media;
 use gongkai::protocol::sha256_hex;
@@ -32,7 +33,7 @@ const BLUE: [u8; 4] = [0, 0, 255, 255];
 const PATIENCE: Duration = Duration::from_secs(5);
 
 fn client() -> reqwest::Client {
-    gongkai::mqtt::install_crypto_provider();
+    gongkai::tls::install_crypto_provider();
     http_client().unwrap()
 }
 

@@ -14,7 +14,7 @@ fn item(id: &str) -> serde_json::Value {
 }
 
 fn client() -> reqwest::Client {
-    gongkai::mqtt::install_crypto_provider();
+    gongkai::tls::install_crypto_provider();
     reqwest::Client::new()
 }
 

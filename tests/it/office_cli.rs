@@ -94,7 +94,7 @@ fn old_item(receipt: &str) -> FeedbackItem {
 async fn staff_list_export_reveal_and_answer_feedback() {
     let office = OfficeServer::running();
     let token = office.token("lobby-3");
-    gongkai::mqtt::install_crypto_provider();
+    gongkai::tls::install_crypto_provider();
     let http = reqwest::Client::new();
 
     // A fresh opinion with a contact number, over HTTP.
