@@ -90,14 +90,14 @@ impl Daemon {
     ) -> anyhow::Result<(Daemon, UiLink)> {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let pacer = paced_by_ui.then_some(done_rx);
-        let (daemon, media) = Self::start_inner(config, pacer).await?;
+        let (daemon, media, io) = Self::start_inner(config, pacer).await?;
         let link = UiLink {
             catalog: daemon.catalog.clone(),
             connected: daemon.connected.clone(),
             showing: daemon.showing.clone(),
             media,
             slot_done: done_tx,
-            feedback_wake: daemon.feedback_wake.clone(),
+            io,
         };
         Ok((daemon, link))
     }
@@ -105,7 +105,7 @@ impl Daemon {
     async fn start_inner(
         config: Config,
         pacer: Option<mpsc::UnboundedReceiver<schedule::Key>>,
-    ) -> anyhow::Result<(Daemon, watch::Receiver<u64>)> {
+    ) -> anyhow::Result<(Daemon, watch::Receiver<u64>, crate::ui_io::UiIo)> {
         mqtt::install_crypto_provider();
         let mut store = Store::open(&config.store.path)
             .with_context(|| format!("opening the store {}", config.store.path.display()))?;
@@ -231,6 +231,13 @@ impl Daemon {
             ready: media_tx,
             cancel: cancel.clone(),
         };
+        // The UI's reads, decoding and feedback commits, off the UI thread.
+        let (ui_io, io) = crate::ui_io::UiIoTask::new(
+            config.store.path.clone(),
+            Some(MediaCache::reader(&config.store.media_dir)),
+            feedback_wake.clone(),
+            cancel.clone(),
+        );
         let others = vec![
             tasks.spawn("status", async move {
                 status.run().await;
@@ -248,6 +255,7 @@ impl Daemon {
                 media.run().await;
                 Ok(())
             }),
+            tasks.spawn("ui io", ui_io.run()),
         ];
         Ok((
             Daemon {
@@ -267,6 +275,7 @@ impl Daemon {
                 relay,
             },
             media_rx,
+            io,
         ))
     }
 
@@ -316,8 +325,9 @@ pub struct UiLink {
     pub media: watch::Receiver<u64>,
     /// Where the UI says a rotation slot has shown all its pages.
     pub slot_done: mpsc::UnboundedSender<schedule::Key>,
-    /// Notified after the kiosk committed a submission to the outbox.
-    pub feedback_wake: Arc<Notify>,
+    /// Where the UI asks for notice bodies and images, commits feedback
+    /// and looks up replies (see [`crate::ui_io`]).
+    pub io: crate::ui_io::UiIo,
 }
 
 /// A slot the UI never reports done ends after this many dwell times (the

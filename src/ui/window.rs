@@ -17,10 +17,9 @@ use slint::ComponentHandle;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use super::controller::{Controller, FeedbackSink, Setup, Snapshot};
+use super::controller::{Controller, Setup, Snapshot, system_clock};
 use super::{AppWindow, Screen, hhmm};
 use crate::config::Config;
-use crate::media::MediaCache;
 
 /// After this long without the broker the screen says it is offline.
 pub const OFFLINE_AFTER: Duration = Duration::from_secs(120);
@@ -80,23 +79,20 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let (width, height) = (config.display.width, config.display.height);
     let slot_done = link.slot_done.clone();
-    let feedback_wake = link.feedback_wake.clone();
     let setup = Setup {
         mode: config.screen.mode,
         screen: config.screen.id.clone(),
         title: config.display.title.clone(),
-        store: config.store.path.clone(),
-        media: Some(MediaCache::reader(&config.store.media_dir)),
+        io: link.io.clone(),
         dwell: Duration::from_secs(config.display.dwell_seconds),
         idle: Duration::from_secs(config.display.idle_seconds),
         slot_done: Box::new(move |key| {
             let _ = slot_done.send(key);
         }),
-        feedback: Some(FeedbackSink {
-            store: config.store.path.clone(),
-            wake: Box::new(move || feedback_wake.notify_one()),
-            min_interval: Duration::from_secs(config.display.feedback_interval_seconds),
-        }),
+        feedback_interval: Some(Duration::from_secs(
+            config.display.feedback_interval_seconds,
+        )),
+        clock: system_clock(),
     };
     let start = |ui: &AppWindow| -> anyhow::Result<()> {
         let controller = Controller::new(ui, setup)?;
