@@ -3,12 +3,12 @@
 //! it never reads its own state back out of Slint.
 //!
 //! The daemon decides *which* notice a rotation slot shows (see
-//! [`crate::schedule::Rotation`]); [`super::rotation`] pages it and says
-//! when the slot is done, [`super::kiosk`] runs a kiosk's views, and
-//! [`super::feedback`] decides the feedback flow. Everything that reads,
-//! writes or decodes is asked of the daemon's [`crate::ui_io`] task; its
-//! answers come back through `invoke_from_event_loop` and are matched to the
-//! latest request, so a late answer never shows something stale.
+//! [`crate::schedule::Rotation`]). Here: the setup, the snapshot from the
+//! daemon, the callbacks of the UI and the way answers of other threads
+//! reach this one. `notice` asks the daemon's [`crate::ui_io`] task for a
+//! notice and pages it, `rotation` shows its pages and says when the slot
+//! is done, `kiosk` runs a kiosk's views, and [`super::feedback`] decides
+//! the feedback flow. Nothing here reads, writes or decodes.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -20,15 +20,12 @@ use slint::{ComponentHandle, Timer, TimerMode};
 use time::OffsetDateTime;
 
 use super::feedback::Flow;
-use super::paging::paginate;
-use super::{
-    AppWindow, BlockView, Images, PageView, Screen, ScreenMode, ScreenView, apply, body_blocks,
-    hhmm,
-};
+use super::notice::{Loading, Purpose, Shown};
+use super::{AppWindow, Screen, ScreenMode, ScreenView, hhmm};
 use crate::config::Mode;
-use crate::protocol::{Category, Notice};
+use crate::protocol::Category;
 use crate::schedule::{self, Item, Key};
-use crate::ui_io::{LoadedNotice, UiIo, UiIoError};
+use crate::ui_io::UiIo;
 
 /// What the controller needs to know of its screen.
 pub struct Setup {
@@ -90,36 +87,6 @@ pub enum View {
     List(ListKind),
     Notice,
     Feedback,
-}
-
-/// A notice on the glass: its pages at this screen's size, and which one shows.
-pub(super) struct Shown {
-    pub key: Key,
-    pub notice: Notice,
-    pub images: Images,
-    /// Some image is not in the cache yet.
-    pub waiting_for_media: bool,
-    pub frame: PageView,
-    pub pages: Vec<Vec<BlockView>>,
-    pub page: usize,
-}
-
-/// Why a notice was asked of the I/O task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Purpose {
-    /// The rotation's slot of this number.
-    Slot(u64),
-    /// Opened on the kiosk (from this list, for 返回).
-    Open(Option<ListKind>),
-    /// The notice on screen again, now that an image it waits for landed.
-    Refresh,
-}
-
-/// The notice last asked for; an answer to any earlier request is dropped.
-pub(super) struct Loading {
-    pub ticket: u64,
-    pub key: Key,
-    pub purpose: Purpose,
 }
 
 pub(super) struct State {
@@ -387,164 +354,12 @@ impl Controller {
         }
     }
 
-    // --- notices from the I/O task -------------------------------------------
-
-    /// Asks the I/O task for notice `key`, for `purpose`; the answer goes to
-    /// [`Controller::loaded`].
-    pub(super) fn request(self: &Rc<Self>, key: Key, purpose: Purpose) {
-        let ticket = {
-            let mut state = self.state.borrow_mut();
-            state.tickets += 1;
-            let ticket = state.tickets;
-            state.loading = Some(Loading {
-                ticket,
-                key: key.clone(),
-                purpose,
-            });
-            ticket
-        };
-        // Images are decoded to fit the window (and not smaller than this,
-        // before the window manager has sized it).
-        let size = self.ui.window().size();
-        let fit = (size.width.max(320), size.height.max(320));
-        let id = self.id;
-        self.setup.io.load(key, fit, move |answer| {
-            post(id, move |c| c.loaded(ticket, answer))
-        });
-    }
-
-    fn loaded(self: &Rc<Self>, ticket: u64, answer: Result<LoadedNotice, UiIoError>) {
-        let loading = {
-            let mut state = self.state.borrow_mut();
-            match &state.loading {
-                Some(l) if l.ticket == ticket => state.loading.take(),
-                _ => None,
-            }
-        };
-        // Superseded by a later request, or no longer wanted.
-        let Some(Loading { key, purpose, .. }) = loading else {
-            return;
-        };
-        let loaded = match answer {
-            Ok(loaded) => loaded,
-            Err(e) => {
-                tracing::warn!("cannot show {} v{}: {e}", key.0, key.1);
-                if let Purpose::Slot(_) = purpose {
-                    // Say the slot is done, so the rotation moves on.
-                    (self.setup.slot_done)(key);
-                }
-                return;
-            }
-        };
-        match purpose {
-            Purpose::Slot(_) => self.slot_loaded(loaded),
-            Purpose::Open(from) => self.opened(loaded, from),
-            Purpose::Refresh => {
-                let page = {
-                    let state = self.state.borrow();
-                    let shown = state.shown.as_ref().filter(|s| s.key == loaded.key);
-                    shown.map(|s| s.page)
-                };
-                if let Some(page) = page {
-                    self.show_loaded(loaded, page);
-                }
-            }
-        }
-    }
-
-    // --- showing a notice ---------------------------------------------------
-
-    /// Pages a notice the I/O task delivered and shows page `page`.
-    pub(super) fn show_loaded(&self, loaded: LoadedNotice, page: usize) {
-        let images = Images::from_decoded(&loaded.images);
-        self.show_notice(
-            loaded.key,
-            loaded.notice,
-            images,
-            loaded.waiting_for_media,
-            page,
-        );
-    }
-
-    /// Pages `notice` for the view on screen and shows page `page`.
-    fn show_notice(&self, key: Key, notice: Notice, images: Images, waiting: bool, page: usize) {
-        let now = OffsetDateTime::now_utc();
-        let mut frame = PageView::new(&notice, Vec::new(), 1, 1, now, None);
-        frame.offline = None;
-        let mark = self.mark_of(&key, now);
-        self.ui.global::<Screen>().set_mark(mark.into());
-        self.apply_page(&frame, &images);
-        let pages = paginate(&self.ui, &frame, &body_blocks(&notice, &images));
-        let page = page.min(pages.len() - 1);
-        self.state.borrow_mut().shown = Some(Shown {
-            key,
-            notice,
-            images,
-            waiting_for_media: waiting,
-            frame,
-            pages,
-            page,
-        });
-        self.show_page(page);
-    }
-
-    /// Shows the current notice again, paged afresh (the banner or the
-    /// window changed the room it has), on the same page where it can.
-    pub(super) fn reshow(self: &Rc<Self>) {
-        let shown = self.state.borrow_mut().shown.take();
-        match shown {
-            Some(s) => self.show_notice(s.key, s.notice, s.images, s.waiting_for_media, s.page),
-            None if self.view() == View::Rotation => self.show_placeholder(),
-            None => {}
-        }
-    }
-
-    pub(super) fn show_page(&self, page: usize) {
-        let (view, images) = {
-            let mut state = self.state.borrow_mut();
-            let Some(shown) = state.shown.as_mut() else {
-                return;
-            };
-            shown.page = page;
-            let count = shown.pages.len();
-            let view = PageView {
-                blocks: shown.pages[page].clone(),
-                page: format!("第 {}/{count} 页", page + 1),
-                clock: hhmm(OffsetDateTime::now_utc()),
-                ..shown.frame.clone()
-            };
-            let screen = self.ui.global::<Screen>();
-            screen.set_can_prev(page > 0);
-            screen.set_can_next(page + 1 < count);
-            (view, shown.images.clone())
-        };
-        self.apply_page(&view, &images);
-    }
-
-    pub(super) fn apply_page(&self, view: &PageView, images: &Images) {
-        if let Err(e) = apply(&self.ui, view, images) {
-            tracing::warn!("cannot show the page: {e:#}");
-        }
-        // The offline badge is the daemon's, not the page's.
-        self.push_offline();
-    }
-
-    fn push_offline(&self) {
+    /// The offline badge is the daemon's: every page shows it.
+    pub(super) fn push_offline(&self) {
         let state = self.state.borrow();
         let screen = self.ui.global::<Screen>();
         screen.set_offline(state.snapshot.offline.is_some());
         screen.set_offline_text(state.snapshot.offline.clone().unwrap_or_default().into());
-    }
-
-    /// "已撤回" or "已过期" for a notice no longer shown in the rotation.
-    fn mark_of(&self, key: &Key, now: OffsetDateTime) -> &'static str {
-        let state = self.state.borrow();
-        match state.snapshot.items.iter().find(|i| i.id == key.0) {
-            Some(item) if item.version == key.1 => {
-                schedule::archive_mark(item, now).map_or("", |m| m.label_zh())
-            }
-            _ => "",
-        }
     }
 
     /// Sets the urgent banner from the active set; says whether it changed.

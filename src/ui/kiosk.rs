@@ -10,8 +10,9 @@ use std::rc::Rc;
 use slint::{ComponentHandle, TimerMode};
 use time::OffsetDateTime;
 
-use super::controller::{Controller, ListKind, Purpose, View, post};
+use super::controller::{Controller, ListKind, View, post};
 use super::feedback::{About, Effect, Failed, Input, Kind, Press, Step};
+use super::notice::Purpose;
 use super::{Entry, FbStep, FeedbackKind, Reason, Screen, Tile, date, set_rows};
 use crate::protocol::Category;
 use crate::schedule::{self, Item};

@@ -6,9 +6,10 @@
 //! - this file: page views in plain Rust, and applying them to the UI;
 //! - [`paging`]: long notices broken into pages by measuring the layout;
 //! - [`controller`]: the controller of the screen, what it shows and the
-//!   answers of the daemon's [`crate::ui_io`] task; [`rotation`] pages the
-//!   rotation's slot, [`kiosk`] runs the kiosk's views, and [`feedback`] is
-//!   the feedback flow as a pure state machine;
+//!   answers of the daemon's [`crate::ui_io`] task; `notice` asks for a
+//!   notice and pages it, `rotation` pages the rotation's slot on its dwell
+//!   times, `kiosk` runs the kiosk's views, and [`feedback`] is the
+//!   feedback flow as a pure state machine;
 //! - [`window`]: a real window beside the daemon's tokio runtime;
 //! - [`headless`]: the software renderer without a display.
 //!
@@ -27,6 +28,7 @@ pub mod controller;
 pub mod feedback;
 pub mod headless;
 mod kiosk;
+mod notice;
 mod paging;
 mod rotation;
 pub mod window;

@@ -8,7 +8,8 @@ use std::rc::Rc;
 use slint::TimerMode;
 use time::OffsetDateTime;
 
-use super::controller::{Controller, Purpose, View};
+use super::controller::{Controller, View};
+use super::notice::Purpose;
 use super::paging::page_chars;
 use super::{BlockKind, BlockView, Images, PageView, hhmm};
 use crate::schedule;
