@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::protocol::feedback::is_mobile_number;
 use crate::protocol::notice::is_receipt_code;
 use crate::schedule::Key;
-use crate::store::outbox::Submission;
+use crate::ui_io::Submission;
 
 mod steps;
 mod wording;

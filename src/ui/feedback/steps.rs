@@ -4,7 +4,7 @@
 
 use crate::protocol::Category;
 use crate::schedule::Key;
-use crate::store::outbox::Submission;
+use crate::ui_io::Submission;
 
 /// What a resident gives feedback on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
