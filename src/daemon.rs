@@ -6,7 +6,9 @@
 //! - the MQTT *event loop* and *session* tasks (see [`crate::mqtt`]);
 //! - the *status* task publishes section 6 status, coalesced;
 //! - the *rotation* task walks the active set on the clock and says what is
-//!   showing (the UI, where there is one, follows it).
+//!   showing (the UI, where there is one, follows it);
+//! - the *ui io* task reads, decodes and commits for the UI (see
+//!   [`crate::ui_io`]), so the UI thread only draws.
 //!
 //! Every task watches one cancellation token and is joined with a deadline.
 
