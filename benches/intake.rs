@@ -36,7 +36,7 @@ fn main() {
     let phase = Duration::from_secs_f64(seconds);
     let office = OfficeServer::running();
     let token = office.token("bench-1");
-    gongkai::mqtt::install_crypto_provider();
+    gongkai::tls::install_crypto_provider();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let batched = measure(&office.url, &token, BATCH, phase).await;

@@ -6,7 +6,9 @@
 //! - the MQTT *event loop* and *session* tasks (see [`crate::mqtt`]);
 //! - the *status* task publishes section 6 status, coalesced;
 //! - the *rotation* task walks the active set on the clock and says what is
-//!   showing (the UI, where there is one, follows it).
+//!   showing (the UI, where there is one, follows it);
+//! - the *ui io* task reads, decodes and commits for the UI (see
+//!   [`crate::ui_io`]), so the UI thread only draws.
 //!
 //! Every task watches one cancellation token and is joined with a deadline.
 
@@ -91,14 +93,14 @@ impl Daemon {
     ) -> anyhow::Result<(Daemon, UiLink)> {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let pacer = paced_by_ui.then_some(done_rx);
-        let (daemon, media) = Self::start_inner(config, pacer).await?;
+        let (daemon, media, io) = Self::start_inner(config, pacer).await?;
         let link = UiLink {
             catalog: daemon.catalog.clone(),
             connected: daemon.connected.clone(),
             showing: daemon.showing.clone(),
             media,
             slot_done: done_tx,
-            feedback_wake: daemon.feedback_wake.clone(),
+            io,
         };
         Ok((daemon, link))
     }
@@ -106,7 +108,7 @@ impl Daemon {
     async fn start_inner(
         config: Config,
         pacer: Option<mpsc::UnboundedReceiver<schedule::Key>>,
-    ) -> anyhow::Result<(Daemon, watch::Receiver<u64>)> {
+    ) -> anyhow::Result<(Daemon, watch::Receiver<u64>, crate::ui_io::UiIo)> {
         crate::tls::install_crypto_provider();
         let mut store = Store::open(&config.store.path)
             .with_context(|| format!("opening the store {}", config.store.path.display()))?;
@@ -232,6 +234,13 @@ impl Daemon {
             ready: media_tx,
             cancel: cancel.clone(),
         };
+        // The UI's reads, decoding and feedback commits, off the UI thread.
+        let (ui_io, io) = crate::ui_io::UiIoTask::new(
+            config.store.path.clone(),
+            Some(MediaCache::reader(&config.store.media_dir)),
+            feedback_wake.clone(),
+            cancel.clone(),
+        );
         let others = vec![
             tasks.spawn("status", async move {
                 status.run().await;
@@ -249,6 +258,7 @@ impl Daemon {
                 media.run().await;
                 Ok(())
             }),
+            tasks.spawn("ui io", ui_io.run()),
         ];
         Ok((
             Daemon {
@@ -268,6 +278,7 @@ impl Daemon {
                 relay,
             },
             media_rx,
+            io,
         ))
     }
 
@@ -317,8 +328,9 @@ pub struct UiLink {
     pub media: watch::Receiver<u64>,
     /// Where the UI says a rotation slot has shown all its pages.
     pub slot_done: mpsc::UnboundedSender<schedule::Key>,
-    /// Notified after the kiosk committed a submission to the outbox.
-    pub feedback_wake: Arc<Notify>,
+    /// Where the UI asks for notice bodies and images, commits feedback
+    /// and looks up replies (see [`crate::ui_io`]).
+    pub io: crate::ui_io::UiIo,
 }
 
 /// A slot the UI never reports done ends after this many dwell times (the

@@ -24,6 +24,8 @@
 //! - [`tls`]: the one rustls crypto provider and client configurations.
 //! - [`ui`]: the only user of slint; the screen's pages, rotation and kiosk
 //!   views in a window or headless, beside the daemon's runtime.
+//! - [`ui_io`]: the UI's I/O on the daemon's side: notice bodies read and
+//!   images decoded for it, the kiosk's feedback committed to the outbox.
 
 pub mod app;
 pub mod backoff;
@@ -43,6 +45,7 @@ pub mod store;
 pub mod sync;
 pub mod tls;
 pub mod ui;
+pub mod ui_io;
 
 /// Resolves on SIGTERM or SIGINT: how both programs are asked to stop.
 pub async fn shutdown_signal() {

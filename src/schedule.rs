@@ -175,6 +175,64 @@ fn cycle<'a>(active: &[&'a Item]) -> Vec<&'a Item> {
         .collect()
 }
 
+/// Why a notice is in the archive rather than the rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveMark {
+    /// A newer signed version withdrew it.
+    Withdrawn,
+    /// Its window has closed.
+    Expired,
+}
+
+impl ArchiveMark {
+    /// The mark as residents read it on the kiosk.
+    pub fn label_zh(self) -> &'static str {
+        match self {
+            ArchiveMark::Withdrawn => "已撤回",
+            ArchiveMark::Expired => "已过期",
+        }
+    }
+}
+
+/// Whether `item` belongs in the archive at `now`, and why. A withdrawal
+/// wins over expiry: it is the stronger statement.
+pub fn archive_mark(item: &Item, now: OffsetDateTime) -> Option<ArchiveMark> {
+    if item.status == Status::Withdrawn {
+        Some(ArchiveMark::Withdrawn)
+    } else if item.valid_until <= now {
+        Some(ArchiveMark::Expired)
+    } else {
+        None
+    }
+}
+
+/// The notices of this screen no longer shown that residents may still look
+/// up (往期公开): withdrawn, or past their window. Newest window first, then id.
+pub fn archive<'a>(
+    items: impl IntoIterator<Item = &'a Item>,
+    screen: &str,
+    now: OffsetDateTime,
+) -> Vec<&'a Item> {
+    let mut out: Vec<&Item> = items
+        .into_iter()
+        .filter(|i| i.targets(screen) && archive_mark(i, now).is_some())
+        .collect();
+    out.sort_by(|a, b| b.valid_until.cmp(&a.valid_until).then(a.id.cmp(&b.id)));
+    out
+}
+
+/// The urgent notice the banner names on every view: the first active urgent
+/// notice in display order, so every screen of a community names the same one.
+pub fn urgent_banner<'a>(
+    items: impl IntoIterator<Item = &'a Item>,
+    screen: &str,
+    now: OffsetDateTime,
+) -> Option<&'a Item> {
+    active_set(items, screen, now)
+        .into_iter()
+        .find(|i| i.priority == Priority::Urgent)
+}
+
 /// Characters a page may hold and still be read in the base dwell time.
 const PAGE_READ_CHARS: usize = 120;
 /// Each further this many characters adds a second.
@@ -342,6 +400,51 @@ mod tests {
             ["u", "u", "u"]
         );
         assert_eq!(rotation.next(&[]), None);
+    }
+
+    #[test]
+    fn the_archive_marks_withdrawn_and_expired_notices_newest_first() {
+        let current = item("current", Priority::Normal, -1, 1);
+        let mut withdrawn = item("withdrawn", Priority::Normal, -1, 5);
+        withdrawn.status = Status::Withdrawn;
+        let older = item("older", Priority::Normal, -10, -5);
+        let newer = item("newer", Priority::Normal, -10, -2);
+        let mut elsewhere = item("elsewhere", Priority::Normal, -10, -1);
+        elsewhere.screens = vec!["lobby-2".into()];
+        let items = [current, withdrawn, older, newer, elsewhere];
+        assert_eq!(
+            ids(&archive(&items, "lobby-1", T0)),
+            ["withdrawn", "newer", "older"]
+        );
+        assert_eq!(archive_mark(&items[0], T0), None);
+        assert_eq!(archive_mark(&items[1], T0), Some(ArchiveMark::Withdrawn));
+        assert_eq!(archive_mark(&items[2], T0), Some(ArchiveMark::Expired));
+        assert_eq!(ArchiveMark::Withdrawn.label_zh(), "已撤回");
+        assert_eq!(ArchiveMark::Expired.label_zh(), "已过期");
+        // The end of a window is exclusive: at `valid_until` it has expired.
+        let at_end = T0 + Duration::hours(1);
+        assert_eq!(archive_mark(&items[0], at_end), Some(ArchiveMark::Expired));
+        // A withdrawn notice says so even once its window has closed too.
+        let later = T0 + Duration::hours(6);
+        assert_eq!(archive_mark(&items[1], later), Some(ArchiveMark::Withdrawn));
+    }
+
+    #[test]
+    fn the_banner_names_the_first_active_urgent_notice() {
+        let mut items = vec![
+            item("normal", Priority::Normal, -1, 1),
+            item("later", Priority::Urgent, 1, 2),
+        ];
+        assert_eq!(urgent_banner(&items, "s", T0), None, "none active yet");
+        items.push(item("water", Priority::Urgent, -1, 1));
+        let mut gas = item("gas", Priority::Urgent, -2, 1);
+        gas.category = Category::Services;
+        items.push(gas);
+        // Display order: affairs before services.
+        assert_eq!(urgent_banner(&items, "s", T0).unwrap().id, "water");
+        items[2].status = Status::Withdrawn;
+        assert_eq!(urgent_banner(&items, "s", T0).unwrap().id, "gas");
+        assert_eq!(urgent_banner(&items, "s", T0 + Duration::hours(2)), None);
     }
 
     #[test]

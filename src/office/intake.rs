@@ -482,9 +482,10 @@ fn router(app: App) -> Router {
 }
 
 /// How long a resident's contact number is kept once their item was
-/// answered: what the kiosk's privacy notice promises (处理完毕后保存不超过
-/// 180 天). The server wipes numbers past it when it starts and every hour.
-pub const CONTACT_KEPT_AFTER_REPLY: time::Duration = time::Duration::days(180);
+/// answered: what the kiosk's privacy notice promises, so it lives beside the
+/// wire rules both sides import. The server wipes numbers past it when it
+/// starts and every hour.
+pub use crate::protocol::feedback::CONTACT_KEPT_AFTER_REPLY;
 
 const CONTACT_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 

@@ -13,6 +13,16 @@ pub const MAX_TEXT_CHARS: usize = 1000;
 /// Preset reason codes on one item at most.
 pub const MAX_REASONS: usize = 8;
 
+/// Days a resident's contact number is kept once their item was answered.
+/// The office enforces it (its sweep wipes older numbers) and the kiosk's
+/// privacy notice promises it (处理完毕后保存不超过 180 天): one constant, so
+/// the promise cannot drift from what is done.
+pub const CONTACT_RETENTION_DAYS: u16 = 180;
+
+/// [`CONTACT_RETENTION_DAYS`] as a duration, for the office's sweep.
+pub const CONTACT_KEPT_AFTER_REPLY: time::Duration =
+    time::Duration::days(CONTACT_RETENTION_DAYS as i64);
+
 /// `POST /api/v1/feedback`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FeedbackBatch {

@@ -7,8 +7,9 @@
 //! contact number (it now lives only in the office's database) and stays as
 //! a record; a rejected row is parked with the office's reason.
 //!
-//! The kiosk UI and the sync task each hold their own `Outbox` connection to
-//! the store file; SQLite serialises their writes.
+//! The daemon's `ui_io` task (for the kiosk) and the sync task each hold
+//! their own `Outbox` connection to the store file; SQLite serialises their
+//! writes. The UI thread holds none.
 
 use std::path::Path;
 

@@ -5,12 +5,18 @@
 //!
 //! - this file: page views in plain Rust, and applying them to the UI;
 //! - [`paging`]: long notices broken into pages by measuring the layout;
-//! - [`controller`]: what the screen shows, rotation pages and kiosk navigation;
+//! - [`controller`]: the controller of the screen, what it shows and the
+//!   answers of the daemon's [`crate::ui_io`] task; `notice` asks for a
+//!   notice and pages it, `rotation` pages the rotation's slot on its dwell
+//!   times, `kiosk` runs the kiosk's views, and [`feedback`] is the
+//!   feedback flow as a pure state machine;
 //! - [`window`]: a real window beside the daemon's tokio runtime;
 //! - [`headless`]: the software renderer without a display.
 //!
 //! Slint objects live on the thread that made them; nothing here is `Send`.
-//! The daemon's tasks reach the UI only through `invoke_from_event_loop`.
+//! The daemon's tasks reach the UI only through `invoke_from_event_loop`. The
+//! UI thread only draws: it opens no store, commits nothing and decodes no
+//! image; [`crate::ui_io`] does that and answers with plain data.
 
 use std::collections::HashMap;
 
@@ -19,11 +25,15 @@ use slint::{ComponentHandle, Model, ModelRc, SharedString, VecModel};
 use time::{OffsetDateTime, UtcOffset};
 
 pub mod controller;
+pub mod feedback;
 pub mod headless;
+mod kiosk;
+mod notice;
 mod paging;
+mod rotation;
 pub mod window;
 
-pub use controller::{Controller, FeedbackSink, Setup, Snapshot};
+pub use controller::{Controller, Setup, Snapshot};
 pub use headless::{
     HeadlessWindow, RenderedPage, pages_of, render_notice, render_notice_page, render_rgba,
 };
@@ -37,7 +47,10 @@ mod generated {
     slint::include_modules!();
 }
 
-pub use generated::{AppWindow, Block, Entry, Reason, Screen, Tile};
+pub use generated::{
+    AppWindow, Block, BlockKind, Entry, FbStep, FeedbackKind, Reason, Screen, ScreenMode,
+    ScreenView, Tile,
+};
 
 /// Screens stand in China: the clock shows China Standard Time.
 pub const CHINA: UtcOffset = match UtcOffset::from_hms(8, 0, 0) {
@@ -48,7 +61,7 @@ pub const CHINA: UtcOffset = match UtcOffset::from_hms(8, 0, 0) {
 /// One block of a page, as the UI shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BlockView {
-    pub kind: &'static str,
+    pub kind: BlockKind,
     pub text: String,
     pub cells: Vec<String>,
     /// Per cell: right aligned, because its column holds numbers.
@@ -62,7 +75,7 @@ pub struct BlockView {
 }
 
 impl BlockView {
-    fn text(kind: &'static str, text: &str) -> Self {
+    fn text(kind: BlockKind, text: &str) -> Self {
         BlockView {
             kind,
             text: text.to_owned(),
@@ -90,6 +103,15 @@ pub struct Images {
 
 impl Images {
     /// Adds an RGBA image for media `id`.
+    /// Images decoded off the UI thread (see [`crate::ui_io`]), by media id.
+    pub fn from_decoded(decoded: &[(String, crate::media::DecodedImage)]) -> Self {
+        let mut images = Images::default();
+        for (id, image) in decoded {
+            images.insert_rgba(id, image.width, image.height, &image.rgba);
+        }
+        images
+    }
+
     pub fn insert_rgba(&mut self, id: &str, width: u32, height: u32, rgba: &[u8]) {
         if width == 0 || height == 0 {
             return;
@@ -144,7 +166,10 @@ pub struct PageView {
     pub urgent: bool,
 }
 
+/// The date of `t` in China, where the screens stand: a window that opens at
+/// midnight in Beijing is 16:00 UTC the day before.
 fn date(t: OffsetDateTime) -> String {
+    let t = t.to_offset(CHINA);
     format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
 }
 
@@ -160,18 +185,18 @@ pub fn body_blocks(notice: &Notice, images: &Images) -> Vec<BlockView> {
     let mut out = Vec::new();
     let block = BlockView::text;
     if let Some(summary) = &notice.summary {
-        out.push(block("paragraph", summary));
+        out.push(block(BlockKind::Paragraph, summary));
     }
     for b in &notice.body {
         match b {
-            NoticeBlock::Paragraph { text } => out.push(block("paragraph", text)),
+            NoticeBlock::Paragraph { text } => out.push(block(BlockKind::Paragraph, text)),
             NoticeBlock::Table {
                 caption,
                 header,
                 rows,
             } => {
                 if let Some(caption) = caption {
-                    out.push(block("caption", caption));
+                    out.push(block(BlockKind::Caption, caption));
                 }
                 // A column is right aligned when every one of its cells is a number.
                 let right: Vec<bool> = (0..header.len())
@@ -184,7 +209,7 @@ pub fn body_blocks(notice: &Notice, images: &Images) -> Vec<BlockView> {
                     cells: cells.clone(),
                     right: right.clone(),
                     header,
-                    ..BlockView::text("row", "")
+                    ..BlockView::text(BlockKind::Row, "")
                 };
                 out.push(row(header, true));
                 out.extend(rows.iter().map(|r| row(r, false)));
@@ -193,10 +218,10 @@ pub fn body_blocks(notice: &Notice, images: &Images) -> Vec<BlockView> {
                 Some((_, aspect)) => out.push(BlockView {
                     media: Some(media.clone()),
                     aspect: *aspect,
-                    ..block("image", caption.as_deref().unwrap_or(""))
+                    ..block(BlockKind::Image, caption.as_deref().unwrap_or(""))
                 }),
                 None => out.push(block(
-                    "paragraph",
+                    BlockKind::Paragraph,
                     &format!("〔图片：{}〕", caption.as_deref().unwrap_or("未命名")),
                 )),
             },
@@ -302,7 +327,7 @@ fn apply_text(ui: &AppWindow, view: &PageView, images: &Images) {
         .map(|b| {
             let image = b.media.as_deref().and_then(|m| images.get(m));
             Block {
-                kind: b.kind.into(),
+                kind: b.kind,
                 text: b.text.as_str().into(),
                 cells: ModelRc::new(VecModel::from(
                     b.cells.iter().map(SharedString::from).collect::<Vec<_>>(),
@@ -337,33 +362,17 @@ pub fn set_screen_size(ui: &AppWindow, width: u32, height: u32) {
 }
 
 /// The images of `notice` that are in `cache`, decoded to fit `max_width`×
-/// `max_height`; and whether some image is still to be fetched. An image that
-/// fails to decode is left out (its caption stands in) and logged.
+/// `max_height`; and whether some image is still to be fetched. For previews
+/// off a screen (`gongkai render`); a screen's UI is handed its images
+/// decoded by [`crate::ui_io`].
 pub fn load_images(
     notice: &Notice,
     cache: &crate::media::MediaCache,
     max_width: u32,
     max_height: u32,
 ) -> (Images, bool) {
-    let mut images = Images::default();
-    let mut waiting = false;
-    for block in &notice.body {
-        let NoticeBlock::Image { media, .. } = block else {
-            continue;
-        };
-        let Some(entry) = notice.media.iter().find(|m| &m.id == media) else {
-            continue;
-        };
-        if !cache.contains(entry) {
-            waiting = true;
-            continue;
-        }
-        match cache.load(entry, max_width, max_height) {
-            Ok(image) => images.insert_rgba(media, image.width, image.height, &image.rgba),
-            Err(e) => tracing::warn!("{}: image {media} not shown: {e}", notice.id),
-        }
-    }
-    (images, waiting)
+    let (decoded, waiting) = crate::ui_io::decode_images(notice, cache, max_width, max_height);
+    (Images::from_decoded(&decoded), waiting)
 }
 
 /// Puts `rows` into the model behind `current`, in place when it is ours (so
@@ -383,4 +392,31 @@ pub fn png(rgba: &[u8], width: u32, height: u32) -> anyhow::Result<Vec<u8>> {
     encoder.set_depth(png::BitDepth::Eight);
     encoder.write_header()?.write_image_data(rgba)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    /// Every date and time on screen is China's: just before midnight UTC it
+    /// is already the next morning in Beijing.
+    #[test]
+    fn dates_and_times_are_china_time_around_midnight_utc() {
+        let before = datetime!(2026-10-07 15:59 UTC);
+        assert_eq!(
+            (date(before), hhmm(before)),
+            ("2026-10-07".into(), "23:59".into())
+        );
+        let after = datetime!(2026-10-07 16:00 UTC);
+        assert_eq!(
+            (date(after), hhmm(after)),
+            ("2026-10-08".into(), "00:00".into())
+        );
+        let midnight_utc = datetime!(2026-12-31 23:30 UTC);
+        assert_eq!(date(midnight_utc), "2027-01-01");
+        assert_eq!(hhmm(midnight_utc), "07:30");
+        // An offset given in the notice itself changes nothing.
+        assert_eq!(date(datetime!(2026-10-08 00:00 +08:00)), "2026-10-08");
+    }
 }

@@ -8,7 +8,7 @@
 //! window, headless or real, without drawing, so paging never flickers.
 //! Tests check the sum against the laid-out page after drawing.
 
-use super::{AppWindow, BlockView, PageView, Screen, apply_text};
+use super::{AppWindow, BlockKind, BlockView, PageView, Screen, apply_text};
 use slint::ComponentHandle;
 
 /// Whether the body of what `ui` shows now fits its page, by the page's own
@@ -53,15 +53,15 @@ fn text_height(ui: &AppWindow, text: &str, size: f32, width: f32, bold: bool) ->
 /// The height a block takes in the body, its top padding included.
 fn block_height(ui: &AppWindow, m: &Metrics, block: &BlockView) -> f32 {
     let u = m.u;
-    let padding = if block.kind == "row" && !block.header {
+    let padding = if block.kind == BlockKind::Row && !block.header {
         0.0
     } else {
         18.0 * u
     };
     let content = match block.kind {
-        "paragraph" => text_height(ui, &block.text, 42.0 * u, m.text_width, false),
-        "caption" => text_height(ui, &block.text, 42.0 * u, m.text_width, true),
-        "image" => {
+        BlockKind::Paragraph => text_height(ui, &block.text, 42.0 * u, m.text_width, false),
+        BlockKind::Caption => text_height(ui, &block.text, 42.0 * u, m.text_width, true),
+        BlockKind::Image => {
             let image = (m.text_width * block.aspect).min(m.image_max) * block.shrink;
             let caption = if block.text.is_empty() {
                 0.0
@@ -70,7 +70,7 @@ fn block_height(ui: &AppWindow, m: &Metrics, block: &BlockView) -> f32 {
             };
             image + caption
         }
-        "row" => {
+        BlockKind::Row => {
             let n = block.cells.len().max(1) as f32;
             let column = (m.page_width - 128.0 * u - 40.0 * u - 24.0 * u * (n - 1.0)) / n;
             let tallest = block
@@ -80,7 +80,6 @@ fn block_height(ui: &AppWindow, m: &Metrics, block: &BlockView) -> f32 {
                 .fold(0.0f32, f32::max);
             tallest + 16.0 * u
         }
-        _ => 0.0,
     };
     padding + content
 }
@@ -111,19 +110,19 @@ pub(crate) fn paginate(
     let mut queue: std::collections::VecDeque<BlockView> = blocks.iter().cloned().collect();
     while let Some(block) = queue.pop_front() {
         match (block.kind, block.header) {
-            ("caption", _) => table_head = vec![block.clone()],
-            ("row", true) => table_head.push(block.clone()),
-            ("row", false) => {}
-            _ => table_head.clear(),
+            (BlockKind::Caption, _) => table_head = vec![block.clone()],
+            (BlockKind::Row, true) => table_head.push(block.clone()),
+            (BlockKind::Row, false) => {}
+            (BlockKind::Paragraph | BlockKind::Image, _) => table_head.clear(),
         }
         let height = block_height(ui, &m, &block);
         // A table's caption and header row stay with its first row.
-        let keep_with: f32 = if block.kind == "caption" || block.header {
+        let keep_with: f32 = if block.kind == BlockKind::Caption || block.header {
             queue
                 .iter()
                 .take(3)
                 .scan(false, |done, b| {
-                    if *done || b.kind != "row" {
+                    if *done || b.kind != BlockKind::Row {
                         return None;
                     }
                     *done = !b.header;
@@ -134,7 +133,9 @@ pub(crate) fn paginate(
         } else {
             0.0
         };
-        let only_heads = current.iter().all(|b| b.kind == "caption" || b.header);
+        let only_heads = current
+            .iter()
+            .all(|b| b.kind == BlockKind::Caption || b.header);
         if keep_with > 0.0 && used + height + keep_with > available && !only_heads {
             pages.push(std::mem::take(&mut current));
             used = title;
@@ -152,7 +153,7 @@ pub(crate) fn paginate(
         }
         // An image that nearly fits is drawn a little smaller rather than
         // left for the next page.
-        if block.kind == "image" && block.shrink > 0.0 {
+        if block.kind == BlockKind::Image && block.shrink > 0.0 {
             let full = (m.text_width * block.aspect).min(m.image_max);
             let others = height - full * block.shrink;
             let room = available - used - others;
@@ -170,7 +171,7 @@ pub(crate) fn paginate(
             // Start a new page with this block (and the table's head).
             pages.push(std::mem::take(&mut current));
             used = title;
-            if block.kind == "row" && !block.header {
+            if block.kind == BlockKind::Row && !block.header {
                 for head in continued(&table_head) {
                     used += block_height(ui, &m, &head);
                     current.push(head);
@@ -180,7 +181,7 @@ pub(crate) fn paginate(
             continue;
         }
         // The block does not fit even on a page of its own.
-        if block.kind == "paragraph" {
+        if block.kind == BlockKind::Paragraph {
             let chars: Vec<char> = block.text.chars().collect();
             let fits = |n: usize| {
                 let text: String = chars[..n].iter().collect();
@@ -223,11 +224,11 @@ fn continued(table_head: &[BlockView]) -> Vec<BlockView> {
     table_head
         .iter()
         .map(|b| match b.kind {
-            "caption" => BlockView {
+            BlockKind::Caption => BlockView {
                 text: format!("{}（续）", b.text.trim_end_matches("（续）")),
                 ..b.clone()
             },
-            _ => b.clone(),
+            BlockKind::Row | BlockKind::Paragraph | BlockKind::Image => b.clone(),
         })
         .collect()
 }

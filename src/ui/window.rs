@@ -2,12 +2,13 @@
 //! daemon's tokio runtime runs beside it. A feed task turns the daemon's
 //! watches into [`Snapshot`]s and hands each to the UI thread with
 //! `invoke_from_event_loop`; the UI answers through a channel when a rotation
-//! slot has shown all its pages.
+//! slot has shown all its pages, and asks the daemon's [`crate::ui_io`] task
+//! for notice bodies, commits and lookups.
 //!
 //! Without a display the same controller drives a headless window and the
 //! current frame is written to a PNG file (the demo on a server, and tests).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
@@ -17,10 +18,9 @@ use slint::ComponentHandle;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use super::controller::{Controller, FeedbackSink, Setup, Snapshot};
-use super::{AppWindow, Screen, hhmm};
+use super::controller::{Controller, Setup, Snapshot, system_clock};
+use super::{AppWindow, hhmm};
 use crate::config::Config;
-use crate::media::MediaCache;
 
 /// After this long without the broker the screen says it is offline.
 pub const OFFLINE_AFTER: Duration = Duration::from_secs(120);
@@ -80,23 +80,20 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let (width, height) = (config.display.width, config.display.height);
     let slot_done = link.slot_done.clone();
-    let feedback_wake = link.feedback_wake.clone();
     let setup = Setup {
         mode: config.screen.mode,
         screen: config.screen.id.clone(),
         title: config.display.title.clone(),
-        store: config.store.path.clone(),
-        media: Some(MediaCache::reader(&config.store.media_dir)),
+        io: link.io.clone(),
         dwell: Duration::from_secs(config.display.dwell_seconds),
         idle: Duration::from_secs(config.display.idle_seconds),
         slot_done: Box::new(move |key| {
             let _ = slot_done.send(key);
         }),
-        feedback: Some(FeedbackSink {
-            store: config.store.path.clone(),
-            wake: Box::new(move || feedback_wake.notify_one()),
-            min_interval: Duration::from_secs(config.display.feedback_interval_seconds),
-        }),
+        feedback_interval: Some(Duration::from_secs(
+            config.display.feedback_interval_seconds,
+        )),
+        clock: system_clock(),
     };
     let start = |ui: &AppWindow| -> anyhow::Result<()> {
         let controller = Controller::new(ui, setup)?;
@@ -124,12 +121,13 @@ pub fn run(
             // The layout follows the window when the window manager sizes it.
             let weak = ui.as_weak();
             let resized = slint::Timer::default();
+            let laid_out = Cell::new((width, height));
             resized.start(
                 slint::TimerMode::Repeated,
                 Duration::from_millis(500),
                 move || {
                     if let Some(ui) = weak.upgrade() {
-                        follow_size(&ui);
+                        follow_size(&ui, &laid_out);
                     }
                 },
             );
@@ -147,26 +145,25 @@ pub fn run(
 }
 
 /// Keeps the design scale in step with the window's real size, in logical
-/// pixels (a high-density display has a scale factor above 1).
-fn follow_size(ui: &AppWindow) {
+/// pixels (a high-density display has a scale factor above 1). `laid_out`
+/// is the size the UI was last told, kept here rather than read back.
+fn follow_size(ui: &AppWindow, laid_out: &Cell<(u32, u32)>) {
     let size = ui.window().size();
     let factor = ui.window().scale_factor().max(0.1);
     let (width, height) = (
         (size.width as f32 / factor).round() as u32,
         (size.height as f32 / factor).round() as u32,
     );
-    if width == 0 || height == 0 {
+    if width == 0 || height == 0 || laid_out.get() == (width, height) {
         return;
     }
-    let screen = ui.global::<Screen>();
-    if screen.get_page_width() != width as f32 || screen.get_page_height() != height as f32 {
-        super::set_screen_size(ui, width, height);
-        CONTROLLER.with(|c| {
-            if let Some(c) = c.borrow().as_ref() {
-                c.resized();
-            }
-        });
-    }
+    laid_out.set((width, height));
+    super::set_screen_size(ui, width, height);
+    CONTROLLER.with(|c| {
+        if let Some(c) = c.borrow().as_ref() {
+            c.resized();
+        }
+    });
 }
 
 /// Turns the daemon's watches into snapshots for the UI thread: on every

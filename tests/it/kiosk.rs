@@ -1,6 +1,9 @@
 //! The screen's UI driven through Slint's testing backend on mock time:
 //! kiosk navigation by simulated taps and swipes, the idle timeout, rotation
-//! pages on their dwell times, and the urgent banner and interruption.
+//! pages on their dwell times, and the urgent banner and interruption. Notice
+//! bodies, commits and lookups are answered by the real `ui_io` task on a
+//! tokio runtime beside the UI, as on a screen; the receipt shows only once
+//! its answer has arrived.
 //!
 //! The testing backend can be installed once per process, so this file holds
 //! one test that walks through everything in order, in a child process of
@@ -8,15 +11,17 @@
 
 use crate::common;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use gongkai::config::Mode;
 use gongkai::demo::DEMO_SCREEN;
 use gongkai::schedule::Key;
 use gongkai::ui::controller::View;
-use gongkai::ui::{AppWindow, Controller, Screen, Setup, Snapshot};
+use gongkai::ui::{AppWindow, Controller, FbStep, Screen, Setup, Snapshot};
+use gongkai::ui_io::UiIoTask;
 use i_slint_backend_testing::{AccessibleRole, ElementHandle};
 use slint::ComponentHandle;
 use slint::platform::{PointerEventButton, WindowEvent};
@@ -28,9 +33,28 @@ fn screen(ui: &AppWindow) -> Screen<'_> {
     ui.global::<Screen>()
 }
 
-/// Advances Slint's mock clock (timers fire, pending views instantiate).
+thread_local! {
+    /// The controller under test, and the UI's clock that it reads.
+    static CONTROLLER: RefCell<Option<Rc<Controller>>> = const { RefCell::new(None) };
+    static NOW: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+}
+
+/// Advances Slint's mock clock (timers fire, pending views instantiate),
+/// then lets the I/O task answer what the UI asked for.
 fn advance(by: Duration) {
+    NOW.set(NOW.get() + by);
     i_slint_backend_testing::mock_elapsed_time(by);
+    settle();
+}
+
+/// Runs the UI's event loop until the controller waits for no answer of the
+/// I/O task.
+fn settle() {
+    let controller = CONTROLLER.with(|c| c.borrow().clone());
+    if let Some(c) = controller {
+        c.settle(Duration::from_secs(10)).unwrap();
+        i_slint_backend_testing::mock_elapsed_time(Duration::ZERO);
+    }
 }
 
 /// The visible button labelled `label`.
@@ -44,11 +68,23 @@ fn button(ui: &AppWindow, label: &str) -> ElementHandle {
             )
         })
         .find(|e| e.size().width > 0.0 && e.size().height > 0.0)
-        .unwrap_or_else(|| panic!("no button {label:?} on the {} view", screen(ui).get_view()))
+        .unwrap_or_else(|| {
+            panic!(
+                "no button {label:?} on the {:?} view",
+                screen(ui).get_view()
+            )
+        })
 }
 
-/// A finger down and up in the middle of the button labelled `label`.
+/// A tap on the button labelled `label`, and the I/O task's answers to it.
 fn tap(ui: &AppWindow, label: &str) {
+    press(ui, label);
+    settle();
+}
+
+/// A finger down and up in the middle of the button labelled `label`; what
+/// it asks of the I/O task is not answered yet.
+fn press(ui: &AppWindow, label: &str) {
     let element = button(ui, label);
     let (p, s) = (element.absolute_position(), element.size());
     assert!(
@@ -67,7 +103,8 @@ fn tap(ui: &AppWindow, label: &str) {
         position: at,
         button: PointerEventButton::Left,
     });
-    advance(Duration::ZERO);
+    // Mock time stands still: views instantiate, answers wait.
+    i_slint_backend_testing::mock_elapsed_time(Duration::ZERO);
 }
 
 /// A finger dragged horizontally across the middle of the page by `dx`.
@@ -119,6 +156,17 @@ fn kiosk_walk_on_the_testing_backend() {
         (item.id.clone(), item.version)
     };
 
+    // The daemon's side: the UI's I/O task on a runtime of its own.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let (io_task, io) = UiIoTask::new(store_path.clone(), None, wake.clone(), cancel.clone());
+    let io_running = runtime.spawn(io_task.run());
+
     let ui = AppWindow::new().unwrap();
     ui.window().set_size(slint::PhysicalSize::new(1920, 1080));
     gongkai::ui::set_screen_size(&ui, 1920, 1080);
@@ -130,19 +178,16 @@ fn kiosk_walk_on_the_testing_backend() {
             mode: Mode::Kiosk,
             screen: DEMO_SCREEN.into(),
             title: "历下区示范社区".into(),
-            store: store_path.clone(),
-            media: None,
+            io,
             dwell: DWELL,
             idle: IDLE,
             slot_done: Box::new(move |key| record.borrow_mut().push(key)),
-            feedback: Some(gongkai::ui::FeedbackSink {
-                store: store_path.clone(),
-                wake: Box::new(|| {}),
-                min_interval: Duration::from_secs(20),
-            }),
+            feedback_interval: Some(Duration::from_secs(20)),
+            clock: Box::new(|| NOW.get()),
         },
     )
     .unwrap();
+    CONTROLLER.with(|c| *c.borrow_mut() = Some(controller.clone()));
     ui.show().unwrap();
 
     // The rotation shows the daemon's slot, every page for its dwell time,
@@ -154,6 +199,8 @@ fn kiosk_walk_on_the_testing_backend() {
         slot: 1,
         ..Snapshot::default()
     });
+    assert!(controller.waiting(), "the body is read off the UI thread");
+    settle();
     assert_eq!(controller.view(), View::Rotation);
     assert_eq!(screen(&ui).get_title(), "2026年第三季度社区财务收支公开");
     assert_eq!(screen(&ui).get_category(), "财务公开");
@@ -269,6 +316,7 @@ fn kiosk_walk_on_the_testing_backend() {
         slot: 2,
         ..Snapshot::default()
     });
+    settle();
     assert_eq!(controller.page().unwrap().0, urgent);
     assert!(screen(&ui).get_urgent());
     // On the kiosk's home screen the banner opens the urgent notice.
@@ -278,21 +326,28 @@ fn kiosk_walk_on_the_testing_backend() {
     assert_eq!(controller.page().unwrap().0, urgent);
 
     // Feedback on a notice: a rating with reasons and a phone number typed
-    // on the keypad, committed to the outbox before the receipt shows.
+    // on the keypad, committed to the outbox by the I/O task; the receipt
+    // shows only once its answer has arrived.
     tap(&ui, "首页");
     tap(&ui, "财务公开");
     tap(&ui, "2026年第三季度社区财务收支公开");
     tap(&ui, "评价");
     assert_eq!(controller.view(), View::Feedback);
-    assert_eq!(screen(&ui).get_fb_step(), "rate");
+    assert_eq!(screen(&ui).get_fb_step(), FbStep::Rate);
+    assert!(screen(&ui).get_fb_prompt().contains("需要改进"));
     tap(&ui, "不满意");
-    assert_eq!(screen(&ui).get_fb_step(), "reasons");
+    assert_eq!(screen(&ui).get_fb_step(), FbStep::Reasons);
     tap(&ui, "内容有误");
     // A finance notice offers a reason of its own.
     tap(&ui, "金额有疑问");
     tap(&ui, "下一步");
-    assert_eq!(screen(&ui).get_fb_step(), "privacy");
+    assert_eq!(screen(&ui).get_fb_step(), FbStep::Privacy);
     assert!(screen(&ui).get_fb_message().is_empty());
+    assert_eq!(
+        screen(&ui).get_contact_retention_days(),
+        i32::from(gongkai::protocol::feedback::CONTACT_RETENTION_DAYS),
+        "the privacy notice promises what the office enforces"
+    );
     tap(&ui, "留下号码");
     for key in ["1", "3", "8", "1", "2"] {
         tap(&ui, key);
@@ -306,8 +361,16 @@ fn kiosk_walk_on_the_testing_backend() {
         tap(&ui, key);
     }
     assert_eq!(screen(&ui).get_fb_entry(), "13812341234");
-    tap(&ui, "确定提交");
-    assert_eq!(screen(&ui).get_fb_step(), "done");
+    press(&ui, "确定提交");
+    assert_eq!(screen(&ui).get_fb_step(), FbStep::Submitting);
+    assert_eq!(
+        screen(&ui).get_fb_receipt(),
+        "",
+        "no receipt before the answer"
+    );
+    assert!(controller.waiting());
+    settle();
+    assert_eq!(screen(&ui).get_fb_step(), FbStep::Done);
     let receipt = screen(&ui).get_fb_receipt().to_string();
     assert!(
         gongkai::protocol::notice::is_receipt_code(&receipt),
@@ -324,12 +387,18 @@ fn kiosk_walk_on_the_testing_backend() {
     assert_eq!(item.reasons, ["error", "amounts"]);
     assert_eq!(item.contact, "13812341234");
     assert_eq!(item.notice_id.as_deref(), Some("2026q3-finance"));
+    // The I/O task woke the sync task after the commit.
+    runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(1), wake.notified())
+            .await
+            .expect("the sync task is woken after a commit")
+    });
     tap(&ui, "完成");
     assert_eq!(controller.view(), View::Notice);
 
     // One submission per 20 s on a kiosk: an objection right away waits.
     tap(&ui, "异议");
-    assert_eq!(screen(&ui).get_fb_step(), "wait");
+    assert_eq!(screen(&ui).get_fb_step(), FbStep::Wait);
     assert!(screen(&ui).get_fb_answer().contains("频繁"));
     assert!(
         ElementHandle::find_by_accessible_label(&ui, "重新输入")
@@ -339,7 +408,7 @@ fn kiosk_walk_on_the_testing_backend() {
     tap(&ui, "完成");
     advance(Duration::from_secs(21));
     tap(&ui, "异议");
-    assert_eq!(screen(&ui).get_fb_step(), "reasons");
+    assert_eq!(screen(&ui).get_fb_step(), FbStep::Reasons);
     tap(&ui, "下一步");
     assert!(
         screen(&ui).get_fb_message().contains("至少"),
@@ -348,7 +417,7 @@ fn kiosk_walk_on_the_testing_backend() {
     tap(&ui, "数据有误");
     tap(&ui, "下一步");
     tap(&ui, "不留号码，直接提交");
-    assert_eq!(screen(&ui).get_fb_step(), "done");
+    assert_eq!(screen(&ui).get_fb_step(), FbStep::Done);
     tap(&ui, "完成");
 
     // 查询答复: a receipt the office answered opens its reply; another is
@@ -382,4 +451,7 @@ fn kiosk_walk_on_the_testing_backend() {
     });
     assert!(screen(&ui).get_offline());
     assert_eq!(screen(&ui).get_offline_text(), "离线 · 最后同步 10:02");
+
+    cancel.cancel();
+    runtime.block_on(io_running).unwrap().unwrap();
 }

@@ -109,11 +109,11 @@ fn text_of<'a>(blocks: impl Iterator<Item = &'a ui::BlockView>) -> String {
     let mut seen_headers = std::collections::HashSet::new();
     for b in blocks {
         match b.kind {
-            "paragraph" => out.push_str(&b.text),
-            "caption" if b.text.ends_with("（续）") => {}
-            "caption" => out.push_str(&b.text),
-            _ if b.header && !seen_headers.insert(b.cells.clone()) => {}
-            _ => out.push_str(&b.cells.join("|")),
+            ui::BlockKind::Paragraph => out.push_str(&b.text),
+            ui::BlockKind::Caption if b.text.ends_with("（续）") => {}
+            ui::BlockKind::Caption => out.push_str(&b.text),
+            ui::BlockKind::Row if b.header && !seen_headers.insert(b.cells.clone()) => {}
+            ui::BlockKind::Row | ui::BlockKind::Image => out.push_str(&b.cells.join("|")),
         }
     }
     out
@@ -168,12 +168,23 @@ fn png_encoding_round_trips_dimensions() {
 /// screen's buttons and the urgent banner, then a category's list.
 fn kiosk_home_and_list_render_in_both_orientations() {
     use gongkai::config::Mode;
-    use gongkai::ui::{Controller, HeadlessWindow, Screen, Setup, Snapshot};
+    use gongkai::ui::{Controller, FeedbackKind, HeadlessWindow, Screen, Setup, Snapshot};
     use slint::ComponentHandle;
+    use std::time::Duration;
 
     let dir = tempfile::tempdir().unwrap();
     let store = common::sample_store(dir.path());
     let items = common::held_items(&store);
+    // Notice bodies come from the UI's I/O task, as on a screen.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let (task, io) = gongkai::ui_io::UiIoTask::new(
+        store.clone(),
+        None,
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+        cancel.clone(),
+    );
+    runtime.spawn(task.run());
     for (width, height) in [(1920, 1080), (1080, 1920)] {
         let window = HeadlessWindow::new(width, height).unwrap();
         let controller = Controller::new(
@@ -182,12 +193,12 @@ fn kiosk_home_and_list_render_in_both_orientations() {
                 mode: Mode::Kiosk,
                 screen: gongkai::demo::DEMO_SCREEN.into(),
                 title: "历下区示范社区".into(),
-                store: store.clone(),
-                media: None,
-                dwell: std::time::Duration::from_secs(12),
-                idle: std::time::Duration::from_secs(60),
+                io: io.clone(),
+                dwell: Duration::from_secs(12),
+                idle: Duration::from_secs(60),
                 slot_done: Box::new(|_| {}),
-                feedback: None,
+                feedback_interval: None,
+                clock: gongkai::ui::controller::system_clock(),
             },
         )
         .unwrap();
@@ -232,7 +243,8 @@ fn kiosk_home_and_list_render_in_both_orientations() {
         keep(&list, &format!("kiosk-list-{width}x{height}.png"));
         // The feedback flow's first step: three faces, each in its colour.
         screen.invoke_open_entry("2026q3-finance".into(), 1);
-        screen.invoke_open_feedback("rating".into());
+        controller.settle(Duration::from_secs(10)).unwrap();
+        screen.invoke_open_feedback(FeedbackKind::Rating);
         let rate = Frame {
             rgba: window.render(),
             width,
