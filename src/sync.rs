@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::OfficeConfig;
+use crate::config::OfficeApi;
 use crate::media::Backoff;
 use crate::protocol::feedback::{FeedbackBatch, FeedbackItem, FeedbackResponse};
 use crate::store::outbox::{Outbox, OutboxCounts};
@@ -102,7 +102,7 @@ pub type OutboxState = watch::Sender<OutboxCounts>;
 pub struct SyncTask {
     /// The screen's store file, whose outbox this task sends.
     pub store: PathBuf,
-    pub office: Option<OfficeConfig>,
+    pub office: Option<OfficeApi>,
     pub screen: String,
     pub community: String,
     /// Notified after a submission, so that it goes out at once.

@@ -11,7 +11,8 @@ use clap::{Parser, Subcommand};
 use time::OffsetDateTime;
 
 use gongkai::mqtt::Connect;
-use gongkai::office::intake::{self, Contacts, OfficeConfig};
+use gongkai::office::staff::{self, Contacts};
+use gongkai::office::{ServerConfig, intake, reply};
 use gongkai::protocol::printable;
 use gongkai::protocol::topic::DEFAULT_PREFIX;
 use gongkai::store::office::FeedbackRow;
@@ -332,7 +333,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Office { command } => match command {
             OfficeCommand::Serve { config } => {
-                let config = OfficeConfig::load(&config)?;
+                let config = ServerConfig::load(&config)?;
                 runtime()?.block_on(intake::serve(config, gongkai::shutdown_signal()))?;
             }
             OfficeCommand::Token {
@@ -340,8 +341,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 screen,
                 community,
             } => {
-                let config = OfficeConfig::load(&config)?;
-                let token = intake::issue_token(&config, &screen, community.as_deref())?;
+                let config = ServerConfig::load(&config)?;
+                let token = staff::issue_token(&config, &screen, community.as_deref())?;
                 println!(
                     "token for screen {screen} (put it in the screen's token_file, mode 0600):"
                 );
@@ -353,10 +354,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 csv,
                 reveal_contact,
             } => {
-                let config = OfficeConfig::load(&config)?;
+                let config = ServerConfig::load(&config)?;
                 let since = since
                     .as_deref()
-                    .map(|s| intake::parse_since(s, local_offset()))
+                    .map(|s| staff::parse_since(s, local_offset()))
                     .transpose()?;
                 let who = std::env::var("USER")
                     .ok()
@@ -367,10 +368,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 } else {
                     Contacts::Masked
                 };
-                let rows = intake::feedback_for_staff(&config, since, contacts)?;
+                let rows = staff::feedback_for_staff(&config, since, contacts)?;
                 let now = OffsetDateTime::now_utc();
                 if csv {
-                    print!("{}", intake::feedback_csv(&rows, now, local_offset()));
+                    print!("{}", staff::feedback_csv(&rows, now, local_offset()));
                 } else {
                     print_feedback(&rows, now);
                 }
@@ -384,16 +385,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 community,
                 output,
             } => {
-                let config = OfficeConfig::load(&config)?;
+                let config = ServerConfig::load(&config)?;
                 let now = OffsetDateTime::now_utc().to_offset(local_offset());
-                let request = intake::ReplyRequest {
+                let request = reply::ReplyRequest {
                     receipts: &receipts,
                     text: &text,
                     publisher: &publisher,
                     contact: &contact,
                     community: community.as_deref(),
                 };
-                let written = intake::write_reply(&config, &request, &output, now)?;
+                let written = reply::write_reply(&config, &request, &output, now)?;
                 let envelope = output.with_extension("env.json");
                 println!(
                     "{}: reply notice {} for community {}, answering {}",
@@ -436,7 +437,7 @@ fn print_feedback(rows: &[FeedbackRow], now: OffsetDateTime) {
     let mut table: Vec<[String; 9]> = vec![header.map(str::to_owned)];
     let mut overdue = 0;
     for r in rows {
-        let flag = if intake::is_overdue(r, now) {
+        let flag = if staff::is_overdue(r, now) {
             overdue += 1;
             "逾期未复 overdue".to_owned()
         } else if r.replies.is_empty() {
@@ -492,7 +493,7 @@ fn print_feedback(rows: &[FeedbackRow], now: OffsetDateTime) {
     println!(
         "{} items, {overdue} overdue (逾期未复: received over {} days ago, no reply written)",
         rows.len(),
-        intake::REPLY_DUE.whole_days()
+        staff::REPLY_DUE.whole_days()
     );
 }
 
