@@ -19,6 +19,8 @@
 //! - [`demo`]: an embedded broker, demo keys and signed samples.
 //! - [`media`]: images of notices, fetched, checked against their signed hash,
 //!   cached by hash, decoded under limits.
+//! - [`workdays`]: pure. Working days (工作日) of a holiday calendar, for
+//!   the office's reply deadlines.
 //! - [`ui`]: the only user of slint; the screen's pages, rotation and kiosk
 //!   views in a window or headless, beside the daemon's runtime.
 
@@ -37,6 +39,7 @@ pub mod status;
 pub mod store;
 pub mod sync;
 pub mod ui;
+pub mod workdays;
 
 /// Resolves on SIGTERM or SIGINT: how both programs are asked to stop.
 pub async fn shutdown_signal() {

@@ -13,9 +13,11 @@ use time::OffsetDateTime;
 use gongkai::mqtt::Connect;
 use gongkai::office::staff::{self, Contacts};
 use gongkai::office::{ServerConfig, intake, reply};
+use gongkai::protocol::feedback::REPLY_WORKING_DAYS;
 use gongkai::protocol::printable;
 use gongkai::protocol::topic::DEFAULT_PREFIX;
 use gongkai::store::office::FeedbackRow;
+use gongkai::workdays::Calendar;
 
 /// The machine's offset from UTC, for times shown to staff.
 static LOCAL_OFFSET: std::sync::OnceLock<time::UtcOffset> = std::sync::OnceLock::new();
@@ -163,7 +165,7 @@ enum OfficeCommand {
         #[arg(long)]
         community: Option<String>,
     },
-    /// List or export residents' feedback; items over 10 days old with no reply are flagged 逾期未复.
+    /// List or export residents' feedback with each reply deadline; items with no reply past it are flagged 逾期未复.
     Feedback {
         #[arg(long)]
         config: PathBuf,
@@ -370,10 +372,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 };
                 let rows = staff::feedback_for_staff(&config, since, contacts)?;
                 let now = OffsetDateTime::now_utc();
+                if let Some(warning) = staff::calendar_warning(&rows, now, &config.calendar) {
+                    eprintln!("gongkai: warning: {warning}");
+                }
                 if csv {
-                    print!("{}", staff::feedback_csv(&rows, now, local_offset()));
+                    print!(
+                        "{}",
+                        staff::feedback_csv(&rows, now, local_offset(), &config.calendar)
+                    );
                 } else {
-                    print_feedback(&rows, now);
+                    print_feedback(&rows, now, &config.calendar);
                 }
             }
             OfficeCommand::Reply {
@@ -424,20 +432,22 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 /// Feedback as a table for staff: the text cut to fit a line, contacts as
-/// `feedback_for_staff` left them, and overdue items flagged.
-fn print_feedback(rows: &[FeedbackRow], now: OffsetDateTime) {
+/// `feedback_for_staff` left them, the reply deadline (a China date), and
+/// overdue items flagged.
+fn print_feedback(rows: &[FeedbackRow], now: OffsetDateTime, calendar: &Calendar) {
     if rows.is_empty() {
         println!("no feedback");
         return;
     }
     let when = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
     let header = [
-        "receipt", "received", "screen", "kind", "rating", "notice", "text", "contact", "flag",
+        "receipt", "received", "due", "screen", "kind", "rating", "notice", "text", "contact",
+        "flag",
     ];
-    let mut table: Vec<[String; 9]> = vec![header.map(str::to_owned)];
+    let mut table: Vec<[String; 10]> = vec![header.map(str::to_owned)];
     let mut overdue = 0;
     for r in rows {
-        let flag = if staff::is_overdue(r, now) {
+        let flag = if staff::is_overdue(r, now, calendar) {
             overdue += 1;
             "逾期未复 overdue".to_owned()
         } else if r.replies.is_empty() {
@@ -451,6 +461,7 @@ fn print_feedback(rows: &[FeedbackRow], now: OffsetDateTime) {
                 .to_offset(local_offset())
                 .format(&when)
                 .unwrap_or_default(),
+            staff::reply_due(r, calendar).to_string(),
             r.screen.clone(),
             r.kind.clone(),
             r.rating
@@ -469,7 +480,7 @@ fn print_feedback(rows: &[FeedbackRow], now: OffsetDateTime) {
             flag,
         ]);
     }
-    let mut widths = [0; 9];
+    let mut widths = [0; 10];
     for line in &table {
         for (w, cell) in widths.iter_mut().zip(line) {
             *w = (*w).max(display_width(cell));
@@ -491,9 +502,8 @@ fn print_feedback(rows: &[FeedbackRow], now: OffsetDateTime) {
         println!("{}", cells.join("  ").trim_end());
     }
     println!(
-        "{} items, {overdue} overdue (逾期未复: received over {} days ago, no reply written)",
-        rows.len(),
-        staff::REPLY_DUE.whole_days()
+        "{} items, {overdue} overdue (逾期未复: no reply written within {REPLY_WORKING_DAYS} working days of receipt)",
+        rows.len()
     );
 }
 

@@ -10,12 +10,13 @@
 //! replies (`office::reply`).
 
 use anyhow::Context;
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 
-use crate::protocol::feedback::mask_contact;
+use crate::protocol::feedback::{REPLY_WORKING_DAYS, mask_contact};
 use crate::protocol::notice::rfc3339;
 use crate::protocol::sha256_hex;
 use crate::store::office::{FeedbackRow, OfficeStore};
+use crate::workdays::{Calendar, china_date};
 
 use super::config::ServerConfig;
 
@@ -50,14 +51,45 @@ pub fn issue_token(
     Ok(token)
 }
 
-/// Feedback received longer ago than this with no reply written is overdue
-/// (逾期未复). Counted from the office's clock at receipt: a screen's clock
+/// The last day (a China date) by which staff owe this item a reply:
+/// `REPLY_WORKING_DAYS` working days of `calendar` after the day it reached
+/// the office. Counted from the office's clock at receipt: a screen's clock
 /// may be wrong, and the office cannot answer before the item arrives.
-pub const REPLY_DUE: time::Duration = time::Duration::days(10);
+pub fn reply_due(row: &FeedbackRow, calendar: &Calendar) -> Date {
+    calendar.add_working_days(china_date(row.received_at), REPLY_WORKING_DAYS)
+}
 
-/// Whether staff still owe this item a reply past its deadline.
-pub fn is_overdue(row: &FeedbackRow, now: OffsetDateTime) -> bool {
-    row.replies.is_empty() && now - row.received_at > REPLY_DUE
+/// Whether staff still owe this item a reply past its deadline (逾期未复):
+/// no reply written, and the due day is over in China.
+pub fn is_overdue(row: &FeedbackRow, now: OffsetDateTime, calendar: &Calendar) -> bool {
+    row.replies.is_empty() && china_date(now) > reply_due(row, calendar)
+}
+
+/// A warning for staff when the calendar does not list the holidays of a
+/// year that a deadline shown falls in (or of this year): such deadlines
+/// count weekends only.
+pub fn calendar_warning(
+    rows: &[FeedbackRow],
+    now: OffsetDateTime,
+    calendar: &Calendar,
+) -> Option<String> {
+    let mut years: Vec<i32> = rows
+        .iter()
+        .map(|r| reply_due(r, calendar).year())
+        .chain([china_date(now).year()])
+        .filter(|y| !calendar.covers(*y))
+        .collect();
+    years.sort_unstable();
+    years.dedup();
+    if years.is_empty() {
+        return None;
+    }
+    let years: Vec<String> = years.iter().map(i32::to_string).collect();
+    Some(format!(
+        "the holiday calendar does not list {}: deadlines there count weekends only; \
+         name a calendar with `holidays` in office.toml",
+        years.join(", ")
+    ))
 }
 
 /// `--since`: an RFC 3339 time, or a date `YYYY-MM-DD` meaning its start at
@@ -155,8 +187,13 @@ pub fn feedback_for_staff(
 
 /// Feedback as CSV (RFC 4180: CRLF line ends, a header row, fields quoted
 /// where they hold commas, quotes or line breaks). Times are RFC 3339 at
-/// `offset`.
-pub fn feedback_csv(rows: &[FeedbackRow], now: OffsetDateTime, offset: time::UtcOffset) -> String {
+/// `offset`; `reply_due` is the China date of the reply deadline.
+pub fn feedback_csv(
+    rows: &[FeedbackRow],
+    now: OffsetDateTime,
+    offset: time::UtcOffset,
+    calendar: &Calendar,
+) -> String {
     let mut out = String::new();
     let mut line = |fields: &[&str]| {
         let quoted: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
@@ -178,6 +215,7 @@ pub fn feedback_csv(rows: &[FeedbackRow], now: OffsetDateTime, offset: time::Utc
         "text",
         "contact",
         "replies",
+        "reply_due",
         "overdue",
     ]);
     for r in rows {
@@ -203,7 +241,12 @@ pub fn feedback_csv(rows: &[FeedbackRow], now: OffsetDateTime, offset: time::Utc
             &defuse_formula(&r.text),
             &r.contact,
             &r.replies.join(" "),
-            if is_overdue(r, now) { "yes" } else { "no" },
+            &reply_due(r, calendar).to_string(),
+            if is_overdue(r, now, calendar) {
+                "yes"
+            } else {
+                "no"
+            },
         ]);
     }
     out
@@ -256,5 +299,60 @@ mod tests {
             time::macros::datetime!(2026-10-08 09:30 UTC)
         );
         assert!(parse_since("yesterday", east8).is_err());
+    }
+
+    fn received(at: OffsetDateTime) -> FeedbackRow {
+        FeedbackRow {
+            id: "0192f1e4-7b7a-7cc3-9a51-6b3f4f0b2a10".into(),
+            screen: "lobby-3".into(),
+            community: "lixia-demo".into(),
+            receipt: "K7Q2MD".into(),
+            created_at: rfc3339(at),
+            received_at: at,
+            notice_id: None,
+            notice_version: None,
+            kind: "opinion".into(),
+            rating: None,
+            reasons: vec![],
+            text: String::new(),
+            contact: String::new(),
+            replies: vec![],
+        }
+    }
+
+    /// Regression: the office flagged an item overdue after 10 calendar
+    /// days, while the kiosk promises an answer within 10 working days.
+    #[test]
+    fn the_reply_deadline_is_ten_working_days_in_china() {
+        use time::macros::{date, datetime};
+        let cn = Calendar::national();
+        // Friday 13 February 2026, 20:00 in China (12:00 UTC): the next
+        // day is a make-up Saturday, then 春节 until the 23rd: the 14th,
+        // 24th to 28th (another make-up Saturday), 2nd to 5th March.
+        let row = received(datetime!(2026-02-13 12:00 UTC));
+        assert_eq!(reply_due(&row, &cn), date!(2026 - 03 - 05));
+        // Ten calendar days later the old rule said overdue; not now.
+        assert!(!is_overdue(&row, datetime!(2026-02-24 12:00 UTC), &cn));
+        // The whole due day in China is still in time.
+        assert!(!is_overdue(&row, datetime!(2026-03-05 15:59 UTC), &cn));
+        assert!(is_overdue(&row, datetime!(2026-03-05 16:00 UTC), &cn));
+        // 23:30 UTC on the 13th is already the 14th in China.
+        let late = received(datetime!(2026-02-13 23:30 UTC));
+        assert_eq!(reply_due(&late, &cn), date!(2026 - 03 - 06));
+        // Answered: never overdue.
+        let mut answered = row.clone();
+        answered.replies.push("reply-20260301-k7q2md".into());
+        assert!(!is_overdue(&answered, datetime!(2026-06-01 00:00 UTC), &cn));
+    }
+
+    #[test]
+    fn staff_are_warned_of_years_without_holidays() {
+        use time::macros::datetime;
+        let cn = Calendar::national();
+        let now = datetime!(2026-10-08 02:00 UTC);
+        assert_eq!(calendar_warning(&[received(now)], now, &cn), None);
+        let december_2027 = received(datetime!(2027-12-28 02:00 UTC));
+        let warning = calendar_warning(&[december_2027], now, &cn).unwrap();
+        assert!(warning.contains("does not list 2028"), "{warning}");
     }
 }

@@ -68,7 +68,7 @@ fn only_ui_uses_slint() {
 }
 
 #[test]
-fn protocol_and_schedule_read_no_clock() {
+fn protocol_schedule_and_workdays_read_no_clock() {
     let clocks = [
         "now_utc(",
         "now_local(",
@@ -80,7 +80,7 @@ fn protocol_and_schedule_read_no_clock() {
     let mut found = Vec::new();
     for file in sources(&root.join("protocol"))
         .into_iter()
-        .chain([root.join("schedule.rs")])
+        .chain([root.join("schedule.rs"), root.join("workdays.rs")])
     {
         let text = std::fs::read_to_string(&file).unwrap();
         for (n, line) in text.lines().enumerate() {
