@@ -104,7 +104,7 @@ fn run_demo(runtime: &tokio::runtime::Runtime, args: &Args) -> anyhow::Result<()
     let config = demo.config.clone();
     if args.headless {
         println!("     running headless, logging each rotation step; Ctrl-C stops it.\n");
-        return gongkai::app::run(&runtime, config, gongkai::shutdown_signal(), None);
+        return gongkai::app::run(runtime, config, gongkai::shutdown_signal(), None);
     }
     if window::display_available() {
         println!("     opening a window; close it or press Ctrl-C to stop.\n");
