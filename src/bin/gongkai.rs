@@ -11,11 +11,13 @@ use clap::{Parser, Subcommand};
 use time::OffsetDateTime;
 
 use gongkai::mqtt::Connect;
+use gongkai::office::broker::FleetEntry;
 use gongkai::office::staff::{self, Contacts};
 use gongkai::office::{ServerConfig, intake, reply};
 use gongkai::protocol::feedback::REPLY_WORKING_DAYS;
 use gongkai::protocol::printable;
 use gongkai::protocol::topic::DEFAULT_PREFIX;
+use gongkai::status::StatusMessage;
 use gongkai::store::office::FeedbackRow;
 use gongkai::workdays::Calendar;
 
@@ -665,7 +667,7 @@ fn print_cache(path: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_fleet(screens: &[serde_json::Value], json: bool) -> anyhow::Result<()> {
+fn print_fleet(screens: &[FleetEntry], json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(screens)?);
         return Ok(());
@@ -678,33 +680,53 @@ fn print_fleet(screens: &[serde_json::Value], json: bool) -> anyhow::Result<()> 
         "{:<20} {:<8} {:<6} {:>6} {:>6} {:>8} {:>7}  updated",
         "screen", "state", "mode", "active", "cached", "rejected", "missing"
     );
-    // Anything that can publish a status wrote these fields: escape control
-    // characters before they reach the terminal.
-    let text = |v: &serde_json::Value, missing: &str| {
-        printable(v.as_str().unwrap_or(missing)).into_owned()
-    };
-    for s in screens {
-        let num = |v: &serde_json::Value| {
-            v.as_u64()
-                .map(|n| n.to_string())
-                .unwrap_or_else(|| "-".into())
-        };
-        println!(
-            "{:<20} {:<8} {:<6} {:>6} {:>6} {:>8} {:>7}  {}",
-            text(&s["screen"], "?"),
-            text(&s["state"], "?"),
-            text(&s["mode"], "-"),
-            num(&s["active"]),
-            num(&s["cached"]),
-            num(&s["rejected"]),
-            num(&s["manifest"]["missing"]),
-            text(&s["updated_at"], "-"),
-        );
-        if let Some(reason) = s["last_rejection"]["reason"].as_str() {
-            println!("{:<20} last rejection: {}", "", printable(reason));
-        }
-        if let Some(error) = s["store_error"].as_str() {
-            println!("{:<20} store failing: {}", "", printable(error));
+    // Anything that can publish on a status topic wrote these: escape
+    // control characters before they reach the terminal.
+    let note = |what: &str, text: &str| println!("{:<20} {what}: {}", "", printable(text));
+    for entry in screens {
+        match entry {
+            FleetEntry::Read(StatusMessage::Online(s)) => {
+                println!(
+                    "{:<20} {:<8} {:<6} {:>6} {:>6} {:>8} {:>7}  {}",
+                    printable(&s.screen),
+                    "online",
+                    printable(&s.mode),
+                    s.active,
+                    s.cached,
+                    s.rejected,
+                    s.manifest.missing,
+                    gongkai::protocol::notice::rfc3339(s.updated_at),
+                );
+                if let Some(rejection) = &s.last_rejection {
+                    note("last rejection", &rejection.reason);
+                }
+                if let Some(error) = &s.store_error {
+                    note("store failing", error);
+                }
+                if s.office_unauthorized {
+                    note("feedback", "the office refuses this screen's token");
+                }
+                if s.outbox_rejected > 0 {
+                    note(
+                        "feedback",
+                        &format!("{} items refused by the office", s.outbox_rejected),
+                    );
+                }
+            }
+            FleetEntry::Read(StatusMessage::Offline(o)) => println!(
+                "{:<20} {:<8} {:<6} {:>6} {:>6} {:>8} {:>7}  -",
+                printable(&o.screen),
+                "offline",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-"
+            ),
+            FleetEntry::Unreadable { screen, error } => {
+                println!("{:<20} {:<8}", printable(screen), "?");
+                note("unreadable status", error);
+            }
         }
     }
     Ok(())
