@@ -33,7 +33,7 @@ pub struct Config {
     pub trust: TrustPolicy,
     pub store: StoreConfig,
     pub display: DisplayConfig,
-    pub office: Option<OfficeConfig>,
+    pub office: Option<OfficeApi>,
 }
 
 #[derive(Debug, Clone)]
@@ -77,8 +77,11 @@ pub struct DisplayConfig {
     pub feedback_interval_seconds: u64,
 }
 
+/// The screen's `[office]` section: its link to the office's HTTP API
+/// (PROTOCOL.md section 7), where residents' feedback goes. Not office.toml,
+/// which is `office::ServerConfig`.
 #[derive(Debug, Clone)]
-pub struct OfficeConfig {
+pub struct OfficeApi {
     pub url: String,
     pub token_file: Option<PathBuf>,
     /// How long one request to the office may take before it is retried.
@@ -262,7 +265,7 @@ impl Config {
                 idle_seconds: idle_seconds.unwrap_or(60) as u64,
                 feedback_interval_seconds: feedback_interval_seconds.unwrap_or(20) as u64,
             },
-            office: office_url.map(|url| OfficeConfig {
+            office: office_url.map(|url| OfficeApi {
                 url,
                 token_file: token_file.map(PathBuf::from),
                 timeout_seconds: timeout_seconds.unwrap_or(20) as u64,

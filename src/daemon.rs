@@ -29,6 +29,7 @@ use crate::backoff::Retry;
 use crate::config::Config;
 use crate::media::{self, MediaCache};
 use crate::mqtt::{self, Connect, Counters, Link};
+use crate::protocol::Notice;
 use crate::protocol::notice::Media;
 use crate::protocol::{
     MAX_ENVELOPE_BYTES, Rejection, TopicSpace, TrustPolicy, Verified, printable, sha256_hex,
@@ -860,7 +861,7 @@ fn media_of(
         let Some(envelope) = store.envelope(&key.0, key.1)? else {
             continue;
         };
-        let notice = crate::preview::notice_of(&envelope)?;
+        let notice = Notice::from_envelope(&envelope).map_err(anyhow::Error::msg)?;
         out.push((key, notice.media));
     }
     Ok(out)

@@ -22,6 +22,8 @@
 //! - [`media`]: images of notices, fetched, checked against their signed hash,
 //!   cached by hash, decoded under limits.
 //! - [`tls`]: the one rustls crypto provider and client configurations.
+//! - [`workdays`]: pure. Working days (工作日) of a holiday calendar, for
+//!   the office's reply deadlines.
 //! - [`ui`]: the only user of slint; the screen's pages, rotation and kiosk
 //!   views in a window or headless, beside the daemon's runtime.
 //! - [`ui_io`]: the UI's I/O on the daemon's side: notice bodies read and
@@ -46,6 +48,7 @@ pub mod sync;
 pub mod tls;
 pub mod ui;
 pub mod ui_io;
+pub mod workdays;
 
 /// Resolves on SIGTERM or SIGINT: how both programs are asked to stop.
 pub async fn shutdown_signal() {

@@ -5,7 +5,7 @@ use anyhow::{Context, bail};
 use time::OffsetDateTime;
 
 use crate::config::Config;
-use crate::protocol::{Notice, Verified, verify_message};
+use crate::protocol::{Verified, verify_message};
 use crate::schedule::{self, Rotation};
 use crate::store::Store;
 use crate::ui;
@@ -52,9 +52,4 @@ pub fn render_from_store(
     let images = ui::load_images(&notice, &cache, size.0, size.1).0;
     let (page, _count) = ui::render_notice_page(&notice, &images, size, now, page)?;
     ui::png(&page.rgba, size.0, size.1)
-}
-
-/// The notice inside an envelope the store accepted earlier.
-pub fn notice_of(envelope: &[u8]) -> anyhow::Result<Notice> {
-    Notice::from_envelope(envelope).map_err(|e| anyhow::anyhow!("{e}"))
 }

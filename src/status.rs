@@ -1,53 +1,125 @@
-//! The screen's status message (PROTOCOL.md section 6): what it is built from,
-//! and when it must be published again.
+//! The screen's status message (PROTOCOL.md section 6): what it is built
+//! from, when it must be published again, and how the office reads it back.
+//!
+//! One set of types for both sides: the daemon writes a `ScreenStatus` as
+//! `StatusMessage::Online` (`ScreenStatus::to_json`) and its will as
+//! `StatusMessage::Offline` (`offline`); `gongkai status` parses the same
+//! `StatusMessage`, so that writer and reader cannot drift apart. A reader
+//! ignores fields it does not know (a newer screen stays readable) and
+//! takes the fields added after section 6's first version as absent when
+//! an older screen leaves them out. No I/O here: the MQTT task publishes
+//! the bytes, `office::broker` fetches them.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::store::{Catalog, RejectionRecord};
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Showing {
     pub id: String,
     pub version: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ManifestStatus {
     pub version: u64,
     pub missing: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The last message the screen refused, as the status carries it (the
+/// store's `RejectionRecord` is a database row, converted explicitly).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastRejection {
+    pub topic: String,
+    pub reason: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+impl From<&RejectionRecord> for LastRejection {
+    fn from(r: &RejectionRecord) -> Self {
+        LastRejection {
+            topic: r.topic.clone(),
+            reason: r.reason.clone(),
+            at: r.at,
+        }
+    }
+}
+
+/// A running screen's status: the body of `StatusMessage::Online`, whose
+/// `"state": "online"` it is serialised with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScreenStatus {
     pub screen: String,
     pub community: String,
-    pub state: &'static str,
-    pub software: &'static str,
-    pub mode: &'static str,
+    pub software: String,
+    pub mode: String,
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    #[serde(default)]
     pub showing: Option<Showing>,
     pub active: usize,
     pub cached: usize,
     pub rejected: u64,
+    #[serde(default)]
     pub outbox: u64,
     /// Feedback the office refused for good (parked on the screen), and
     /// whether the office refuses this screen's token: both need a person.
     /// Fields beyond section 6, which readers ignore if they do not know them.
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub outbox_rejected: u64,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub office_unauthorized: bool,
     pub manifest: ManifestStatus,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_rejection: Option<RejectionRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rejection: Option<LastRejection>,
     /// Why the store refuses commits, while it does: nothing new is taken
     /// in until it recovers (beyond section 6).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_error: Option<String>,
+}
+
+/// The will's body: who went offline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Offline {
+    pub screen: String,
+    pub community: String,
+}
+
+/// What a screen's status topic holds, told apart by `state`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum StatusMessage {
+    /// Boxed: an online status is six times the size of the will.
+    Online(Box<ScreenStatus>),
+    /// The MQTT will, published by the broker when the screen is gone, and
+    /// by the screen itself when it stops.
+    Offline(Offline),
+}
+
+impl StatusMessage {
+    /// Parses a retained status; the error says what is wrong (an unknown
+    /// `state`, a missing field), for the office to show.
+    pub fn parse(bytes: &[u8]) -> Result<StatusMessage, String> {
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    }
+
+    pub fn screen(&self) -> &str {
+        match self {
+            StatusMessage::Online(s) => &s.screen,
+            StatusMessage::Offline(o) => &o.screen,
+        }
+    }
+
+    pub fn community(&self) -> &str {
+        match self {
+            StatusMessage::Online(s) => &s.community,
+            StatusMessage::Offline(o) => &o.community,
+        }
+    }
 }
 
 /// The parts of a status that do not change by themselves.
@@ -69,9 +141,8 @@ impl ScreenStatus {
         Self {
             screen: id.screen.clone(),
             community: id.community.clone(),
-            state: "online",
-            software: env!("CARGO_PKG_VERSION"),
-            mode: id.mode,
+            software: env!("CARGO_PKG_VERSION").to_owned(),
+            mode: id.mode.to_owned(),
             started_at: id.started_at,
             updated_at: now,
             showing,
@@ -85,7 +156,7 @@ impl ScreenStatus {
                 version: catalog.manifest.as_ref().map_or(0, |m| m.version),
                 missing: catalog.missing().len(),
             },
-            last_rejection: catalog.last_rejection.clone(),
+            last_rejection: catalog.last_rejection.as_ref().map(LastRejection::from),
             store_error: catalog.store_error.clone(),
         }
     }
@@ -98,19 +169,111 @@ impl ScreenStatus {
         &a != other
     }
 
+    /// The message published: this status with `"state": "online"`.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("status serialises")
+        serde_json::to_vec(&StatusMessage::Online(Box::new(self.clone())))
+            .expect("status serialises")
     }
 }
 
 /// The will: `{"screen", "community", "state": "offline"}`, retained.
 pub fn offline(screen: &str, community: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "screen": screen, "community": community, "state": "offline"
+    serde_json::to_vec(&StatusMessage::Offline(Offline {
+        screen: screen.to_owned(),
+        community: community.to_owned(),
     }))
-    .expect("json")
+    .expect("status serialises")
 }
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status() -> ScreenStatus {
+        ScreenStatus {
+            screen: "lobby-3".into(),
+            community: "lixia-demo".into(),
+            software: "0.1.0".into(),
+            mode: "led".into(),
+            started_at: time::macros::datetime!(2026-10-08 01:00 UTC),
+            updated_at: time::macros::datetime!(2026-10-08 01:02:03.456 UTC),
+            showing: Some(Showing {
+                id: "2026q3-finance-001".into(),
+                version: 3,
+            }),
+            active: 12,
+            cached: 40,
+            rejected: 1,
+            outbox: 0,
+            outbox_rejected: 2,
+            office_unauthorized: false,
+            manifest: ManifestStatus {
+                version: 57,
+                missing: 0,
+            },
+            last_rejection: Some(LastRejection {
+                topic: "gongkai/v1/lixia-demo/notices/x".into(),
+                reason: "missing supervisor signature".into(),
+                at: time::macros::datetime!(2026-10-08 00:59 UTC),
+            }),
+            store_error: None,
+        }
+    }
+
+    #[test]
+    fn what_the_screen_writes_the_office_reads_back() {
+        let written = status();
+        let json: serde_json::Value = serde_json::from_slice(&written.to_json()).unwrap();
+        assert_eq!(json["state"], "online");
+        assert_eq!(json["manifest"]["version"], 57);
+        assert!(json.get("office_unauthorized").is_none(), "{json}");
+        assert_eq!(
+            StatusMessage::parse(&written.to_json()).unwrap(),
+            StatusMessage::Online(Box::new(written))
+        );
+        let will = offline("lobby-3", "lixia-demo");
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&will).unwrap(),
+            serde_json::json!({"screen": "lobby-3", "community": "lixia-demo", "state": "offline"})
+        );
+        let read = StatusMessage::parse(&will).unwrap();
+        assert_eq!(read.screen(), "lobby-3");
+        assert!(matches!(read, StatusMessage::Offline(_)));
+    }
+
+    #[test]
+    fn section_6s_example_parses_and_unknown_fields_are_ignored() {
+        // PROTOCOL.md section 6, with the 1.1 fields this reader ignores.
+        let example = br#"{"screen": "lobby-3", "community": "lixia-demo", "state": "online",
+            "software": "0.1.0", "mode": "led", "started_at": "2026-10-08T01:00:00Z",
+            "updated_at": "2026-10-08T01:02:03.456Z",
+            "showing": {"id": "2026q3-finance-001", "version": 3},
+            "active": 12, "cached": 40, "rejected": 1, "outbox": 0,
+            "manifest": {"version": 57, "missing": 0},
+            "manifests": [{"scope": "yanshan-street", "version": 9, "missing": 0}],
+            "plays": {"seq": 18231, "hash": "00", "unsent": 0}, "display": "quiet",
+            "last_rejection": {"topic": "t", "reason": "missing supervisor signature",
+                               "at": "2026-10-08T00:59:00Z"}}"#;
+        let StatusMessage::Online(read) = StatusMessage::parse(example).unwrap() else {
+            panic!("online");
+        };
+        assert_eq!(read.cached, 40);
+        assert_eq!(read.showing.unwrap().version, 3);
+        assert_eq!(read.outbox_rejected, 0, "absent: none");
+    }
+
+    #[test]
+    fn a_status_that_is_not_one_says_why() {
+        let unknown = StatusMessage::parse(br#"{"screen": "s", "state": "dancing"}"#).unwrap_err();
+        assert!(unknown.contains("dancing"), "{unknown}");
+        let partial =
+            StatusMessage::parse(br#"{"screen": "s", "community": "c", "state": "online"}"#)
+                .unwrap_err();
+        assert!(partial.contains("missing field"), "{partial}");
+        assert!(StatusMessage::parse(b"not json").is_err());
+    }
 }

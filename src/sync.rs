@@ -8,7 +8,12 @@
 //! - network errors, timeouts, `429` and `5xx` are retried with exponential
 //!   backoff and full jitter, honouring `Retry-After`;
 //! - a `400` or `413` on a batch splits it, so one bad item cannot hold the
-//!   others back; a `401` stops sending until the token is fixed.
+//!   others back; a `401` stops sending for `UNAUTHORIZED_WAIT` at a time,
+//!   until the token is fixed;
+//! - a token file the screen cannot read is reported as that (its path and
+//!   the OS error), not as a refusal by the office, and retried with the
+//!   same backoff as a network error: it is the screen's problem, often a
+//!   moment's (a file being replaced), and the office never saw a request.
 //!
 //! What to do with an answer is decided by the pure [`action`]; the task
 //! carries it out.
@@ -21,7 +26,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::config::OfficeConfig;
+use crate::config::OfficeApi;
 use crate::protocol::feedback::{FeedbackBatch, FeedbackItem, FeedbackResponse};
 use crate::store::outbox::{Outbox, OutboxCounts};
 
@@ -33,8 +38,12 @@ const RETRY: Backoff = Backoff {
     first: Duration::from_millis(500),
     cap: Duration::from_secs(5),
 };
-/// The longest `Retry-After` obeyed, and the wait after a `401`.
-const LONG_WAIT: Duration = Duration::from_secs(600);
+/// The longest `Retry-After` obeyed.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+/// The wait after a `401`: a wrong token needs a person, so asking more
+/// often would only fill the office's log; a submission does not cut it
+/// short, and the items wait in the outbox.
+pub const UNAUTHORIZED_WAIT: Duration = Duration::from_secs(600);
 /// An idle outbox is looked at this often (a submission wakes it at once).
 const IDLE_CHECK: Duration = Duration::from_secs(30);
 
@@ -48,6 +57,8 @@ pub enum Reply {
         message: String,
     },
     Network(String),
+    /// No request was made: the token file could not be read.
+    TokenUnreadable(String),
 }
 
 /// What to do next.
@@ -66,6 +77,8 @@ pub enum Action {
     Unauthorized(String),
     /// Try again later (after at least this long, if the office said).
     Retry(Option<Duration>),
+    /// The screen cannot read its token: say so, and retry with backoff.
+    TokenUnreadable(String),
 }
 
 /// Decides what an answer to a batch of `sent` items means.
@@ -89,6 +102,7 @@ pub fn action(reply: Reply, sent: usize) -> Action {
         } => Action::Unauthorized(message),
         Reply::Status { retry_after, .. } => Action::Retry(retry_after),
         Reply::Network(_) => Action::Retry(None),
+        Reply::TokenUnreadable(message) => Action::TokenUnreadable(message),
     }
 }
 
@@ -102,7 +116,7 @@ pub type OutboxState = watch::Sender<OutboxCounts>;
 pub struct SyncTask {
     /// The screen's store file, whose outbox this task sends.
     pub store: PathBuf,
-    pub office: Option<OfficeConfig>,
+    pub office: Option<OfficeApi>,
     pub screen: String,
     pub community: String,
     /// Notified after a submission, so that it goes out at once.
@@ -194,6 +208,9 @@ impl SyncTask {
         let url = format!("{}/api/v1/feedback", office.url.trim_end_matches('/'));
         let mut batch_size = BATCH;
         let mut attempt = 0u32;
+        // What was wrong with the token file, while something is: logged
+        // when it starts or changes, not on every retry.
+        let mut token_problem: Option<String> = None;
         loop {
             // New submissions show in the status at once, office or not.
             refresh(&counts).await;
@@ -225,20 +242,15 @@ impl SyncTask {
                 }
                 continue;
             }
-            let token = office
-                .token_file
-                .as_deref()
-                .map(crate::mqtt::read_secret)
-                .transpose();
+            let token = office.token_file.as_deref().map(read_token).transpose();
             let reply = match token {
                 Ok(token) => {
+                    if token_problem.take().is_some() {
+                        tracing::info!("the token file is readable again");
+                    }
                     send(&client, &url, token.as_deref(), &screen, &community, &items).await
                 }
-                Err(e) => Reply::Status {
-                    code: 401,
-                    retry_after: None,
-                    message: format!("{e:#}"),
-                },
+                Err(message) => Reply::TokenUnreadable(message),
             };
             let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
             let wait = match action(reply, items.len()) {
@@ -280,14 +292,26 @@ impl SyncTask {
                     tracing::error!(
                         "the office refused this screen's token ({message}); feedback waits in the outbox until the token is fixed"
                     );
-                    Some(LONG_WAIT.min(RETRY.cap * 12))
+                    Some(UNAUTHORIZED_WAIT)
                 }
                 Action::Retry(after) => {
                     attempt = attempt.saturating_add(1);
                     let ids = ids.clone();
                     with_outbox(Box::new(move |o| o.attempted(&ids))).await;
                     let backoff = RETRY.delay(attempt, &mut rand::thread_rng());
-                    Some(after.map_or(backoff, |a| a.min(LONG_WAIT).max(backoff)))
+                    Some(after.map_or(backoff, |a| a.min(MAX_RETRY_AFTER).max(backoff)))
+                }
+                Action::TokenUnreadable(message) => {
+                    // Not the office's refusal: the status keeps whatever
+                    // the office last said about the token.
+                    if token_problem.as_deref() != Some(message.as_str()) {
+                        tracing::error!(
+                            "{message}; feedback waits in the outbox, retried until the file can be read"
+                        );
+                        token_problem = Some(message);
+                    }
+                    attempt = attempt.saturating_add(1);
+                    Some(RETRY.delay(attempt, &mut rand::thread_rng()))
                 }
             };
             if let Some(wait) = wait {
@@ -298,6 +322,18 @@ impl SyncTask {
             }
         }
     }
+}
+
+/// The screen's token, or why its file cannot be read (the path and the
+/// OS error).
+fn read_token(path: &std::path::Path) -> Result<String, String> {
+    crate::mqtt::read_secret(path).map_err(|e| {
+        format!(
+            "cannot read the token file {}: {}",
+            path.display(),
+            e.root_cause()
+        )
+    })
 }
 
 fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
@@ -405,6 +441,12 @@ mod tests {
         assert_eq!(
             action(Reply::Network("reset".into()), 3),
             Action::Retry(None)
+        );
+        // Regression: an unreadable token file was reported as the
+        // office refusing the token.
+        assert_eq!(
+            action(Reply::TokenUnreadable("no file".into()), 3),
+            Action::TokenUnreadable("no file".into())
         );
     }
 }

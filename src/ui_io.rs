@@ -252,7 +252,8 @@ impl Owner {
             .reader()?
             .envelope(&key.0, key.1)?
             .ok_or_else(|| UiIoError::NotHeld(key.0.clone(), key.1))?;
-        let notice = crate::preview::notice_of(&envelope).map_err(UiIoError::Notice)?;
+        let notice = crate::protocol::Notice::from_envelope(&envelope)
+            .map_err(|e| UiIoError::Notice(anyhow::Error::msg(e)))?;
         let (images, waiting_for_media) = match &self.media {
             Some(cache) => decode_images(&notice, cache, width, height),
             None => (Vec::new(), false),

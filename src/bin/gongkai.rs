@@ -11,10 +11,15 @@ use clap::{Parser, Subcommand};
 use time::OffsetDateTime;
 
 use gongkai::mqtt::Connect;
-use gongkai::office::intake::{self, Contacts, OfficeConfig};
+use gongkai::office::broker::FleetEntry;
+use gongkai::office::staff::{self, Contacts};
+use gongkai::office::{ServerConfig, intake, reply};
+use gongkai::protocol::feedback::REPLY_WORKING_DAYS;
 use gongkai::protocol::printable;
 use gongkai::protocol::topic::DEFAULT_PREFIX;
+use gongkai::status::StatusMessage;
 use gongkai::store::office::FeedbackRow;
+use gongkai::workdays::Calendar;
 
 /// The machine's offset from UTC, for times shown to staff.
 static LOCAL_OFFSET: std::sync::OnceLock<time::UtcOffset> = std::sync::OnceLock::new();
@@ -162,7 +167,7 @@ enum OfficeCommand {
         #[arg(long)]
         community: Option<String>,
     },
-    /// List or export residents' feedback; items over 10 days old with no reply are flagged 逾期未复.
+    /// List or export residents' feedback with each reply deadline; items with no reply past it are flagged 逾期未复.
     Feedback {
         #[arg(long)]
         config: PathBuf,
@@ -332,7 +337,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Office { command } => match command {
             OfficeCommand::Serve { config } => {
-                let config = OfficeConfig::load(&config)?;
+                let config = ServerConfig::load(&config)?;
                 runtime()?.block_on(intake::serve(config, gongkai::shutdown_signal()))?;
             }
             OfficeCommand::Token {
@@ -340,8 +345,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 screen,
                 community,
             } => {
-                let config = OfficeConfig::load(&config)?;
-                let token = intake::issue_token(&config, &screen, community.as_deref())?;
+                let config = ServerConfig::load(&config)?;
+                let token = staff::issue_token(&config, &screen, community.as_deref())?;
                 println!(
                     "token for screen {screen} (put it in the screen's token_file, mode 0600):"
                 );
@@ -353,10 +358,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 csv,
                 reveal_contact,
             } => {
-                let config = OfficeConfig::load(&config)?;
+                let config = ServerConfig::load(&config)?;
                 let since = since
                     .as_deref()
-                    .map(|s| intake::parse_since(s, local_offset()))
+                    .map(|s| staff::parse_since(s, local_offset()))
                     .transpose()?;
                 let who = std::env::var("USER")
                     .ok()
@@ -367,12 +372,18 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 } else {
                     Contacts::Masked
                 };
-                let rows = intake::feedback_for_staff(&config, since, contacts)?;
+                let rows = staff::feedback_for_staff(&config, since, contacts)?;
                 let now = OffsetDateTime::now_utc();
+                if let Some(warning) = staff::calendar_warning(&rows, now, &config.calendar) {
+                    eprintln!("gongkai: warning: {warning}");
+                }
                 if csv {
-                    print!("{}", intake::feedback_csv(&rows, now, local_offset()));
+                    print!(
+                        "{}",
+                        staff::feedback_csv(&rows, now, local_offset(), &config.calendar)
+                    );
                 } else {
-                    print_feedback(&rows, now);
+                    print_feedback(&rows, now, &config.calendar);
                 }
             }
             OfficeCommand::Reply {
@@ -384,16 +395,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 community,
                 output,
             } => {
-                let config = OfficeConfig::load(&config)?;
+                let config = ServerConfig::load(&config)?;
                 let now = OffsetDateTime::now_utc().to_offset(local_offset());
-                let request = intake::ReplyRequest {
+                let request = reply::ReplyRequest {
                     receipts: &receipts,
                     text: &text,
                     publisher: &publisher,
                     contact: &contact,
                     community: community.as_deref(),
                 };
-                let written = intake::write_reply(&config, &request, &output, now)?;
+                let written = reply::write_reply(&config, &request, &output, now)?;
                 let envelope = output.with_extension("env.json");
                 println!(
                     "{}: reply notice {} for community {}, answering {}",
@@ -423,20 +434,22 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 /// Feedback as a table for staff: the text cut to fit a line, contacts as
-/// `feedback_for_staff` left them, and overdue items flagged.
-fn print_feedback(rows: &[FeedbackRow], now: OffsetDateTime) {
+/// `feedback_for_staff` left them, the reply deadline (a China date), and
+/// overdue items flagged.
+fn print_feedback(rows: &[FeedbackRow], now: OffsetDateTime, calendar: &Calendar) {
     if rows.is_empty() {
         println!("no feedback");
         return;
     }
     let when = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
     let header = [
-        "receipt", "received", "screen", "kind", "rating", "notice", "text", "contact", "flag",
+        "receipt", "received", "due", "screen", "kind", "rating", "notice", "text", "contact",
+        "flag",
     ];
-    let mut table: Vec<[String; 9]> = vec![header.map(str::to_owned)];
+    let mut table: Vec<[String; 10]> = vec![header.map(str::to_owned)];
     let mut overdue = 0;
     for r in rows {
-        let flag = if intake::is_overdue(r, now) {
+        let flag = if staff::is_overdue(r, now, calendar) {
             overdue += 1;
             "逾期未复 overdue".to_owned()
         } else if r.replies.is_empty() {
@@ -450,6 +463,7 @@ fn print_feedback(rows: &[FeedbackRow], now: OffsetDateTime) {
                 .to_offset(local_offset())
                 .format(&when)
                 .unwrap_or_default(),
+            staff::reply_due(r, calendar).to_string(),
             r.screen.clone(),
             r.kind.clone(),
             r.rating
@@ -468,7 +482,7 @@ fn print_feedback(rows: &[FeedbackRow], now: OffsetDateTime) {
             flag,
         ]);
     }
-    let mut widths = [0; 9];
+    let mut widths = [0; 10];
     for line in &table {
         for (w, cell) in widths.iter_mut().zip(line) {
             *w = (*w).max(display_width(cell));
@@ -490,9 +504,8 @@ fn print_feedback(rows: &[FeedbackRow], now: OffsetDateTime) {
         println!("{}", cells.join("  ").trim_end());
     }
     println!(
-        "{} items, {overdue} overdue (逾期未复: received over {} days ago, no reply written)",
-        rows.len(),
-        intake::REPLY_DUE.whole_days()
+        "{} items, {overdue} overdue (逾期未复: no reply written within {REPLY_WORKING_DAYS} working days of receipt)",
+        rows.len()
     );
 }
 
@@ -647,7 +660,7 @@ fn print_cache(path: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_fleet(screens: &[serde_json::Value], json: bool) -> anyhow::Result<()> {
+fn print_fleet(screens: &[FleetEntry], json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(screens)?);
         return Ok(());
@@ -660,33 +673,53 @@ fn print_fleet(screens: &[serde_json::Value], json: bool) -> anyhow::Result<()> 
         "{:<20} {:<8} {:<6} {:>6} {:>6} {:>8} {:>7}  updated",
         "screen", "state", "mode", "active", "cached", "rejected", "missing"
     );
-    // Anything that can publish a status wrote these fields: escape control
-    // characters before they reach the terminal.
-    let text = |v: &serde_json::Value, missing: &str| {
-        printable(v.as_str().unwrap_or(missing)).into_owned()
-    };
-    for s in screens {
-        let num = |v: &serde_json::Value| {
-            v.as_u64()
-                .map(|n| n.to_string())
-                .unwrap_or_else(|| "-".into())
-        };
-        println!(
-            "{:<20} {:<8} {:<6} {:>6} {:>6} {:>8} {:>7}  {}",
-            text(&s["screen"], "?"),
-            text(&s["state"], "?"),
-            text(&s["mode"], "-"),
-            num(&s["active"]),
-            num(&s["cached"]),
-            num(&s["rejected"]),
-            num(&s["manifest"]["missing"]),
-            text(&s["updated_at"], "-"),
-        );
-        if let Some(reason) = s["last_rejection"]["reason"].as_str() {
-            println!("{:<20} last rejection: {}", "", printable(reason));
-        }
-        if let Some(error) = s["store_error"].as_str() {
-            println!("{:<20} store failing: {}", "", printable(error));
+    // Anything that can publish on a status topic wrote these: escape
+    // control characters before they reach the terminal.
+    let note = |what: &str, text: &str| println!("{:<20} {what}: {}", "", printable(text));
+    for entry in screens {
+        match entry {
+            FleetEntry::Read(StatusMessage::Online(s)) => {
+                println!(
+                    "{:<20} {:<8} {:<6} {:>6} {:>6} {:>8} {:>7}  {}",
+                    printable(&s.screen),
+                    "online",
+                    printable(&s.mode),
+                    s.active,
+                    s.cached,
+                    s.rejected,
+                    s.manifest.missing,
+                    gongkai::protocol::notice::rfc3339(s.updated_at),
+                );
+                if let Some(rejection) = &s.last_rejection {
+                    note("last rejection", &rejection.reason);
+                }
+                if let Some(error) = &s.store_error {
+                    note("store failing", error);
+                }
+                if s.office_unauthorized {
+                    note("feedback", "the office refuses this screen's token");
+                }
+                if s.outbox_rejected > 0 {
+                    note(
+                        "feedback",
+                        &format!("{} items refused by the office", s.outbox_rejected),
+                    );
+                }
+            }
+            FleetEntry::Read(StatusMessage::Offline(o)) => println!(
+                "{:<20} {:<8} {:<6} {:>6} {:>6} {:>8} {:>7}  -",
+                printable(&o.screen),
+                "offline",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-"
+            ),
+            FleetEntry::Unreadable { screen, error } => {
+                println!("{:<20} {:<8}", printable(screen), "?");
+                note("unreadable status", error);
+            }
         }
     }
     Ok(())

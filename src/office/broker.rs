@@ -1,5 +1,6 @@
 //! The office talking to the broker: publishing notices with the manifest,
-//! and reading the fleet's status.
+//! and reading the fleet's status as `status::StatusMessage`s, the types
+//! the screens write them with.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -7,12 +8,15 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use rumqttc::{AsyncClient, Event, Packet, Publish, QoS};
+use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use crate::mqtt::Connect;
 use crate::protocol::envelope::{Envelope, MANIFEST_TYPE, MAX_ENVELOPE_BYTES, NOTICE_TYPE};
+use crate::protocol::topic::Topic;
 use crate::protocol::{Manifest, ManifestEntry, Notice, SecretKey, TopicSpace, sha256_hex};
+use crate::status::StatusMessage;
 
 /// How long to wait for retained messages after the broker acknowledged a
 /// subscription (brokers send them right after the SUBACK).
@@ -275,20 +279,55 @@ async fn retained_manifest(
     }
 }
 
-/// The fleet: every screen's retained status message.
+/// One screen's retained status, as the office read it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum FleetEntry {
+    Read(StatusMessage),
+    /// A retained message on a screen's status topic that is not a status
+    /// (`screen` from the topic). Listed rather than dropped: a screen
+    /// missing from the list would look like one that never reported.
+    Unreadable {
+        screen: String,
+        error: String,
+    },
+}
+
+impl FleetEntry {
+    pub fn screen(&self) -> &str {
+        match self {
+            FleetEntry::Read(status) => status.screen(),
+            FleetEntry::Unreadable { screen, .. } => screen,
+        }
+    }
+}
+
+/// The fleet: every screen's retained status message, by screen id.
 pub async fn fleet_status(
     connect: &Connect,
     prefix: &str,
     community: &str,
-) -> anyhow::Result<Vec<serde_json::Value>> {
+) -> anyhow::Result<Vec<FleetEntry>> {
     let topics = TopicSpace::new(prefix, community);
     let mut client = OneShotClient::connect(connect).await?;
     let retained = client.retained(&topics.status_filter()).await?;
     client.close().await;
-    let mut out: Vec<serde_json::Value> = retained
+    let mut out: Vec<FleetEntry> = retained
         .iter()
-        .filter_map(|p| serde_json::from_slice(&p.payload).ok())
+        .filter(|p| !p.payload.is_empty())
+        .map(|p| {
+            StatusMessage::parse(&p.payload).map_or_else(
+                |error| FleetEntry::Unreadable {
+                    screen: match topics.parse(&p.topic) {
+                        Some(Topic::Status(screen)) => screen,
+                        _ => p.topic.clone(),
+                    },
+                    error,
+                },
+                FleetEntry::Read,
+            )
+        })
         .collect();
-    out.sort_by(|a, b| a["screen"].as_str().cmp(&b["screen"].as_str()));
+    out.sort_by(|a, b| a.screen().cmp(b.screen()));
     Ok(out)
 }

@@ -12,6 +12,10 @@ pub const MAX_ITEMS: usize = 500;
 pub const MAX_TEXT_CHARS: usize = 1000;
 /// Preset reason codes on one item at most.
 pub const MAX_REASONS: usize = 8;
+/// Working days (工作日) within which the office answers an item, counted
+/// from the day after it reached the office: what the kiosk promises, and
+/// what `gongkai office feedback` flags as overdue (逾期未复) past it.
+pub const REPLY_WORKING_DAYS: u32 = 10;
 
 /// Days a resident's contact number is kept once their item was answered.
 /// The office enforces it (its sweep wipes older numbers) and the kiosk's

@@ -377,9 +377,6 @@ pub fn run_to_png(
 
 fn write_png(path: &Path, rgba: &[u8], width: u32, height: u32) -> anyhow::Result<()> {
     let png = super::png(rgba, width, height)?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut tmp, &png)?;
-    tmp.persist(path)?;
-    Ok(())
+    crate::files::write_atomically(path, &png)
+        .with_context(|| format!("writing {}", path.display()))
 }

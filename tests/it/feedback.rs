@@ -513,3 +513,51 @@ async fn a_refused_item_is_parked_and_a_refused_token_stops_sending() {
     );
     daemon.shutdown().await;
 }
+
+/// Regression: a token file the screen could not read was reported as the
+/// office refusing the token, and waited on like a refusal. It is the
+/// screen's problem: the status does not say the office refused, and the
+/// items go out soon after the file can be read, without waiting out a
+/// refusal's ten minutes.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_token_file_is_retried_not_taken_for_a_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let office = OfficeServer::running();
+    let c = community("notoken");
+    let issued = office.token_file(&screen_id(&c));
+    let token = dir.path().join("not-yet.token");
+    let store = dir.path().join("screen.db");
+    let daemon = screen_with_office(
+        &c,
+        &store,
+        &format!("http://127.0.0.1:{}", office.port),
+        &token,
+        5,
+    )
+    .await;
+    queue(&daemon, &store, 3).await;
+    let outbox = daemon.outbox.clone();
+    wait_until("the outbox to count them", Duration::from_secs(10), || {
+        outbox.borrow().pending == 3
+    })
+    .await;
+    // Several retries' worth of backoff (0.5 s doubling).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let counts = *daemon.outbox.borrow();
+    assert_eq!(counts.pending, 3, "nothing was sent without a token");
+    assert!(
+        !counts.unauthorized,
+        "the office refused nothing: {counts:?}"
+    );
+    assert_eq!(office.stored(), 0);
+
+    // The file appears: the next retry (at most 5 s away) sends them.
+    std::fs::copy(&issued, &token).unwrap();
+    wait_until("the items to arrive", Duration::from_secs(15), || {
+        outbox.borrow().pending == 0
+    })
+    .await;
+    assert_eq!(office.stored(), 3);
+    assert!(!daemon.outbox.borrow().unauthorized);
+    daemon.shutdown().await;
+}

@@ -324,6 +324,21 @@ fn control_characters_are_escaped_in_status_output_and_logs() {
         &serde_json::to_vec(&status).unwrap(),
         true,
     );
+    // A well-formed status whose text fields are hostile: read as a
+    // status, and each field escaped.
+    let typed = serde_json::json!({
+        "screen": format!("typed{evil}"), "community": c, "state": "online",
+        "software": evil, "mode": evil, "started_at": "2026-10-07T16:30:00+08:00",
+        "updated_at": "2026-10-07T16:31:00+08:00", "active": 1, "cached": 1, "rejected": 1,
+        "outbox": 0, "manifest": {"version": 1, "missing": 0}, "store_error": evil,
+        "last_rejection": {"topic": "x", "reason": evil, "at": "2026-10-07T16:30:00+08:00"}
+    });
+    raw_publish(
+        port,
+        &t.status("typed"),
+        &serde_json::to_vec(&typed).unwrap(),
+        true,
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_gongkai"))
         .args(["status", "--broker", &url, "--community", &c])
         .output()
@@ -340,6 +355,11 @@ fn control_characters_are_escaped_in_status_output_and_logs() {
         .collect();
     assert!(raw.is_empty(), "raw control characters {raw:?} in:\n{text}");
     assert!(text.contains("\\u{1b}[2J"), "{text}");
+    assert!(text.contains("unreadable status"), "{text}");
+    assert!(
+        text.contains("store failing: \\u{1b}[2J") && text.contains("last rejection: \\u{1b}[2J"),
+        "{text}"
+    );
 
     // An unsigned payload whose category holds control characters: serde
     // quotes the unknown value in its error, which becomes the reason. The

@@ -112,16 +112,16 @@ async fn staff_list_export_reveal_and_answer_feedback() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    // An opinion received 11 days ago, never answered; one of another
-    // community.
-    let eleven_days_ago = OffsetDateTime::now_utc() - time::Duration::days(11);
+    // An opinion received 30 days ago, never answered (well past 10
+    // working days, whatever the holidays); one of another community.
+    let thirty_days_ago = OffsetDateTime::now_utc() - time::Duration::days(30);
     let mut store = database(&office);
     store
         .add_feedback_received_at(
             "lobby-3",
             "lixia-demo",
             &[&old_item("K7Q2MD")],
-            eleven_days_ago,
+            thirty_days_ago,
         )
         .unwrap();
     store
@@ -129,7 +129,7 @@ async fn staff_list_export_reveal_and_answer_feedback() {
             "gate-1",
             "other-demo",
             &[&old_item("B2C3D4")],
-            eleven_days_ago,
+            thirty_days_ago,
         )
         .unwrap();
 
@@ -175,6 +175,15 @@ async fn staff_list_export_reveal_and_answer_feedback() {
     assert_eq!(fresh[col("overdue")], "no");
     let old = csv.iter().find(|r| r[col("receipt")] == "K7Q2MD").unwrap();
     assert_eq!(old[col("overdue")], "yes");
+    // The deadline: ten working days of the national calendar, in China.
+    let national = gongkai::workdays::Calendar::national();
+    let due = |t: OffsetDateTime| {
+        national
+            .add_working_days(gongkai::workdays::china_date(t), 10)
+            .to_string()
+    };
+    assert_eq!(old[col("reply_due")], due(thirty_days_ago));
+    assert!(line_of(&table, "K7Q2MD").contains(&due(thirty_days_ago)));
     assert!(database(&office).audit_rows().unwrap().is_empty());
 
     // Revealed: in full, and on the audit trail.
@@ -351,4 +360,58 @@ fn the_server_wipes_contact_numbers_180_days_after_the_answer() {
     let audit = database(&office).audit_rows().unwrap();
     assert_eq!(audit.len(), 1, "{audit:?}");
     assert!(audit[0].what.contains("1 answered items"), "{audit:?}");
+}
+
+/// An office.toml `holidays` file replaces the national calendar: with
+/// every day of the last weeks a holiday, an item of 30 days ago is not yet
+/// due. A file that does not parse stops the command, naming it.
+#[test]
+fn an_office_calendar_of_its_own_moves_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let holidays = dir.path().join("holidays.toml");
+    let now = OffsetDateTime::now_utc();
+    let mut by_year = std::collections::BTreeMap::<i32, Vec<String>>::new();
+    let mut day = (now - time::Duration::days(40)).date();
+    while day < (now + time::Duration::days(40)).date() {
+        by_year
+            .entry(day.year())
+            .or_default()
+            .push(format!("\"{day}\""));
+        day = day.next_day().unwrap();
+    }
+    let text: String = by_year
+        .iter()
+        .map(|(year, days)| {
+            format!(
+                "[[year]]\nyear = {year}\nholidays = [{}]\n",
+                days.join(", ")
+            )
+        })
+        .collect();
+    std::fs::write(&holidays, text).unwrap();
+    let office = OfficeServer::with_config(&format!("holidays = \"{}\"\n", holidays.display()));
+    database(&office)
+        .add_feedback_received_at(
+            "lobby-3",
+            "lixia-demo",
+            &[&old_item("K7Q2MD")],
+            now - time::Duration::days(30),
+        )
+        .unwrap();
+    let table = stdout(&run(&office, "feedback", &[]));
+    assert!(!line_of(&table, "K7Q2MD").contains("逾期未复"), "{table}");
+    assert!(table.contains("1 items, 0 overdue"), "{table}");
+
+    std::fs::write(
+        &holidays,
+        "[[year]]\nyear = 2026\nholidays = [\"2026-13-01\"]\n",
+    )
+    .unwrap();
+    let out = run(&office, "feedback", &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("holidays.toml") && stderr.contains("2026-13-01"),
+        "{stderr}"
+    );
 }

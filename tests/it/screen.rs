@@ -6,7 +6,8 @@ use crate::common;
 
 use common::*;
 use gongkai::daemon::Daemon;
-use gongkai::office::broker::OneShotClient;
+use gongkai::office::broker::{FleetEntry, OneShotClient};
+use gongkai::status::StatusMessage;
 use gongkai::store::{Catalog, Store};
 
 /// What most tests here need: a community of their own, a screen daemon on a
@@ -251,27 +252,34 @@ async fn status_is_published_retained_and_goes_offline_on_shutdown() {
     wait_for(&s.daemon, "the notice", |cat| cat.items.contains_key("n1")).await;
 
     let connect = gongkai::mqtt::Connect::cli(&s.url, None, None).unwrap();
-    let mut online = serde_json::Value::Null;
+    let mut online = None;
     for _ in 0..50 {
         let fleet = gongkai::office::fleet_status(&connect, PREFIX, &c)
             .await
             .unwrap();
-        if let Some(status) = fleet.into_iter().find(|status| status["cached"] == 1) {
-            online = status;
+        online = fleet.into_iter().find_map(|entry| match entry {
+            FleetEntry::Read(StatusMessage::Online(status)) if status.cached == 1 => Some(status),
+            _ => None,
+        });
+        if online.is_some() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert_eq!(online["screen"], screen_id(&c).as_str());
-    assert_eq!(online["state"], "online");
-    assert_eq!(online["active"], 1);
-    assert_eq!(online["manifest"]["missing"], 0);
+    let online = online.expect("an online status holding the notice");
+    assert_eq!(online.screen, screen_id(&c));
+    assert_eq!(online.active, 1);
+    assert_eq!(online.manifest.missing, 0);
+    assert_eq!(online.software, env!("CARGO_PKG_VERSION"));
 
     s.stop().await;
     let fleet = gongkai::office::fleet_status(&connect, PREFIX, &c)
         .await
         .unwrap();
-    assert_eq!(fleet[0]["state"], "offline", "{fleet:?}");
+    assert!(
+        matches!(&fleet[..], [FleetEntry::Read(StatusMessage::Offline(o))] if o.screen == screen_id(&c)),
+        "{fleet:?}"
+    );
 }
 
 /// A notice with an image: the screen fetches it from the office's HTTP

@@ -68,7 +68,7 @@ fn only_ui_uses_slint() {
 }
 
 #[test]
-fn protocol_and_schedule_read_no_clock() {
+fn protocol_schedule_and_workdays_read_no_clock() {
     let clocks = [
         "now_utc(",
         "now_local(",
@@ -80,7 +80,7 @@ fn protocol_and_schedule_read_no_clock() {
     let mut found = Vec::new();
     for file in sources(&root.join("protocol"))
         .into_iter()
-        .chain([root.join("schedule.rs")])
+        .chain([root.join("schedule.rs"), root.join("workdays.rs")])
     {
         let text = std::fs::read_to_string(&file).unwrap();
         for (n, line) in text.lines().enumerate() {
@@ -114,4 +114,19 @@ fn every_module_opens_with_its_purpose() {
 fn only_the_mqtt_tasks_poll_an_event_loop() {
     let found = offending(&["eventloop.poll()"], &["mqtt/", "office/broker.rs"]);
     assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+#[test]
+fn the_ui_opens_no_store() {
+    // The UI only draws: notices, images and the outbox are `ui_io`'s.
+    let patterns = ["Store::open", "Outbox::open", "rusqlite", "File::create("];
+    let found: Vec<String> = offending(&patterns, &[])
+        .into_iter()
+        .filter(|line| line.starts_with("src/ui/"))
+        .collect();
+    assert!(
+        found.is_empty(),
+        "the UI touches the store:\n{}",
+        found.join("\n")
+    );
 }
