@@ -1,0 +1,374 @@
+//! `gongkaid`: the tasks of a screen, wired together and shut down together.
+//!
+//! - the *ingest worker* (a thread: it owns the SQLite store) verifies each
+//!   publish, commits batches, updates the in-memory [`Catalog`] and only then
+//!   acknowledges to the broker;
+//! - the MQTT *event loop* and *session* tasks (see [`crate::mqtt`]);
+//! - the *status* task publishes section 6 status, coalesced;
+//! - the *rotation* task walks the active set on the clock and says what is
+//!   showing (the UI, where there is one, follows it);
+//! - the *ui io* task reads, decodes and commits for the UI (see
+//!   [`crate::ui_io`]), so the UI thread only draws.
+//!
+//! Every task watches one cancellation token and is joined with a deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rumqttc::{LastWill, QoS};
+use time::OffsetDateTime;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{Failures, Tasks};
+use crate::config::Config;
+use crate::media::MediaCache;
+use crate::mqtt::{self, Connect, Counters, Link};
+use crate::protocol::TopicSpace;
+use crate::schedule;
+use crate::status::{self, Identity, Showing};
+use crate::store::outbox::OutboxCounts;
+use crate::store::{Catalog, Store};
+
+mod ingest;
+mod media_task;
+mod rotation;
+mod status_task;
+
+use ingest::{IngestWorker, check_stored};
+use media_task::MediaTask;
+use rotation::RotationTask;
+use status_task::StatusTask;
+
+/// Messages committed in one transaction at most.
+const MAX_BATCH: usize = 512;
+/// How long shutdown waits for the tasks in total.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(4);
+
+/// A running screen daemon.
+pub struct Daemon {
+    /// What the screen holds; changes after every commit.
+    pub catalog: watch::Receiver<Catalog>,
+    /// Whether the broker connection is up.
+    pub connected: watch::Receiver<bool>,
+    /// What the rotation shows now.
+    pub showing: watch::Receiver<Option<Showing>>,
+    /// Message counters shared with the MQTT and ingest tasks.
+    pub counters: Arc<Counters>,
+    /// Residents' feedback waiting for the office, and the parked items.
+    pub outbox: watch::Receiver<OutboxCounts>,
+    /// Notified after a submission, so the sync task sends it at once.
+    pub feedback_wake: Arc<Notify>,
+    /// Where a task that fails is reported; [`crate::app::run`] takes it.
+    pub failures: Option<Failures>,
+    cancel: CancellationToken,
+    stop_event_loop: CancellationToken,
+    session: JoinHandle<()>,
+    event_loop: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
+    ingest: std::thread::JoinHandle<()>,
+    /// The relay the MQTT connection runs through.
+    relay: mqtt::Guard,
+}
+
+impl Daemon {
+    /// Opens the store and starts every task. Returns once the store is open
+    /// and the tasks run (the broker may still be unreachable: the screen then
+    /// shows what it has). Each rotation slot lasts the dwell time.
+    pub async fn start(config: Config) -> anyhow::Result<Daemon> {
+        Ok(Self::start_paced(config, false).await?.0)
+    }
+
+    /// Like [`Daemon::start`], for a screen with a UI: a rotation slot lasts
+    /// until the UI says it has shown every page of the notice (or, should
+    /// the UI say nothing, [`MAX_SLOT_DWELLS`] dwell times).
+    pub async fn start_with_ui(config: Config) -> anyhow::Result<(Daemon, UiLink)> {
+        Self::start_paced(config, true).await
+    }
+
+    /// Starts the daemon; with `paced_by_ui`, rotation slots wait for the
+    /// UI's "slot done" on the link.
+    pub async fn start_paced(
+        config: Config,
+        paced_by_ui: bool,
+    ) -> anyhow::Result<(Daemon, UiLink)> {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let pacer = paced_by_ui.then_some(done_rx);
+        let (daemon, media, io) = Self::start_inner(config, pacer).await?;
+        let link = UiLink {
+            catalog: daemon.catalog.clone(),
+            connected: daemon.connected.clone(),
+            showing: daemon.showing.clone(),
+            media,
+            slot_done: done_tx,
+            io,
+        };
+        Ok((daemon, link))
+    }
+
+    async fn start_inner(
+        config: Config,
+        pacer: Option<mpsc::UnboundedReceiver<schedule::Key>>,
+    ) -> anyhow::Result<(Daemon, watch::Receiver<u64>, crate::ui_io::UiIo)> {
+        crate::tls::install_crypto_provider();
+        let mut store = Store::open(&config.store.path)
+            .with_context(|| format!("opening the store {}", config.store.path.display()))?;
+        let topics = config.topics();
+        let refused = check_stored(&mut store, &topics, &config.trust)?;
+        store.set_meta("screen_id", &config.screen.id)?;
+        store.set_meta("community", &config.screen.community)?;
+        // The broker keeps this screen's subscriptions in its session. When the
+        // screen was set up for other topics before, the old session is ended
+        // first so that its subscriptions go (see `mqtt::discard_session`). So
+        // it is when a stored copy was refused at start: subscribing anew
+        // makes the broker send every retained notice again.
+        let subscribed = topics_key(&config);
+        let fresh_session =
+            refused > 0 || store.meta("session_topics")?.as_deref() != Some(subscribed.as_str());
+        store.set_meta("session_topics", &subscribed)?;
+        let initial = store.load_catalog()?;
+        tracing::info!(
+            "store {} holds {} notices (manifest version {})",
+            config.store.path.display(),
+            initial.items.len(),
+            initial.manifest.as_ref().map_or(0, |m| m.version)
+        );
+
+        let connect = screen_connect(&config, &topics)?;
+        let (client, eventloop, relay) = connect.client()?;
+
+        let cancel = CancellationToken::new();
+        let stop_event_loop = CancellationToken::new();
+        let (catalog_tx, catalog_rx) = watch::channel(initial);
+        let (connected_tx, connected_rx) = watch::channel(false);
+        let (showing_tx, showing_rx) = watch::channel(None);
+        let (publish_tx, publish_rx) = mpsc::unbounded_channel();
+        let (link_tx, link_rx) = mpsc::unbounded_channel::<Link>();
+        let counters = Arc::new(Counters::default());
+
+        let (tasks, failures) = Tasks::new(cancel.clone());
+        let ingest = {
+            let worker = IngestWorker {
+                store,
+                client: client.clone(),
+                topics: topics.clone(),
+                policy: config.trust.clone(),
+                catalog: catalog_tx,
+                counters: counters.clone(),
+                runtime: tokio::runtime::Handle::current(),
+                cancel: cancel.clone(),
+            };
+            tasks
+                .spawn_thread("ingest", move || {
+                    worker.run(publish_rx);
+                    Ok(())
+                })
+                .context("starting the ingest thread")?
+        };
+        let event_loop = mqtt::EventLoopTask {
+            eventloop,
+            publishes: publish_tx,
+            links: link_tx,
+            discard_first: fresh_session.then(|| connect.clone()),
+            stop: stop_event_loop.clone(),
+        };
+        let event_loop = tasks.spawn("MQTT event loop", async move {
+            event_loop.run().await;
+            Ok(())
+        });
+        let session = mqtt::SessionTask {
+            client: client.clone(),
+            topics: topics.clone(),
+            links: link_rx,
+            catalog: catalog_rx.clone(),
+            connected: connected_tx,
+            counters: counters.clone(),
+            batch: config.mqtt.fetch_batch,
+            offline_status: (
+                topics.status(&config.screen.id),
+                status::offline(&config.screen.id, &config.screen.community),
+            ),
+            cancel: cancel.clone(),
+        };
+        let session = tasks.spawn("MQTT session", async move {
+            session.run().await;
+            Ok(())
+        });
+        let (outbox_tx, outbox_rx) = watch::channel(OutboxCounts::default());
+        let feedback_wake = Arc::new(Notify::new());
+        let status = StatusTask {
+            client,
+            topic: topics.status(&config.screen.id),
+            identity: Identity {
+                screen: config.screen.id.clone(),
+                community: config.screen.community.clone(),
+                mode: config.screen.mode.as_str(),
+                started_at: OffsetDateTime::now_utc(),
+            },
+            catalog: catalog_rx.clone(),
+            showing: showing_rx.clone(),
+            connected: connected_rx.clone(),
+            outbox: outbox_rx.clone(),
+            cancel: cancel.clone(),
+        };
+        let sync = crate::sync::SyncTask {
+            store: config.store.path.clone(),
+            office: config.office.clone(),
+            screen: config.screen.id.clone(),
+            community: config.screen.community.clone(),
+            wake: feedback_wake.clone(),
+            counts: outbox_tx,
+            cancel: cancel.clone(),
+        };
+        let rotation = RotationTask {
+            screen: config.screen.id.clone(),
+            dwell: Duration::from_secs(config.display.dwell_seconds),
+            pacer,
+            catalog: catalog_rx.clone(),
+            showing: showing_tx,
+            cancel: cancel.clone(),
+        };
+        let (media_tx, media_rx) = watch::channel(0u64);
+        let media = MediaTask {
+            config: config.clone(),
+            catalog: catalog_rx.clone(),
+            ready: media_tx,
+            cancel: cancel.clone(),
+        };
+        // The UI's reads, decoding and feedback commits, off the UI thread.
+        let (ui_io, io) = crate::ui_io::UiIoTask::new(
+            config.store.path.clone(),
+            Some(MediaCache::reader(&config.store.media_dir)),
+            feedback_wake.clone(),
+            cancel.clone(),
+        );
+        let others = vec![
+            tasks.spawn("status", async move {
+                status.run().await;
+                Ok(())
+            }),
+            tasks.spawn("feedback sync", async move {
+                sync.run().await;
+                Ok(())
+            }),
+            tasks.spawn("rotation", async move {
+                rotation.run().await;
+                Ok(())
+            }),
+            tasks.spawn("media", async move {
+                media.run().await;
+                Ok(())
+            }),
+            tasks.spawn("ui io", ui_io.run()),
+        ];
+        Ok((
+            Daemon {
+                catalog: catalog_rx,
+                connected: connected_rx,
+                showing: showing_rx,
+                counters,
+                outbox: outbox_rx,
+                feedback_wake,
+                failures: Some(failures),
+                cancel,
+                stop_event_loop,
+                session,
+                event_loop,
+                tasks: others,
+                ingest,
+                relay,
+            },
+            media_rx,
+            io,
+        ))
+    }
+
+    /// Stops every task and waits for it, within a deadline.
+    pub async fn shutdown(self) {
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
+        self.cancel.cancel();
+        for task in self.tasks {
+            let _ = tokio::time::timeout_at(deadline, task).await;
+        }
+        // The session task says goodbye (offline status, DISCONNECT) through
+        // the event loop, which keeps running until the DISCONNECT went out.
+        let goodbye = deadline - Duration::from_secs(2);
+        let _ = tokio::time::timeout_at(goodbye, self.session).await;
+        let mut event_loop = self.event_loop;
+        if tokio::time::timeout_at(goodbye + Duration::from_millis(500), &mut event_loop)
+            .await
+            .is_err()
+        {
+            self.stop_event_loop.cancel();
+            let _ = tokio::time::timeout_at(deadline, event_loop).await;
+        }
+        // The event loop is gone with its end of the relay's socket: let the
+        // relay pass its last bytes (acknowledgements, DISCONNECT) on.
+        self.relay.close(Duration::from_millis(500)).await;
+        // The event loop is gone, so the ingest channel is closed: the worker
+        // finishes its batch and returns.
+        // Its commit loop watches the token, so this is quick; the deadline
+        // keeps shutdown bounded even so.
+        let ingest = self.ingest;
+        let joined = tokio::task::spawn_blocking(move || ingest.join());
+        if tokio::time::timeout_at(deadline + Duration::from_secs(1), joined)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the ingest thread did not finish in time");
+        }
+    }
+}
+
+/// What a UI needs from a running daemon.
+pub struct UiLink {
+    pub catalog: watch::Receiver<Catalog>,
+    pub connected: watch::Receiver<bool>,
+    pub showing: watch::Receiver<Option<Showing>>,
+    /// Counts media that landed in the cache.
+    pub media: watch::Receiver<u64>,
+    /// Where the UI says a rotation slot has shown all its pages.
+    pub slot_done: mpsc::UnboundedSender<schedule::Key>,
+    /// Where the UI asks for notice bodies and images, commits feedback
+    /// and looks up replies (see [`crate::ui_io`]).
+    pub io: crate::ui_io::UiIo,
+}
+
+/// A slot the UI never reports done ends after this many dwell times (the
+/// kiosk is being browsed, or the UI is stuck): status stays truthful.
+pub const MAX_SLOT_DWELLS: u32 = 30;
+
+fn topics_key(config: &Config) -> String {
+    format!(
+        "{}|{}|{}",
+        config.mqtt.url,
+        config.topics().notices_filter(),
+        config.screen.id
+    )
+}
+
+fn screen_connect(config: &Config, topics: &TopicSpace) -> anyhow::Result<Connect> {
+    let password = config
+        .mqtt
+        .password_file
+        .as_deref()
+        .map(mqtt::read_secret)
+        .transpose()?;
+    Ok(Connect {
+        url: mqtt::BrokerUrl::parse(&config.mqtt.url).map_err(anyhow::Error::msg)?,
+        client_id: config.screen.id.clone(),
+        username: config.mqtt.username.clone(),
+        password,
+        ca_file: config.mqtt.ca_file.clone(),
+        clean_session: false,
+        manual_acks: true,
+        will: Some(LastWill::new(
+            topics.status(&config.screen.id),
+            status::offline(&config.screen.id, &config.screen.community),
+            QoS::AtLeastOnce,
+            true,
+        )),
+    })
+}

@@ -1,0 +1,211 @@
+//! The rotation task: walks the active set on the clock (or at the UI's
+//! pace) and says what is showing. It reads the catalog from its watch and
+//! never touches the store; the decisions are `schedule`'s.
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::MAX_SLOT_DWELLS;
+use crate::protocol::printable;
+use crate::schedule::{self, Rotation};
+use crate::status::Showing;
+use crate::store::Catalog;
+
+/// The rotation task: walks the active set, one slot per notice, `dwell`
+/// per slot (or until the UI, when it paces the rotation, says the slot's
+/// pages are done), cut short by an urgent interruption or when the notice
+/// shown leaves the active set.
+pub(super) struct RotationTask {
+    pub(super) screen: String,
+    pub(super) dwell: Duration,
+    pub(super) pacer: Option<mpsc::UnboundedReceiver<schedule::Key>>,
+    pub(super) catalog: watch::Receiver<Catalog>,
+    pub(super) showing: watch::Sender<Option<Showing>>,
+    pub(super) cancel: CancellationToken,
+}
+
+impl RotationTask {
+    pub(super) async fn run(self) {
+        let RotationTask {
+            screen,
+            dwell,
+            mut pacer,
+            mut catalog,
+            showing,
+            cancel,
+        } = self;
+        let mut rotation = Rotation::new();
+        let mut idle_logged = false;
+        loop {
+            let now = OffsetDateTime::now_utc();
+            let (slot, count, deadline, title) = {
+                let cat = catalog.borrow_and_update();
+                let active = schedule::active_set(cat.items.values(), &screen, now);
+                let slot = rotation.next(&active);
+                let title = slot
+                    .as_ref()
+                    .and_then(|k| cat.items.get(&k.0))
+                    .map(|i| format!("[{}] {}", i.category.label_zh(), printable(&i.title)));
+                (
+                    slot,
+                    active.len(),
+                    schedule::next_deadline(cat.items.values(), &screen, now),
+                    title,
+                )
+            };
+            match &slot {
+                Some((id, version)) => {
+                    idle_logged = false;
+                    tracing::info!(target: "rotation", "showing {id} v{version} of {count} active: {}", title.unwrap_or_default());
+                }
+                None if !idle_logged => {
+                    idle_logged = true;
+                    tracing::info!(target: "rotation", "nothing to show");
+                }
+                None => {}
+            }
+            showing.send_replace(slot.clone().map(|(id, version)| Showing { id, version }));
+            let slot_end = tokio::time::Instant::now()
+                + if pacer.is_some() {
+                    dwell * MAX_SLOT_DWELLS
+                } else {
+                    dwell
+                };
+            let window_change = deadline.map(|d| {
+                let wait = (d - now).try_into().unwrap_or(Duration::ZERO);
+                tokio::time::Instant::now() + wait
+            });
+            // Wait out the slot unless something must cut it short.
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep_until(slot_end), if slot.is_some() => break,
+                    done = recv_opt(&mut pacer) => match done {
+                        // The UI showed every page of this slot's notice.
+                        Some(key) if Some(&key) == slot.as_ref() => break,
+                        Some(_) => {}
+                        // The UI is gone: fall back to the dwell time.
+                        None => pacer = None,
+                    },
+                    _ = sleep_until_opt(window_change) => break,
+                    changed = catalog.changed() => {
+                        if changed.is_err() { return; }
+                        let cat = catalog.borrow_and_update();
+                        let now = OffsetDateTime::now_utc();
+                        let active = schedule::active_set(cat.items.values(), &screen, now);
+                        let still_shown = slot.as_ref().is_some_and(|(id, v)| active.iter().any(|i| &i.id == id && i.version == *v));
+                        if rotation.should_interrupt(&active) || !still_shown {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Category, Priority, Status};
+    use crate::schedule::Item;
+
+    fn item(id: &str, priority: Priority) -> Item {
+        let now = OffsetDateTime::now_utc();
+        Item {
+            id: id.into(),
+            version: 1,
+            category: Category::Affairs,
+            priority,
+            status: Status::Active,
+            title: id.into(),
+            valid_from: now - time::Duration::hours(1),
+            valid_until: now + time::Duration::days(1),
+            screens: vec![],
+        }
+    }
+
+    fn catalog(items: &[Item]) -> Catalog {
+        Catalog {
+            items: items.iter().map(|i| (i.id.clone(), i.clone())).collect(),
+            ..Catalog::default()
+        }
+    }
+
+    /// The rotation on virtual time, paced by a UI: a slot lasts until the UI
+    /// says its pages are done (however long that takes), `high` notices come
+    /// twice per cycle, an urgent notice cuts the slot short at once, and a
+    /// UI that says nothing still gets a new slot after `MAX_SLOT_DWELLS`.
+    #[tokio::test(start_paused = true)]
+    async fn rotation_paced_by_the_ui_on_virtual_time() {
+        let dwell = Duration::from_secs(12);
+        let (catalog_tx, catalog_rx) = watch::channel(catalog(&[
+            item("a", Priority::Normal),
+            item("b", Priority::High),
+            item("c", Priority::Normal),
+        ]));
+        let (showing_tx, mut showing_rx) = watch::channel(None);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(
+            RotationTask {
+                screen: "lobby".into(),
+                dwell,
+                pacer: Some(done_rx),
+                catalog: catalog_rx,
+                showing: showing_tx,
+                cancel: cancel.clone(),
+            }
+            .run(),
+        );
+        let mut next = async || -> String {
+            showing_rx.changed().await.unwrap();
+            showing_rx.borrow_and_update().as_ref().unwrap().id.clone()
+        };
+        let mut order = vec![next().await];
+        for _ in 0..7 {
+            let id = order.last().unwrap().clone();
+            // A notice of three pages: the UI takes 3 dwells, then says so.
+            tokio::time::sleep(dwell * 3).await;
+            done_tx.send((id, 1)).unwrap();
+            order.push(next().await);
+        }
+        let b = order.iter().filter(|id| *id == "b").count();
+        let a = order.iter().filter(|id| *id == "a").count();
+        assert_eq!(b, 2 * a, "high twice as often: {order:?}");
+
+        // An urgent notice arrives mid-slot: it is shown at once.
+        let started = tokio::time::Instant::now();
+        catalog_tx.send_modify(|c| {
+            let urgent = item("u", Priority::Urgent);
+            c.items.insert("u".into(), urgent);
+        });
+        assert_eq!(next().await, "u");
+        assert!(started.elapsed() < Duration::from_millis(10));
+
+        // The UI says nothing: the slot still ends, after MAX_SLOT_DWELLS.
+        let started = tokio::time::Instant::now();
+        let after = next().await;
+        assert_ne!(after, "u", "urgent takes every other slot, not every slot");
+        assert_eq!(started.elapsed(), dwell * MAX_SLOT_DWELLS);
+        cancel.cancel();
+        task.await.unwrap();
+    }
+}

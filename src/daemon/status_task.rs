@@ -1,0 +1,91 @@
+//! The status task (PROTOCOL.md section 6): what the screen tells the office
+//! on MQTT, coalesced. It reads the catalog from its watch and never touches
+//! the store.
+
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, QoS};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::status::{Identity, ScreenStatus, Showing};
+use crate::store::Catalog;
+use crate::store::outbox::OutboxCounts;
+
+/// The status task: publishes the status on connect, at once on every
+/// change (coalesced to ten a second, so a burst ends with one message
+/// holding all of it), and at least every 60 s.
+pub(super) struct StatusTask {
+    pub(super) client: AsyncClient,
+    pub(super) topic: String,
+    pub(super) identity: Identity,
+    pub(super) catalog: watch::Receiver<Catalog>,
+    pub(super) showing: watch::Receiver<Option<Showing>>,
+    pub(super) connected: watch::Receiver<bool>,
+    pub(super) outbox: watch::Receiver<OutboxCounts>,
+    pub(super) cancel: CancellationToken,
+}
+
+impl StatusTask {
+    pub(super) async fn run(self) {
+        let StatusTask {
+            client,
+            topic,
+            identity,
+            mut catalog,
+            mut showing,
+            mut connected,
+            mut outbox,
+            cancel,
+        } = self;
+        const MIN_GAP: Duration = Duration::from_millis(100);
+        const PERIOD: Duration = Duration::from_secs(60);
+        let mut last: Option<ScreenStatus> = None;
+        let mut last_sent = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = catalog.changed() => if r.is_err() { return },
+                r = showing.changed() => if r.is_err() { return },
+                r = connected.changed() => if r.is_err() { return },
+                r = outbox.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep_until(last_sent + PERIOD) => {}
+            }
+            if !*connected.borrow_and_update() {
+                last = None;
+                continue;
+            }
+            let gap = last_sent + MIN_GAP;
+            if last.is_some() && tokio::time::Instant::now() < gap {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep_until(gap) => {}
+                }
+            }
+            let mut status = ScreenStatus::build(
+                &identity,
+                &catalog.borrow_and_update(),
+                showing.borrow_and_update().clone(),
+                OffsetDateTime::now_utc(),
+            );
+            let outbox_now = *outbox.borrow_and_update();
+            status.outbox = outbox_now.pending;
+            status.outbox_rejected = outbox_now.rejected;
+            status.office_unauthorized = outbox_now.unauthorized;
+            let due = match &last {
+                None => true,
+                Some(prev) => status.differs_from(prev) || last_sent.elapsed() >= PERIOD,
+            };
+            if due {
+                if let Err(e) =
+                    client.try_publish(topic.clone(), QoS::AtLeastOnce, true, status.to_json())
+                {
+                    tracing::debug!("status not published: {e}");
+                }
+                last = Some(status);
+                last_sent = tokio::time::Instant::now();
+            }
+        }
+    }
+}
