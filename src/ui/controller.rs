@@ -150,6 +150,8 @@ impl Controller {
         screen.set_contact_retention_days(i32::from(
             crate::protocol::feedback::CONTACT_RETENTION_DAYS,
         ));
+        // The kiosk's promise is the office's rule: the same constant.
+        screen.set_reply_working_days(crate::protocol::feedback::REPLY_WORKING_DAYS as i32);
         let flow = Flow::new(setup.feedback_interval);
         let controller = Rc::new(Controller {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),

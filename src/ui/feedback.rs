@@ -323,8 +323,9 @@ impl Flow {
             Ok(Some(key)) => Effect::OpenReply(key),
             Ok(None) => {
                 self.answer = format!(
-                    "回执码 {} 尚未答复。社区将在 10 个工作日内答复，请稍后再查。",
-                    self.entry
+                    "回执码 {} 尚未答复。社区将在 {} 个工作日内答复，请稍后再查。",
+                    self.entry,
+                    crate::protocol::feedback::REPLY_WORKING_DAYS
                 );
                 self.to(Step::Answer)
             }

@@ -348,6 +348,11 @@ fn kiosk_walk_on_the_testing_backend() {
         i32::from(gongkai::protocol::feedback::CONTACT_RETENTION_DAYS),
         "the privacy notice promises what the office enforces"
     );
+    assert_eq!(
+        screen(&ui).get_reply_working_days(),
+        gongkai::protocol::feedback::REPLY_WORKING_DAYS as i32,
+        "the kiosk promises the deadline the office counts"
+    );
     tap(&ui, "留下号码");
     for key in ["1", "3", "8", "1", "2"] {
         tap(&ui, key);
