@@ -135,15 +135,7 @@ pub fn http_client() -> anyhow::Result<reqwest::Client> {
 mod tests {
     use super::*;
 
-    fn media(sha256: &str, bytes: u64) -> Media {
-        Media {
-            id: "m1".to_string(),
-            url: "http://127.0.0.1:9/m1.png".to_string(),
-            sha256: sha256.to_string(),
-            bytes,
-            mime: "image/png".to_string(),
-        }
-    }
+    use crate::media::test_media as media;
 
     #[test]
     fn declarations_that_would_escape_the_cache_are_refused() {

@@ -264,15 +264,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn media(sha256: &str, bytes: u64) -> Media {
-        Media {
-            id: "m1".to_string(),
-            url: "http://127.0.0.1:9/m1.png".to_string(),
-            sha256: sha256.to_string(),
-            bytes,
-            mime: "image/png".to_string(),
-        }
-    }
+    use crate::media::test_media as media;
 
     #[test]
     fn update_wanted_dedupes_and_keeps_backoff_unless_the_url_changes() {

@@ -147,6 +147,18 @@ impl MediaError {
     }
 }
 
+/// A media item declared as the unit tests of these files need it.
+#[cfg(test)]
+fn test_media(sha256: &str, bytes: u64) -> crate::protocol::notice::Media {
+    crate::protocol::notice::Media {
+        id: "m1".to_string(),
+        url: "http://127.0.0.1:9/m1.png".to_string(),
+        sha256: sha256.to_string(),
+        bytes,
+        mime: "image/png".to_string(),
+    }
+}
+
 /// An error and its causes on one line, for the log.
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
