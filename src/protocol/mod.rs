@@ -12,6 +12,7 @@ pub mod manifest;
 pub mod notice;
 pub mod ordering;
 pub mod personal_data;
+pub mod plays;
 pub mod rejection;
 pub mod topic;
 pub mod verify;

@@ -189,3 +189,46 @@ fn v1_1_limits_bound_versions_at_2_pow_53_minus_1() {
         }
     }
 }
+
+/// Version 1.1's play chain (section 7): every record's hashed line and hash
+/// as the independent implementation made them, the tampered record refused,
+/// and the gap answered with the seq to resend from.
+#[test]
+fn v1_1_play_chain_lines_hashes_tamper_and_gap() {
+    use gongkai::protocol::plays::{ChainVerdict, PlayRecord, judge};
+    let vectors = json(dir().join("v1.1/plays/chain.json"));
+    let chain: Vec<PlayRecord> = vectors["chain"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| {
+            let record: PlayRecord = serde_json::from_value(step["record"].clone()).unwrap();
+            assert_eq!(record.line(), step["line"].as_str().unwrap());
+            assert_eq!(record.expected_hash(), record.hash, "record {}", record.seq);
+            record
+        })
+        .collect();
+    let held = |upto: u64| {
+        let chain = chain.clone();
+        move |seq: u64| (seq <= upto).then(|| chain[seq as usize - 1].hash.clone())
+    };
+    assert_eq!(
+        judge(&chain, 1, held(0)),
+        ChainVerdict::Continues {
+            new: 4,
+            next_seq: 5
+        }
+    );
+    let tampered: PlayRecord =
+        serde_json::from_value(vectors["tampered"]["record"].clone()).unwrap();
+    assert!(matches!(
+        judge(&[tampered], 2, held(1)),
+        ChainVerdict::Refused(_)
+    ));
+    let gap: Vec<PlayRecord> = serde_json::from_value(vectors["gap"]["records"].clone()).unwrap();
+    let holds_through = vectors["gap"]["office_holds_through_seq"].as_u64().unwrap();
+    assert_eq!(
+        judge(&gap, holds_through + 1, held(holds_through)),
+        ChainVerdict::Gap { next_seq: 2 }
+    );
+}
