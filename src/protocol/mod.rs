@@ -5,6 +5,7 @@
 //! matters), no global state. The MQTT task and the CLI both call into it, so
 //! a screen and the office always agree on what is valid.
 
+pub mod command;
 pub mod envelope;
 pub mod feedback;
 pub mod keys;

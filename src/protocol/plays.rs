@@ -191,7 +191,10 @@ pub fn judge(
         match held(record.seq) {
             Some(hash) if hash == record.hash => {}
             Some(_) => {
-                return ChainVerdict::Refused(format!("record {} forks the chain held", record.seq));
+                return ChainVerdict::Refused(format!(
+                    "record {} forks the chain held",
+                    record.seq
+                ));
             }
             None => new += 1,
         }

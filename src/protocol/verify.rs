@@ -60,30 +60,28 @@ pub enum Verified {
     Manifest(VerifiedManifest),
 }
 
-/// The roles for which `envelope` carries at least one valid signature over
-/// `payload`. Unknown keys and undecodable signatures are ignored; a role is
-/// a set member, so two signatures by one key count once.
-pub fn signed_roles(envelope: &Envelope, payload: &[u8], policy: &TrustPolicy) -> Vec<Role> {
+/// Whether `envelope` carries a valid signature over `payload` by one of
+/// `keys`. Unknown keys and undecodable signatures are ignored; a keyid only
+/// narrows which keys are tried.
+pub fn signed_by_any(envelope: &Envelope, payload: &[u8], keys: &[PublicKey]) -> bool {
     let message = envelope::pae(&envelope.payload_type, payload);
-    let mut roles = Vec::new();
-    for role in [Role::Office, Role::Supervisor] {
-        let signed = envelope.signatures.iter().any(|s| {
-            let Some(sig) = keys::decode_base64(&s.sig) else {
-                return false;
-            };
-            policy
-                .keys(role)
-                .iter()
-                .filter(|k| {
-                    s.keyid.is_empty() || k.key_id() == &KeyId(s.keyid.to_ascii_lowercase())
-                })
-                .any(|k| k.verify(&message, &sig))
-        });
-        if signed {
-            roles.push(role);
-        }
-    }
-    roles
+    envelope.signatures.iter().any(|s| {
+        let Some(sig) = keys::decode_base64(&s.sig) else {
+            return false;
+        };
+        keys.iter()
+            .filter(|k| s.keyid.is_empty() || k.key_id() == &KeyId(s.keyid.to_ascii_lowercase()))
+            .any(|k| k.verify(&message, &sig))
+    })
+}
+
+/// The roles for which `envelope` carries at least one valid signature over
+/// `payload`. A role is a set member, so two signatures by one key count once.
+pub fn signed_roles(envelope: &Envelope, payload: &[u8], policy: &TrustPolicy) -> Vec<Role> {
+    [Role::Office, Role::Supervisor]
+        .into_iter()
+        .filter(|role| signed_by_any(envelope, payload, policy.keys(*role)))
+        .collect()
 }
 
 /// The verdict on `bytes` arriving on `topic` for a screen of `space`.

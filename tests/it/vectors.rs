@@ -232,3 +232,90 @@ fn v1_1_play_chain_lines_hashes_tamper_and_gap() {
         ChainVerdict::Gap { next_seq: 2 }
     );
 }
+
+/// Version 1.1's commands (section 5), applied in order to one screen on
+/// the vectors' clock, with the ids it executed kept as the screen keeps
+/// them: a redelivery is ignored, never run twice.
+#[test]
+fn v1_1_commands_execute_reject_or_ignore_as_the_vectors_say() {
+    use gongkai::protocol::command::{CommandKeys, verify_command};
+    let commands = dir().join("v1.1/commands");
+    let cases = json(commands.join("commands.json"));
+    let keys = json(dir().join("v1.1/keys.json"));
+    let key =
+        |role: &str| PublicKey::from_base64(keys[role]["public_b64"].as_str().unwrap()).unwrap();
+    let trust = CommandKeys {
+        office: vec![key("office")],
+        operator: vec![key("operator")],
+    };
+    let space = TopicSpace::new("gongkai/v1", cases["screen_community"].as_str().unwrap());
+    let screen = cases["screen_id"].as_str().unwrap();
+    let now = time::OffsetDateTime::parse(
+        cases["now"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let mut executed = std::collections::HashSet::new();
+    let mut failures = Vec::new();
+    let steps = cases["cases"].as_array().unwrap();
+    assert_eq!(steps.len(), 16);
+    for case in steps {
+        let file = case["file"].as_str().unwrap();
+        let bytes = std::fs::read(commands.join(file)).unwrap();
+        let verdict = verify_command(
+            &space,
+            screen,
+            case["topic"].as_str().unwrap(),
+            &bytes,
+            &trust,
+            now,
+        );
+        let reason = case["reason"].as_str().unwrap().to_lowercase();
+        let outcome = match &verdict {
+            Ok(command) if executed.contains(&command.id) => "ignore".to_owned(),
+            Ok(command) => {
+                executed.insert(command.id.clone());
+                "execute".to_owned()
+            }
+            Err(r) if r.to_string().to_lowercase().contains(&reason) => "reject".to_owned(),
+            Err(r) => format!("reject for another reason: {r}"),
+        };
+        if outcome != case["expect"].as_str().unwrap() {
+            failures.push(format!(
+                "{file}: expected {}, got {outcome}",
+                case["expect"]
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Version 1.1's `operator` role (section 1) never counts for a notice,
+/// even under `urgent_office_only`; an extra operator signature does no harm.
+/// (The screen's `[trust] operator` keys are not in its notice policy at all:
+/// only commands and manifests take them.)
+#[test]
+fn v1_1_roles_an_operator_signature_never_counts_for_a_notice() {
+    let roles = dir().join("v1.1/roles");
+    let cases = json(roles.join("roles.json"));
+    let relaxed = TrustPolicy {
+        urgent_office_only: true,
+        ..policy()
+    };
+    for case in cases["cases"].as_array().unwrap() {
+        let file = case["file"].as_str().unwrap();
+        let bytes = std::fs::read(roles.join(file)).unwrap();
+        for policy in [policy(), relaxed.clone()] {
+            let verdict =
+                verify_message(&space(), case["topic"].as_str().unwrap(), &bytes, &policy);
+            match (case["expect"].as_str().unwrap(), &verdict) {
+                ("accept", Ok(_)) => {}
+                ("reject", Err(r)) => {
+                    let reason = case["reason"].as_str().unwrap();
+                    assert!(r.to_string().contains(reason), "{file}: {r}");
+                }
+                (expect, other) => panic!("{file}: expected {expect}, got {other:?}"),
+            }
+        }
+    }
+}
