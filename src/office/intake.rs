@@ -32,7 +32,7 @@ use crate::protocol::feedback::{FeedbackBatch, MAX_ITEMS};
 use crate::protocol::sha256_hex;
 use crate::store::office::{OfficeStore, TokenHolder};
 
-use super::body::{Budget, Reading, Refusal, require_content_type};
+use super::body::{Budget, Reading, Refusal, Upload, require_content_type};
 use super::config::ServerConfig;
 use super::database::{Answer, Database, Failure, Job, PlaysBody};
 use super::input::{MAX_PLAYS, canonical_uuid, plays_problem, png_problem};
@@ -67,6 +67,19 @@ impl App {
 
     /// The screen the request's bearer token belongs to. Called before
     /// anything of the body is read.
+    /// The token's holder, and the body to read under `limit` and `budget`:
+    /// the token is checked before a byte of the body is read.
+    async fn authorised_upload(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+        limit: usize,
+        budget: Budget,
+    ) -> Result<(TokenHolder, Upload), Refusal> {
+        let holder = self.holder(headers).await?;
+        Ok((holder, self.reading.upload(headers, body, limit, budget)))
+    }
+
     async fn holder(&self, headers: &HeaderMap) -> Result<TokenHolder, Refusal> {
         let token = headers
             .get(header::AUTHORIZATION)
@@ -151,13 +164,13 @@ const PNG: &str = "image/png";
 // drains what a refusal left unread.
 
 async fn feedback(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
-    let holder = match app.holder(&headers).await {
-        Ok(holder) => holder,
+    let (holder, mut upload) = match app
+        .authorised_upload(&headers, body, MAX_JSON_BODY, Budget::Json)
+        .await
+    {
+        Ok(begun) => begun,
         Err(refusal) => return refusal.into_response(),
     };
-    let mut upload = app
-        .reading
-        .upload(&headers, body, MAX_JSON_BODY, Budget::Json);
     let result = async {
         require_content_type(&headers, JSON)?;
         let mut batch: FeedbackBatch = parse(&upload.read().await?)?;
@@ -183,13 +196,13 @@ async fn feedback(State(app): State<App>, headers: HeaderMap, body: Body) -> Res
 }
 
 async fn plays(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
-    let holder = match app.holder(&headers).await {
-        Ok(holder) => holder,
+    let (holder, mut upload) = match app
+        .authorised_upload(&headers, body, MAX_JSON_BODY, Budget::Json)
+        .await
+    {
+        Ok(begun) => begun,
         Err(refusal) => return refusal.into_response(),
     };
-    let mut upload = app
-        .reading
-        .upload(&headers, body, MAX_JSON_BODY, Budget::Json);
     let result = async {
         require_content_type(&headers, JSON)?;
         let plays: PlaysBody = parse(&upload.read().await?)?;
@@ -221,13 +234,13 @@ async fn screenshot(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let holder = match app.holder(&headers).await {
-        Ok(holder) => holder,
+    let (holder, mut upload) = match app
+        .authorised_upload(&headers, body, MAX_SCREENSHOT_BODY, Budget::Screenshot)
+        .await
+    {
+        Ok(begun) => begun,
         Err(refusal) => return refusal.into_response(),
     };
-    let mut upload = app
-        .reading
-        .upload(&headers, body, MAX_SCREENSHOT_BODY, Budget::Screenshot);
     let result = async {
         require_content_type(&headers, PNG)?;
         // The canonical spelling, so that one command keeps one frame.
