@@ -156,6 +156,7 @@ pub fn write_reply(
         contact: request.contact.trim().to_owned(),
         qr_url: None,
         screens: vec![],
+        communities: vec![],
         reply_to: receipts.clone(),
     };
     let mut bytes = serde_json::to_vec_pretty(&notice)?;

@@ -153,7 +153,7 @@ fn kiosk_walk_on_the_testing_backend() {
     let items = common::held_items(&store_path);
     let key_of = |id: &str| -> Key {
         let item = items.iter().find(|i| i.id == id).unwrap();
-        (item.id.clone(), item.version)
+        item.key()
     };
 
     // The daemon's side: the UI's I/O task on a runtime of its own.
@@ -176,7 +176,7 @@ fn kiosk_walk_on_the_testing_backend() {
         &ui,
         Setup {
             mode: Mode::Kiosk,
-            screen: DEMO_SCREEN.into(),
+            screen: gongkai::schedule::Audience::new(DEMO_SCREEN, gongkai::demo::DEMO_COMMUNITY),
             title: "历下区示范社区".into(),
             io,
             dwell: DWELL,

@@ -191,7 +191,10 @@ fn kiosk_home_and_list_render_in_both_orientations() {
             window.ui(),
             Setup {
                 mode: Mode::Kiosk,
-                screen: gongkai::demo::DEMO_SCREEN.into(),
+                screen: gongkai::schedule::Audience::new(
+                    gongkai::demo::DEMO_SCREEN,
+                    gongkai::demo::DEMO_COMMUNITY,
+                ),
                 title: "历下区示范社区".into(),
                 io: io.clone(),
                 dwell: Duration::from_secs(12),
@@ -242,7 +245,11 @@ fn kiosk_home_and_list_render_in_both_orientations() {
         };
         keep(&list, &format!("kiosk-list-{width}x{height}.png"));
         // The feedback flow's first step: three faces, each in its colour.
-        screen.invoke_open_entry("2026q3-finance".into(), 1);
+        screen.invoke_open_entry(
+            gongkai::demo::DEMO_COMMUNITY.into(),
+            "2026q3-finance".into(),
+            1,
+        );
         controller.settle(Duration::from_secs(10)).unwrap();
         screen.invoke_open_feedback(FeedbackKind::Rating);
         let rate = Frame {
