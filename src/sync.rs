@@ -323,9 +323,15 @@ impl SyncTask {
                 }
             };
             if let Some(wait) = wait {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(wait) => {}
+                // A submission does not cut the wait short, but the status
+                // counts it at once.
+                let until = tokio::time::Instant::now() + wait;
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep_until(until) => break,
+                        _ = wake.notified() => refresh(&counts).await,
+                    }
                 }
             }
         }

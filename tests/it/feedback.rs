@@ -100,14 +100,6 @@ async fn queue(daemon: &Daemon, store: &Path, n: usize) -> BTreeSet<String> {
     receipts
 }
 
-async fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_items_queued_while_the_office_is_down_arrive_exactly_once() {
     let dir = tempfile::tempdir().unwrap();

@@ -117,6 +117,15 @@ pub fn manifest(community: &str, version: u64, envelopes: &[(String, u64, &[u8])
     .to_bytes()
 }
 
+/// Polls `ok` until it holds, failing the test after `timeout`.
+pub async fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Looking notices up by id alone, in tests whose screen follows one scope.
 pub trait ById {
     fn by_id(&self, id: &str) -> Option<&gongkai::schedule::Item>;
