@@ -593,4 +593,67 @@ path = "/var/lib/gongkai/screen.db"
         let all = Config::parse(&text).unwrap_err().0.join("\n");
         assert!(all.contains("both office and supervisor"), "{all}");
     }
+
+    const STREET_OFFICE: &str = "ypOsFwUYcHHWe4PH/w7+gQjo7EUwV113JoeTM9vavnw=";
+    const STREET_SUPERVISOR: &str = "bnoc3Smwt4/ROvTFWY/v9O8qlxZuPKby5Pv8zYBQW/E=";
+    const OPERATOR: &str = "iodf/x6zhFFXes1a/uQFRWVo3XyJ4JCGOgVXvHr0nxc=";
+
+    #[test]
+    fn upper_scopes_have_their_own_keys_and_policy() {
+        let text = format!(
+            "{}\n[[follow]]\nscope = \"yanshan-street\"\noffice = [\"{STREET_OFFICE}\"]\n\
+             supervisor = [\"{STREET_SUPERVISOR}\"]\noperator = [\"{OPERATOR}\"]\n\
+             urgent_office_only = true\n",
+            good().replace(
+                "office_only_categories",
+                &format!("operator = [\"{OPERATOR}\"]\noffice_only_categories")
+            )
+        );
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.trust.operator.len(), 1, "[trust] operator");
+        let follows = c.follows();
+        let ids: Vec<&str> = follows.all().iter().map(|s| s.id()).collect();
+        assert_eq!(ids, ["lixia-demo", "yanshan-street"]);
+        let street = follows.get("yanshan-street").unwrap();
+        assert!(street.policy.urgent_office_only);
+        assert_eq!(street.policy.office[0].to_base64(), STREET_OFFICE);
+        assert!(
+            !follows.home().policy.urgent_office_only,
+            "policies stay apart"
+        );
+    }
+
+    #[test]
+    fn a_bad_follow_entry_is_named() {
+        let follow = |body: &str| format!("{}\n[[follow]]\n{body}\n", good());
+        let problems = |text: String| Config::parse(&text).unwrap_err().to_string();
+        let street =
+            format!("office = [\"{STREET_OFFICE}\"]\nsupervisor = [\"{STREET_SUPERVISOR}\"]");
+        assert!(problems(follow(&street)).contains("missing follow[0].scope"));
+        let own = problems(follow(&format!("scope = \"lixia-demo\"\n{street}")));
+        assert!(own.contains("the screen's own community"), "{own}");
+        let twice = problems(format!(
+            "{}\n[[follow]]\nscope = \"s\"\n{street}\n",
+            follow(&format!("scope = \"s\"\n{street}"))
+        ));
+        assert!(
+            twice.contains("follow[1].scope \"s\" is followed twice"),
+            "{twice}"
+        );
+        let unknown = problems(follow(&format!("scope = \"s\"\n{street}\ncolour = 1")));
+        assert!(
+            unknown.contains("unknown key follow[0].colour"),
+            "{unknown}"
+        );
+        let no_keys = problems(follow("scope = \"s\""));
+        assert!(no_keys.contains("missing follow[0].office"), "{no_keys}");
+        // The office server's automation key never counts for a notice.
+        let mixed = problems(follow(&format!(
+            "scope = \"s\"\n{street}\noperator = [\"{STREET_OFFICE}\"]"
+        )));
+        assert!(
+            mixed.contains("listed as operator and as a person's key"),
+            "{mixed}"
+        );
+    }
 }

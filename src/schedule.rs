@@ -350,6 +350,25 @@ mod tests {
     }
 
     #[test]
+    fn an_upper_scopes_notice_targets_the_communities_it_names() {
+        let mut street = item("street-all", Priority::Normal, -1, 1);
+        street.scope = "yanshan-street".into();
+        let mut listed = street.clone();
+        listed.id = "street-listed".into();
+        listed.communities = vec!["other".into(), "c".into()];
+        let mut others = street.clone();
+        others.id = "street-others".into();
+        others.communities = vec!["other".into()];
+        let items = [street, listed, others];
+        assert_eq!(
+            ids(&active_set(&items, &aud("s"), T0)),
+            ["street-all", "street-listed"]
+        );
+        let elsewhere = Audience::new("s", "other");
+        assert_eq!(active_set(&items, &elsewhere, T0).len(), 3);
+    }
+
+    #[test]
     fn withdrawn_and_other_screens_notices_are_not_shown() {
         let mut withdrawn = item("w", Priority::Normal, -1, 1);
         withdrawn.status = Status::Withdrawn;

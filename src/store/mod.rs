@@ -1224,3 +1224,97 @@ impl Store {
             .optional()?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{SecretKey, TopicSpace, TrustPolicy, verify_message};
+
+    /// A store written by a 1.0 screen (migrations 1 and 2: notices keyed by
+    /// id alone, one manifest) is migrated without losing a row: each notice
+    /// gets the scope its topic names, heads, replies and the manifest follow,
+    /// and `publisher` is read back from the signed payloads.
+    #[test]
+    fn a_store_of_1_0_keeps_every_row_under_its_scope() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("screen.db");
+        let now = OffsetDateTime::now_utc();
+        let (id, payload) = crate::demo::shifted_samples(now).remove(0);
+        let (office, supervisor) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]));
+        let envelope = crate::demo::dual_sign(&payload, &office, &supervisor).to_bytes();
+        let space = TopicSpace::new("site/gongkai/v1", "lixia-demo");
+        let topic = space.notice(&id);
+        let policy = TrustPolicy {
+            office: vec![office.public()],
+            supervisor: vec![supervisor.public()],
+            ..TrustPolicy::default()
+        };
+        let Ok(Verified::Notice(v)) = verify_message(&space, &topic, &envelope, &policy) else {
+            panic!("the sample verifies");
+        };
+        {
+            let conn = open_durable(&path, &MIGRATIONS[..2]).unwrap();
+            let n = &v.notice;
+            conn.execute(
+                "INSERT INTO notices (id, version, status, category, priority, title, valid_from,
+                    valid_until, screens, payload_sha256, envelope_sha256, envelope, topic,
+                    received_at)
+                 VALUES (?1, ?2, 'active', ?3, ?4, ?5, ?6, ?7, '[]', ?8, ?9, ?10, ?11, ?12)",
+                params![
+                    n.id,
+                    n.version,
+                    n.category.as_str(),
+                    n.priority.as_str(),
+                    n.title,
+                    rfc3339(n.valid_from),
+                    rfc3339(n.valid_until),
+                    v.payload_sha256,
+                    v.envelope_sha256,
+                    envelope,
+                    topic,
+                    now_text()
+                ],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO heads (id, version) VALUES (?1, ?2)",
+                params![n.id, n.version],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO manifest (slot, version, issued_at, envelope_sha256, received_at)
+                 VALUES (1, 7, ?1, ?2, ?1)",
+                params![now_text(), "00".repeat(32)],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO manifest_entries (id, version, sha256) VALUES (?1, ?2, ?3)",
+                params![n.id, n.version, v.envelope_sha256],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO replies (receipt, id, version) VALUES ('K7Q2MD', ?1, ?2)",
+                params![n.id, n.version],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let catalog = store.load_catalog().unwrap();
+        let item = catalog
+            .item("lixia-demo", &id)
+            .expect("kept under its scope");
+        assert_eq!(
+            *item,
+            Item::of(&v.notice),
+            "publisher filled from the payload"
+        );
+        assert_eq!(catalog.manifest("lixia-demo").unwrap().version, 7);
+        assert!(catalog.missing().is_empty());
+        assert_eq!(
+            store.envelope("lixia-demo", &id, v.notice.version).unwrap(),
+            Some(envelope)
+        );
+        assert_eq!(store.reply_for("K7Q2MD").unwrap().unwrap().id, id);
+        assert_eq!(store.stored_heads().unwrap()[0].scope, "lixia-demo");
+    }
+}

@@ -105,7 +105,10 @@ async fn a_screen_follows_its_street_office_with_the_streets_own_keys() {
     client
         .publish_retained(
             &topics(&street).notice("forged"),
-            signed_by(&notice(&street, "forged", 1), &[&office_key(), &supervisor_key()]),
+            signed_by(
+                &notice(&street, "forged", 1),
+                &[&office_key(), &supervisor_key()],
+            ),
         )
         .await
         .unwrap();
