@@ -252,8 +252,9 @@ impl Owner {
             .reader()?
             .envelope(&key.scope, &key.id, key.version)?
             .ok_or_else(|| UiIoError::NotHeld(key.id.clone(), key.version))?;
-        let notice = crate::protocol::Notice::from_envelope(&envelope)
+        let mut notice = crate::protocol::Notice::from_envelope(&envelope)
             .map_err(|e| UiIoError::Notice(anyhow::Error::msg(e)))?;
+        notice.review_verified = self.reader()?.reviewed(&key.scope, &key.id, key.version)?;
         let (images, waiting_for_media) = match &self.media {
             Some(cache) => decode_images(&notice, cache, width, height),
             None => (Vec::new(), false),

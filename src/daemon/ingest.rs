@@ -28,14 +28,18 @@ use crate::store::{Catalog, Incoming, NoticeRef, Outcome, Store, StoredHead};
 pub(super) fn check_stored(store: &mut Store, follows: &Follows) -> anyhow::Result<usize> {
     let mut refused = 0;
     loop {
-        let bad: Vec<(NoticeRef, u64, String)> = store
-            .stored_heads()?
-            .into_iter()
-            .filter_map(|head| {
-                let why = check_head(&head, follows).err()?;
-                Some((NoticeRef::new(&head.scope, &head.id), head.version, why))
-            })
-            .collect();
+        let mut bad: Vec<(NoticeRef, u64, String)> = Vec::new();
+        for head in store.stored_heads()? {
+            let notice = NoticeRef::new(&head.scope, &head.id);
+            match check_head(&head, follows) {
+                // The review mark follows the trust configured now.
+                Ok(reviewed) if reviewed != head.reviewed => {
+                    store.set_reviewed(&notice, head.version, reviewed)?
+                }
+                Ok(_) => {}
+                Err(why) => bad.push((notice, head.version, why)),
+            }
+        }
         if bad.is_empty() {
             return Ok(refused);
         }
@@ -49,7 +53,8 @@ pub(super) fn check_stored(store: &mut Store, follows: &Follows) -> anyhow::Resu
 
 /// A scope no longer followed fails the check too: its keys are no longer
 /// trusted, so what it published is no longer shown.
-fn check_head(head: &StoredHead, follows: &Follows) -> Result<(), String> {
+/// Returns whether a supervisor's signature verified (the review mark).
+fn check_head(head: &StoredHead, follows: &Follows) -> Result<bool, String> {
     if sha256_hex(&head.envelope) != head.envelope_sha256 {
         return Err("its bytes do not match the hash they were accepted with".into());
     }
@@ -64,7 +69,7 @@ fn check_head(head: &StoredHead, follows: &Follows) -> Result<(), String> {
                 && v.notice.version == head.version
                 && Item::of(&v.notice) == *item =>
         {
-            Ok(())
+            Ok(v.notice.review_verified)
         }
         Ok(_) => Err("its row does not match its signed payload".into()),
         Err(rejection) => Err(format!("it no longer verifies: {rejection}")),

@@ -157,6 +157,7 @@ pub fn write_reply(
         qr_url: None,
         screens: vec![],
         communities: vec![],
+        review_verified: false,
         reply_to: receipts.clone(),
     };
     let mut bytes = serde_json::to_vec_pretty(&notice)?;

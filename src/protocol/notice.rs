@@ -171,6 +171,11 @@ pub struct Notice {
     pub communities: Vec<String>,
     #[serde(default)]
     pub reply_to: Vec<String>,
+    /// Whether a trusted supervisor's signature verified over this payload
+    /// (section 4's review mark). Never read from the payload: only the
+    /// screen's verification sets it, and the store keeps what it found.
+    #[serde(skip)]
+    pub review_verified: bool,
 }
 
 /// Parses a payload of schema 1 into `T`. `schema` is read before anything

@@ -153,7 +153,7 @@ pub fn verify_message(
     };
     match parsed_topic {
         Some(Topic::Notice(topic_id)) => {
-            let notice = Notice::from_payload(&payload)?;
+            let mut notice = Notice::from_payload(&payload)?;
             if notice.id != topic_id {
                 return Err(Rejection::IdMismatch {
                     topic: topic_id,
@@ -162,6 +162,7 @@ pub fn verify_message(
             }
             check_community(&notice.community)?;
             require(policy.required_roles(&notice))?;
+            notice.review_verified = signed.contains(&Role::Supervisor);
             Ok(Verified::Notice(Box::new(VerifiedNotice {
                 payload_sha256: super::sha256_hex(&payload),
                 envelope_sha256,

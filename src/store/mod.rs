@@ -56,6 +56,8 @@ pub struct StoredHead {
     pub topic: String,
     pub envelope: Vec<u8>,
     pub envelope_sha256: String,
+    /// Whether the store marks it reviewed (a supervisor signature verified).
+    pub reviewed: bool,
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -159,6 +161,9 @@ CREATE TABLE notices3 (
     valid_until     TEXT    NOT NULL,
     screens         TEXT    NOT NULL,
     communities     TEXT    NOT NULL DEFAULT '[]',
+    -- 1 when a trusted supervisor's signature verified (the review mark);
+    -- rows from before are checked again at start.
+    reviewed        INTEGER NOT NULL DEFAULT 0,
     payload_sha256  TEXT    NOT NULL,
     envelope_sha256 TEXT    NOT NULL,
     envelope        BLOB    NOT NULL,
@@ -737,7 +742,7 @@ impl Store {
     /// (see `refuse_stored`).
     pub fn stored_heads(&self) -> Result<Vec<StoredHead>> {
         let mut stmt = self.conn.prepare(&format!(
-            "SELECT {ITEM_COLUMNS}, n.topic, n.envelope, n.envelope_sha256
+            "SELECT {ITEM_COLUMNS}, n.topic, n.envelope, n.envelope_sha256, n.reviewed
              FROM heads h
              JOIN notices n ON n.scope = h.scope AND n.id = h.id AND n.version = h.version"
         ))?;
@@ -755,6 +760,7 @@ impl Store {
                 topic: row.get(ITEM_COLUMN_COUNT)?,
                 envelope: row.get(ITEM_COLUMN_COUNT + 1)?,
                 envelope_sha256: row.get(ITEM_COLUMN_COUNT + 2)?,
+                reviewed: row.get(ITEM_COLUMN_COUNT + 3)?,
             });
         }
         Ok(out)
@@ -809,6 +815,28 @@ impl Store {
         };
         tx.commit()?;
         Ok(record)
+    }
+
+    /// Whether a supervisor's signature verified on this notice version.
+    pub fn reviewed(&self, scope: &str, id: &str, version: u64) -> Result<bool> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT reviewed FROM notices WHERE scope = ?1 AND id = ?2 AND version = ?3",
+                params![scope, id, version],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(false))
+    }
+
+    /// Records what the check at start found of a head's review signature.
+    pub fn set_reviewed(&mut self, notice: &NoticeRef, version: u64, reviewed: bool) -> Result<()> {
+        self.conn.execute(
+            "UPDATE notices SET reviewed = ?4 WHERE scope = ?1 AND id = ?2 AND version = ?3",
+            params![notice.scope, notice.id, version, reviewed],
+        )?;
+        Ok(())
     }
 
     /// Every version kept of one notice, oldest first (the archive).
@@ -953,9 +981,9 @@ fn record_notice(
             tx.execute(
                 "INSERT OR REPLACE INTO notices (scope, id, version, status, category, priority,
                     title, valid_from, valid_until, screens, communities, payload_sha256,
-                    envelope_sha256, envelope, topic, received_at, publisher)
+                    envelope_sha256, envelope, topic, received_at, publisher, reviewed)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                    ?17)",
+                    ?17, ?18)",
                 params![
                     scope,
                     n.id,
@@ -974,6 +1002,7 @@ fn record_notice(
                     incoming.topic,
                     now_text(),
                     n.publisher,
+                    n.review_verified,
                 ],
             )?;
             tx.execute(

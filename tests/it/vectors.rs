@@ -94,6 +94,36 @@ fn urgent_office_only_is_accepted_where_the_policy_allows_it() {
         ..policy()
     };
     assert!(verify_message(&space(), topic, &ordinary, &by_category).is_ok());
+
+    // The store keeps whether a supervisor's signature verified: the review
+    // mark (section 4) for the dual-signed notice, none for the urgent one.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&tmp.path().join("screen.db")).unwrap();
+    let follows = Follows::home_only(space(), relaxed);
+    for (file, topic, reviewed) in [
+        (
+            "18_urgent_office_only.json",
+            "gongkai/v1/lixia-demo/notices/water-cut-0612",
+            false,
+        ),
+        (
+            "01_valid_dual.json",
+            "gongkai/v1/lixia-demo/notices/2026q3-finance-001",
+            true,
+        ),
+    ] {
+        let bytes = std::fs::read(dir().join(file)).unwrap();
+        let Outcome::Accepted(item) = commit_one(&mut store, &follows, topic, bytes) else {
+            panic!("{file} is accepted under the relaxed policy");
+        };
+        assert_eq!(
+            store
+                .reviewed("lixia-demo", &item.id, item.version)
+                .unwrap(),
+            reviewed,
+            "{file}"
+        );
+    }
 }
 
 #[test]
