@@ -13,6 +13,7 @@
 //!   feedback sync), wired together around one cancellation token.
 //! - [`app`]: the one lifecycle: start, tell systemd, run until a signal, a
 //!   closed window or a failed task, stop within a deadline.
+//! - [`backlight`]: the panel's backlight, off in quiet hours.
 //! - [`backoff`]: exponential backoff with full jitter, for every retry loop.
 //! - [`sync`]: residents' feedback from the screen's outbox to the office.
 //! - [`office`]: the office's side, behind the `gongkai` CLI (and its
@@ -30,6 +31,7 @@
 //!   images decoded for it, the kiosk's feedback committed to the outbox.
 
 pub mod app;
+pub mod backlight;
 pub mod backoff;
 pub mod config;
 pub mod daemon;

@@ -192,6 +192,7 @@ async fn feed(mut link: Link, cancel: CancellationToken) {
                     OffsetDateTime::now_utc(),
                 ),
                 media: *link.media.borrow_and_update(),
+                dark: *link.display.borrow_and_update() == crate::schedule::Display::Quiet,
             }
         };
         if last.as_ref() != Some(&snapshot) {
@@ -218,6 +219,7 @@ async fn feed(mut link: Link, cancel: CancellationToken) {
                 slot += 1;
             }
             r = link.media.changed() => if r.is_err() { return },
+            r = link.display.changed() => if r.is_err() { return },
             _ = async {
                 match wake {
                     Some(at) => tokio::time::sleep_until(at).await,
