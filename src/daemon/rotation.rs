@@ -192,6 +192,8 @@ mod tests {
         let task = tokio::spawn(
             RotationTask {
                 screen: Audience::new("lobby", "c"),
+                quiet: Vec::new(),
+                display: watch::channel(Display::On).0,
                 dwell,
                 pacer: Some(done_rx),
                 catalog: catalog_rx,
