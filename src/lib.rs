@@ -23,6 +23,7 @@
 //! - [`media`]: images of notices, fetched, checked against their signed hash,
 //!   cached by hash, decoded under limits.
 //! - [`tls`]: the one rustls crypto provider and client configurations.
+//! - [`watchdog`]: heartbeats that the systemd watchdog pings depend on.
 //! - [`workdays`]: pure. Working days (工作日) of a holiday calendar, for
 //!   the office's reply deadlines.
 //! - [`ui`]: the only user of slint; the screen's pages, rotation and kiosk
@@ -50,6 +51,7 @@ pub mod sync;
 pub mod tls;
 pub mod ui;
 pub mod ui_io;
+pub mod watchdog;
 pub mod workdays;
 
 /// Resolves on SIGTERM or SIGINT: how both programs are asked to stop.

@@ -57,6 +57,8 @@ pub struct Daemon {
     pub showing: watch::Receiver<Option<schedule::Key>>,
     /// On, or dark in quiet hours.
     pub display: watch::Receiver<schedule::Display>,
+    /// The rotation task's heartbeat (the watchdog's evidence, headless).
+    pub heartbeat: crate::watchdog::Heartbeat,
     /// Message counters shared with the MQTT and ingest tasks.
     pub counters: Arc<Counters>,
     /// Residents' feedback waiting for the office, and the parked items.
@@ -104,6 +106,7 @@ impl Daemon {
             connected: daemon.connected.clone(),
             showing: daemon.showing.clone(),
             display: daemon.display.clone(),
+            ui_heartbeat: crate::watchdog::Heartbeat::new(),
             media,
             slot_done: done_tx,
             io,
@@ -152,6 +155,7 @@ impl Daemon {
         let (connected_tx, connected_rx) = watch::channel(false);
         let (showing_tx, showing_rx) = watch::channel(None);
         let (display_tx, display_rx) = watch::channel(schedule::Display::On);
+        let heartbeat = crate::watchdog::Heartbeat::new();
         let (publish_tx, publish_rx) = mpsc::unbounded_channel();
         let (link_tx, link_rx) = mpsc::unbounded_channel::<Link>();
         let counters = Arc::new(Counters::default());
@@ -235,6 +239,7 @@ impl Daemon {
             screen: config.audience(),
             quiet: config.display.quiet.clone(),
             display: display_tx,
+            heartbeat: heartbeat.clone(),
             dwell: Duration::from_secs(config.display.dwell_seconds),
             pacer,
             catalog: catalog_rx.clone(),
@@ -288,6 +293,7 @@ impl Daemon {
                 connected: connected_rx,
                 showing: showing_rx,
                 display: display_rx,
+                heartbeat,
                 counters,
                 outbox: outbox_rx,
                 feedback_wake,
@@ -374,6 +380,8 @@ pub struct UiLink {
     pub connected: watch::Receiver<bool>,
     pub showing: watch::Receiver<Option<schedule::Key>>,
     pub display: watch::Receiver<schedule::Display>,
+    /// Beaten by the UI thread: in a window, the watchdog's pings depend on it.
+    pub ui_heartbeat: crate::watchdog::Heartbeat,
     /// Counts media that landed in the cache.
     pub media: watch::Receiver<u64>,
     /// Where the UI says a rotation slot has shown all its pages.

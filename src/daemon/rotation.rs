@@ -23,6 +23,9 @@ pub(super) struct RotationTask {
     /// is active.
     pub(super) quiet: Vec<QuietWindow>,
     pub(super) display: watch::Sender<Display>,
+    /// Beaten every second while the task runs: headless, the watchdog's
+    /// pings depend on it.
+    pub(super) heartbeat: crate::watchdog::Heartbeat,
     pub(super) dwell: Duration,
     pub(super) pacer: Option<mpsc::UnboundedReceiver<schedule::Key>>,
     pub(super) catalog: watch::Receiver<Catalog>,
@@ -36,6 +39,7 @@ impl RotationTask {
             screen,
             quiet,
             display,
+            heartbeat,
             dwell,
             mut pacer,
             mut catalog,
@@ -44,7 +48,10 @@ impl RotationTask {
         } = self;
         let mut rotation = Rotation::new();
         let mut idle_logged = false;
+        let mut beat = tokio::time::interval(crate::watchdog::BEAT);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            heartbeat.beat();
             let now = OffsetDateTime::now_utc();
             let (slot, count, deadline, title, dark) = {
                 let cat = catalog.borrow_and_update();
@@ -100,6 +107,7 @@ impl RotationTask {
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
+                    _ = beat.tick() => heartbeat.beat(),
                     _ = tokio::time::sleep_until(slot_end), if slot.is_some() => break,
                     done = recv_opt(&mut pacer) => match done {
                         // The UI showed every page of this slot's notice.
@@ -194,6 +202,7 @@ mod tests {
                 screen: Audience::new("lobby", "c"),
                 quiet: Vec::new(),
                 display: watch::channel(Display::On).0,
+                heartbeat: crate::watchdog::Heartbeat::new(),
                 dwell,
                 pacer: Some(done_rx),
                 catalog: catalog_rx,

@@ -80,6 +80,16 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let (width, height) = (config.display.width, config.display.height);
     let slot_done = link.slot_done.clone();
+    // The UI thread beats while its event loop runs: blocked, it stops, and
+    // so do the watchdog's pings (see `crate::watchdog`).
+    let heartbeat = link.ui_heartbeat.clone();
+    heartbeat.beat();
+    let beating = slint::Timer::default();
+    beating.start(
+        slint::TimerMode::Repeated,
+        crate::watchdog::BEAT,
+        move || heartbeat.beat(),
+    );
     let setup = Setup {
         mode: config.screen.mode,
         screen: config.audience(),

@@ -5,11 +5,11 @@
 use crate::common;
 
 use common::*;
-use std::time::Duration;
 use gongkai::daemon::Daemon;
 use gongkai::office::broker::{FleetEntry, OneShotClient};
 use gongkai::status::StatusMessage;
 use gongkai::store::{Catalog, Store};
+use std::time::Duration;
 
 /// What most tests here need: a community of their own, a screen daemon on a
 /// fresh store, and an office publisher on the same broker.
@@ -432,7 +432,10 @@ async fn quiet_hours_darken_the_screen_until_an_urgent_notice_lights_it() {
         brightness() == "0"
     })
     .await;
-    assert_eq!(retained_status(&mut publisher, &c).await["display"], "quiet");
+    assert_eq!(
+        retained_status(&mut publisher, &c).await["display"],
+        "quiet"
+    );
 
     let mut urgent = notice(&c, "water-cut", 1);
     urgent["priority"] = "urgent".into();
