@@ -35,6 +35,17 @@ pub struct ManifestStatus {
     pub pages_missing: usize,
 }
 
+/// **[1.1]** The outcome of the last command (section 5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastCommand {
+    pub id: String,
+    pub action: String,
+    /// `done`, `rejected: <reason>` or `failed: <reason>`.
+    pub result: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
 /// **[1.1]** One followed scope's manifest, in `manifests`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScopeManifest {
@@ -101,9 +112,12 @@ pub struct ScreenStatus {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub office_unauthorized: bool,
     pub manifest: ManifestStatus,
-    /// **[1.1]** `"on"`, or `"quiet"` while a power schedule has it dark.
+    /// **[1.1]** `"on"`, `"quiet"` while a power schedule has it dark, or
+    /// `"identify"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_command: Option<LastCommand>,
     /// **[1.1]** Every followed scope, the home community first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub manifests: Vec<ScopeManifest>,
@@ -194,6 +208,7 @@ impl ScreenStatus {
             office_unauthorized: false,
             manifest: ManifestStatus::of(catalog, &id.community),
             display: None,
+            last_command: None,
             manifests: std::iter::once(&id.community)
                 .chain(&id.upper_scopes)
                 .map(|scope| ScopeManifest {
@@ -267,6 +282,7 @@ mod tests {
                 pages_missing: 0,
             },
             display: Some("quiet".into()),
+            last_command: None,
             manifests: vec![ScopeManifest {
                 scope: "yanshan-street".into(),
                 manifest: ManifestStatus {

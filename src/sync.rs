@@ -340,7 +340,7 @@ impl SyncTask {
 
 /// The screen's token, or why its file cannot be read (the path and the
 /// OS error).
-fn read_token(path: &std::path::Path) -> Result<String, String> {
+pub(crate) fn read_token(path: &std::path::Path) -> Result<String, String> {
     crate::mqtt::read_secret(path).map_err(|e| {
         format!(
             "cannot read the token file {}: {}",
@@ -350,7 +350,7 @@ fn read_token(path: &std::path::Path) -> Result<String, String> {
     })
 }
 
-fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
+pub(crate) fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
     crate::tls::install_crypto_provider();
     Ok(reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))

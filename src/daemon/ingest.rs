@@ -15,7 +15,10 @@ use tokio_util::sync::CancellationToken;
 use super::MAX_BATCH;
 use crate::backoff::Retry;
 use crate::mqtt::{self, Counters};
-use crate::protocol::{Follows, MAX_ENVELOPE_BYTES, Rejection, Verified, printable, sha256_hex};
+use crate::protocol::command::{Command, CommandKeys, verify_command};
+use crate::protocol::{
+    Follows, MAX_ENVELOPE_BYTES, Rejection, Topic, Verified, printable, sha256_hex,
+};
 use crate::schedule::Item;
 use crate::store::{Catalog, Incoming, NoticeRef, Outcome, Store, StoredHead};
 
@@ -82,6 +85,11 @@ pub(super) struct IngestWorker {
     pub(super) client: AsyncClient,
     /// The scopes followed, with their keys.
     pub(super) follows: Follows,
+    /// Commands (section 5): this screen's id, the keys that may sign them,
+    /// and where the taken ones go to be run.
+    pub(super) screen: String,
+    pub(super) command_keys: CommandKeys,
+    pub(super) commands: mpsc::UnboundedSender<Command>,
     pub(super) catalog: watch::Sender<Catalog>,
     pub(super) counters: Arc<Counters>,
     pub(super) runtime: tokio::runtime::Handle,
@@ -148,8 +156,17 @@ impl IngestWorker {
 
     fn handle(&mut self, batch: &[Publish]) {
         let started = std::time::Instant::now();
+        let home = self.follows.home().space.clone();
+        let is_command = |p: &Publish| {
+            matches!(
+                home.parse(&p.topic),
+                Some(Topic::Command | Topic::ScreenCommand(_))
+            )
+        };
+        let (taken, refused) = self.take_commands(batch.iter().filter(|p| is_command(p)));
         let incoming: Vec<Incoming> = batch
             .iter()
+            .filter(|p| !is_command(p))
             .filter(|p| {
                 if p.payload.is_empty() {
                     // Clearing a retained message is not a withdrawal: only a
@@ -177,6 +194,7 @@ impl IngestWorker {
                     bytes: p.payload.to_vec(),
                 }
             })
+            .chain(refused)
             .collect();
         let Some(outcomes) = self.commit(&incoming) else {
             return;
@@ -192,6 +210,10 @@ impl IngestWorker {
         }
         for (i, o) in incoming.iter().zip(&outcomes) {
             log_outcome(&i.topic, o);
+        }
+        for command in taken {
+            tracing::info!("command {} ({}) taken", command.id, command.action.as_str());
+            let _ = self.commands.send(command);
         }
         self.catalog.send_if_modified(|catalog| {
             let mut changed = false;
@@ -216,6 +238,51 @@ impl IngestWorker {
         self.counters
             .handled
             .fetch_add(batch.len() as u64, AtomicOrdering::Relaxed);
+    }
+}
+
+impl IngestWorker {
+    /// Verifies each command on the screen's clock and takes the valid ones
+    /// once, durably (a redelivery is ignored). Returns the commands to run
+    /// and the refusals, which are recorded like any rejection.
+    fn take_commands<'a>(
+        &mut self,
+        publishes: impl Iterator<Item = &'a Publish>,
+    ) -> (Vec<Command>, Vec<Incoming>) {
+        let home = self.follows.home().space.clone();
+        let now = OffsetDateTime::now_utc();
+        let (mut taken, mut refused) = (Vec::new(), Vec::new());
+        for p in publishes.filter(|p| !p.payload.is_empty()) {
+            let verdict = verify_command(
+                &home,
+                &self.screen,
+                &p.topic,
+                &p.payload,
+                &self.command_keys,
+                now,
+            );
+            match verdict {
+                Ok(command) => match self.store.take_command(
+                    &command.id,
+                    command.action.as_str(),
+                    command.expires_at,
+                    now,
+                ) {
+                    Ok(true) => taken.push(command),
+                    Ok(false) => tracing::info!(
+                        "command {} was taken before: ignored, never run twice",
+                        command.id
+                    ),
+                    Err(e) => tracing::error!("command {} not taken: {e}", command.id),
+                },
+                Err(rejection) => refused.push(Incoming {
+                    topic: p.topic.clone(),
+                    bytes: p.payload.to_vec(),
+                    verdict: Err(rejection),
+                }),
+            }
+        }
+        (taken, refused)
     }
 }
 

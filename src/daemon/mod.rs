@@ -32,12 +32,16 @@ use crate::status::{self, Identity};
 use crate::store::outbox::OutboxCounts;
 use crate::store::{Catalog, Store};
 
+mod command_task;
 mod ingest;
 mod media_task;
 mod rotation;
 mod status_task;
 
+use command_task::{CommandTask, HeadlessShooter, Shooter};
 use ingest::{IngestWorker, check_stored};
+
+pub use command_task::{IDENTIFY_FOR, ShotRequest};
 use media_task::MediaTask;
 use rotation::RotationTask;
 use status_task::StatusTask;
@@ -100,8 +104,16 @@ impl Daemon {
     ) -> anyhow::Result<(Daemon, UiLink)> {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let pacer = paced_by_ui.then_some(done_rx);
-        let (daemon, media, io) = Self::start_inner(config, pacer).await?;
+        let (daemon, parts) = Self::start_inner(config, pacer).await?;
+        let UiParts {
+            media,
+            io,
+            screenshots,
+            identify,
+        } = parts;
         let link = UiLink {
+            screenshots,
+            identify,
             catalog: daemon.catalog.clone(),
             connected: daemon.connected.clone(),
             showing: daemon.showing.clone(),
@@ -117,8 +129,9 @@ impl Daemon {
     async fn start_inner(
         config: Config,
         pacer: Option<mpsc::UnboundedReceiver<schedule::Key>>,
-    ) -> anyhow::Result<(Daemon, watch::Receiver<u64>, crate::ui_io::UiIo)> {
+    ) -> anyhow::Result<(Daemon, UiParts)> {
         crate::tls::install_crypto_provider();
+        let pacer_present = pacer.is_some();
         let mut store = Store::open(&config.store.path)
             .with_context(|| format!("opening the store {}", config.store.path.display()))?;
         let topics = config.topics();
@@ -156,6 +169,10 @@ impl Daemon {
         let (showing_tx, showing_rx) = watch::channel(None);
         let (display_tx, display_rx) = watch::channel(schedule::Display::On);
         let heartbeat = crate::watchdog::Heartbeat::new();
+        let (command_tx, command_rx) = mpsc::unbounded_channel();
+        let (resync_tx, resync_rx) = mpsc::unbounded_channel();
+        let (identify_tx, identify_rx) = watch::channel(false);
+        let (last_command_tx, last_command_rx) = watch::channel(None);
         let (publish_tx, publish_rx) = mpsc::unbounded_channel();
         let (link_tx, link_rx) = mpsc::unbounded_channel::<Link>();
         let counters = Arc::new(Counters::default());
@@ -166,6 +183,12 @@ impl Daemon {
                 store,
                 client: client.clone(),
                 follows: follows.clone(),
+                screen: config.screen.id.clone(),
+                command_keys: crate::protocol::command::CommandKeys {
+                    office: config.trust.office.clone(),
+                    operator: config.trust.operator.clone(),
+                },
+                commands: command_tx,
                 catalog: catalog_tx,
                 counters: counters.clone(),
                 runtime: tokio::runtime::Handle::current(),
@@ -192,6 +215,8 @@ impl Daemon {
         let session = mqtt::SessionTask {
             client: client.clone(),
             follows: follows.clone(),
+            command_topics: vec![topics.screen_command(&config.screen.id), topics.command()],
+            resync: resync_rx,
             links: link_rx,
             catalog: catalog_rx.clone(),
             connected: connected_tx,
@@ -222,6 +247,8 @@ impl Daemon {
             catalog: catalog_rx.clone(),
             showing: showing_rx.clone(),
             display: display_rx.clone(),
+            identify: identify_rx.clone(),
+            last_command: last_command_rx,
             connected: connected_rx.clone(),
             outbox: outbox_rx.clone(),
             cancel: cancel.clone(),
@@ -260,7 +287,28 @@ impl Daemon {
             feedback_wake.clone(),
             cancel.clone(),
         );
+        // Screenshots: the UI draws them when there is one.
+        let (shots_tx, shots_rx) = mpsc::unbounded_channel();
+        let shooter = match pacer_present {
+            true => Shooter::Ui(shots_tx),
+            false => Shooter::Headless(HeadlessShooter {
+                config: config.clone(),
+                showing: showing_rx.clone(),
+                display: display_rx.clone(),
+                thread: None,
+            }),
+        };
+        let commands = CommandTask {
+            commands: command_rx,
+            resync: resync_tx,
+            identify: identify_tx,
+            last: last_command_tx,
+            shooter,
+            office: config.office.clone(),
+            cancel: cancel.clone(),
+        };
         let others = vec![
+            tasks.spawn("commands", commands.run()),
             tasks.spawn("status", async move {
                 status.run().await;
                 Ok(())
@@ -306,8 +354,12 @@ impl Daemon {
                 ingest,
                 relay,
             },
-            media_rx,
-            io,
+            UiParts {
+                media: media_rx,
+                io,
+                screenshots: shots_rx,
+                identify: identify_rx,
+            },
         ))
     }
 
@@ -374,6 +426,14 @@ async fn backlight(
     Ok(())
 }
 
+/// The daemon's ends of what a UI takes.
+struct UiParts {
+    media: watch::Receiver<u64>,
+    io: crate::ui_io::UiIo,
+    screenshots: mpsc::UnboundedReceiver<ShotRequest>,
+    identify: watch::Receiver<bool>,
+}
+
 /// What a UI needs from a running daemon.
 pub struct UiLink {
     pub catalog: watch::Receiver<Catalog>,
@@ -382,6 +442,10 @@ pub struct UiLink {
     pub display: watch::Receiver<schedule::Display>,
     /// Beaten by the UI thread: in a window, the watchdog's pings depend on it.
     pub ui_heartbeat: crate::watchdog::Heartbeat,
+    /// Screenshot commands: each asks for the frame on screen as PNG.
+    pub screenshots: mpsc::UnboundedReceiver<ShotRequest>,
+    /// `identify`: show the screen's id and network state.
+    pub identify: watch::Receiver<bool>,
     /// Counts media that landed in the cache.
     pub media: watch::Receiver<u64>,
     /// Where the UI says a rotation slot has shown all its pages.

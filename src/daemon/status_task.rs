@@ -23,6 +23,8 @@ pub(super) struct StatusTask {
     pub(super) catalog: watch::Receiver<Catalog>,
     pub(super) showing: watch::Receiver<Option<crate::schedule::Key>>,
     pub(super) display: watch::Receiver<crate::schedule::Display>,
+    pub(super) identify: watch::Receiver<bool>,
+    pub(super) last_command: watch::Receiver<Option<crate::status::LastCommand>>,
     pub(super) connected: watch::Receiver<bool>,
     pub(super) outbox: watch::Receiver<OutboxCounts>,
     pub(super) cancel: CancellationToken,
@@ -37,6 +39,8 @@ impl StatusTask {
             mut catalog,
             mut showing,
             mut display,
+            mut identify,
+            mut last_command,
             mut connected,
             mut outbox,
             cancel,
@@ -51,6 +55,8 @@ impl StatusTask {
                 r = catalog.changed() => if r.is_err() { return },
                 r = showing.changed() => if r.is_err() { return },
                 r = display.changed() => if r.is_err() { return },
+                r = identify.changed() => if r.is_err() { return },
+                r = last_command.changed() => if r.is_err() { return },
                 r = connected.changed() => if r.is_err() { return },
                 r = outbox.changed() => if r.is_err() { return },
                 _ = tokio::time::sleep_until(last_sent + PERIOD) => {}
@@ -76,7 +82,11 @@ impl StatusTask {
                 }),
                 OffsetDateTime::now_utc(),
             );
-            status.display = Some(display.borrow_and_update().as_str().to_owned());
+            status.display = Some(match *identify.borrow_and_update() {
+                true => "identify".to_owned(),
+                false => display.borrow_and_update().as_str().to_owned(),
+            });
+            status.last_command = last_command.borrow_and_update().clone();
             let outbox_now = *outbox.borrow_and_update();
             status.outbox = outbox_now.pending;
             status.outbox_rejected = outbox_now.rejected;

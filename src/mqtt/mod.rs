@@ -430,6 +430,11 @@ pub struct SessionTask {
     /// Every scope the screen follows: its notices and manifest are
     /// subscribed, and what its manifest lists is fetched.
     pub follows: Follows,
+    /// The home community's command topics (section 5): this screen's and
+    /// every screen's.
+    pub command_topics: Vec<String>,
+    /// A `resync` command: drop the notice subscriptions and subscribe again.
+    pub resync: mpsc::UnboundedReceiver<()>,
     /// Connection changes from the event loop task.
     pub links: mpsc::UnboundedReceiver<Link>,
     pub catalog: watch::Receiver<Catalog>,
@@ -448,6 +453,8 @@ impl SessionTask {
         let SessionTask {
             client,
             follows,
+            command_topics,
+            mut resync,
             mut links,
             mut catalog,
             connected,
@@ -482,7 +489,7 @@ impl SessionTask {
                     Some(Link::Connected { session_present }) => {
                         is_connected = true;
                         tracing::info!("connected to the broker (session kept: {session_present})");
-                        pending_subacks = subscribe(&client, &follows, session_present).await;
+                        pending_subacks = subscribe(&client, &follows, &command_topics, session_present).await;
                         settled = false;
                         catch_up.restart();
                         connected.send_replace(true);
@@ -495,6 +502,16 @@ impl SessionTask {
                     }
                     Some(Link::SubscribeAcked) => pending_subacks = pending_subacks.saturating_sub(1),
                 },
+                Some(()) = resync.recv() => {
+                    // Section 5's resync: the broker sends every retained
+                    // notice again on the new subscriptions.
+                    for scope in follows.all() {
+                        let _ = client.unsubscribe(scope.space.notices_filter()).await;
+                    }
+                    pending_subacks = subscribe(&client, &follows, &command_topics, false).await;
+                    settled = false;
+                    catch_up.restart();
+                }
                 changed = catalog.changed() => {
                     if changed.is_err() { break; }
                     // A new manifest, or a page of one: what is missing changed.
@@ -564,7 +581,12 @@ pub fn missing_topics(catalog: &Catalog, follows: &Follows) -> Vec<String> {
 }
 
 /// Subscribes for a new connection; returns how many SUBACKs to expect.
-async fn subscribe(client: &AsyncClient, follows: &Follows, session_present: bool) -> usize {
+async fn subscribe(
+    client: &AsyncClient,
+    follows: &Follows,
+    commands: &[String],
+    session_present: bool,
+) -> usize {
     // The manifests first, and on every connection: re-subscribing makes the
     // broker send each retained manifest again, which tells the screen whether
     // it holds everything (a notice acked just before a power cut, say).
@@ -578,10 +600,14 @@ async fn subscribe(client: &AsyncClient, follows: &Follows, session_present: boo
     if session_present {
         return 1;
     }
+    // Commands at QoS 1 too: the session queues them while the screen is
+    // away (they still expire).
     let notices = follows
         .all()
         .iter()
-        .map(|s| rumqttc::SubscribeFilter::new(s.space.notices_filter(), QoS::AtLeastOnce));
+        .map(|s| s.space.notices_filter())
+        .chain(commands.iter().cloned())
+        .map(|topic| rumqttc::SubscribeFilter::new(topic, QoS::AtLeastOnce));
     if let Err(e) = client.subscribe_many(notices).await {
         tracing::warn!("cannot subscribe to notices: {e}");
     }

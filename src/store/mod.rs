@@ -235,6 +235,14 @@ ALTER TABLE manifest_entries3 RENAME TO manifest_entries;
 ALTER TABLE replies3 RENAME TO replies;
 -- Feedback about an upper-scope notice names its scope; NULL is the home one.
 ALTER TABLE outbox ADD COLUMN notice_scope TEXT;
+-- Commands taken (section 5), kept until they expire so that a redelivery
+-- never runs one twice.
+CREATE TABLE commands (
+    id          TEXT PRIMARY KEY,
+    action      TEXT NOT NULL,
+    expires_at  TEXT NOT NULL,
+    received_at TEXT NOT NULL
+);
 "#,
 ];
 
@@ -815,6 +823,30 @@ impl Store {
         };
         tx.commit()?;
         Ok(record)
+    }
+
+    /// Takes command `id` for execution: `true` the first time, `false` for
+    /// a redelivery of one taken before (until it expires, after which its
+    /// row is pruned and the command itself is refused as expired). Commits
+    /// before it returns, so a crash after it never runs the command twice.
+    pub fn take_command(
+        &mut self,
+        id: &str,
+        action: &str,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        let tx = self.conn.transaction()?;
+        // UTC text compares as the instants it names.
+        let utc = |t: OffsetDateTime| rfc3339(t.to_offset(time::UtcOffset::UTC));
+        tx.execute("DELETE FROM commands WHERE expires_at < ?1", [utc(now)])?;
+        let taken = tx.execute(
+            "INSERT OR IGNORE INTO commands (id, action, expires_at, received_at)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![id, action, utc(expires_at), utc(now)],
+        )?;
+        tx.commit()?;
+        Ok(taken == 1)
     }
 
     /// Whether a supervisor's signature verified on this notice version.

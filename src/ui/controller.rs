@@ -73,6 +73,8 @@ pub struct Snapshot {
     pub media: u64,
     /// Quiet hours: the screen shows a black frame.
     pub dark: bool,
+    /// `identify`: the screen's id and network state, shown over everything.
+    pub identify: Option<String>,
 }
 
 /// The kiosk's lists.
@@ -240,6 +242,13 @@ impl Controller {
     }
 
     /// Takes in what the daemon knows now.
+    /// The frame on screen now, as residents see it, as PNG (a `screenshot`
+    /// command): the window's own pixels, whatever view is open.
+    pub fn screenshot_png(&self) -> anyhow::Result<Vec<u8>> {
+        let shot = self.ui.window().take_snapshot()?;
+        super::png(shot.as_bytes(), shot.width(), shot.height())
+    }
+
     pub fn update(self: &Rc<Self>, snapshot: Snapshot) {
         let (new_slot, media_landed) = {
             let mut state = self.state.borrow_mut();
@@ -250,8 +259,14 @@ impl Controller {
             (new_slot, media_landed)
         };
         self.push_offline();
-        let dark = self.state.borrow().snapshot.dark;
+        let (dark, identify) = {
+            let state = self.state.borrow();
+            (state.snapshot.dark, state.snapshot.identify.clone())
+        };
         self.ui.global::<Screen>().set_dark(dark);
+        self.ui
+            .global::<Screen>()
+            .set_identify(identify.unwrap_or_default().into());
         let banner_changed = self.refresh_banner();
         let view = self.view();
         match view {

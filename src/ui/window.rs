@@ -79,6 +79,10 @@ pub fn run(
     output: Output<'_>,
 ) -> anyhow::Result<()> {
     let (width, height) = (config.display.width, config.display.height);
+    let mut link = link;
+    let screen_id = config.screen.id.clone();
+    let (_, unused) = tokio::sync::mpsc::unbounded_channel();
+    let screenshots = std::mem::replace(&mut link.screenshots, unused);
     let slot_done = link.slot_done.clone();
     // The UI thread beats while its event loop runs: blocked, it stops, and
     // so do the watchdog's pings (see `crate::watchdog`).
@@ -108,7 +112,8 @@ pub fn run(
     let start = |ui: &AppWindow| -> anyhow::Result<()> {
         let controller = Controller::new(ui, setup)?;
         CONTROLLER.with(|c| *c.borrow_mut() = Some(controller));
-        runtime.spawn(feed(link, cancel.clone()));
+        runtime.spawn(answer_screenshots(screenshots, cancel.clone()));
+        runtime.spawn(feed(link, screen_id.clone(), cancel.clone()));
         // Closing the event loop from the daemon's side (SIGTERM).
         let quit = cancel.clone();
         runtime.spawn(async move {
@@ -178,7 +183,30 @@ fn follow_size(ui: &AppWindow, laid_out: &Cell<(u32, u32)>) {
 
 /// Turns the daemon's watches into snapshots for the UI thread: on every
 /// change, and when the broker has been gone long enough to say so.
-async fn feed(mut link: Link, cancel: CancellationToken) {
+/// Screenshot commands: the UI thread takes the window's frame.
+async fn answer_screenshots(
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<crate::daemon::ShotRequest>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let reply = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = requests.recv() => match r { Some(r) => r, None => return },
+        };
+        let sent = slint::invoke_from_event_loop(move || {
+            let png = CONTROLLER.with(|c| match c.borrow().as_ref() {
+                Some(c) => c.screenshot_png().map_err(|e| format!("{e:#}")),
+                None => Err("the UI has not started".to_owned()),
+            });
+            let _ = reply.send(png);
+        });
+        if sent.is_err() {
+            return;
+        }
+    }
+}
+
+async fn feed(mut link: Link, screen_id: String, cancel: CancellationToken) {
     let mut slot = 0u64;
     let mut offline = Offline::new(tokio::time::Instant::now());
     let mut last: Option<Snapshot> = None;
@@ -203,6 +231,16 @@ async fn feed(mut link: Link, cancel: CancellationToken) {
                 ),
                 media: *link.media.borrow_and_update(),
                 dark: *link.display.borrow_and_update() == crate::schedule::Display::Quiet,
+                identify: link.identify.borrow_and_update().then(|| {
+                    format!(
+                        "屏幕 {screen_id}\n{}",
+                        if connected {
+                            "已连接服务器"
+                        } else {
+                            "未连接服务器"
+                        }
+                    )
+                }),
             }
         };
         if last.as_ref() != Some(&snapshot) {
@@ -230,6 +268,7 @@ async fn feed(mut link: Link, cancel: CancellationToken) {
             }
             r = link.media.changed() => if r.is_err() { return },
             r = link.display.changed() => if r.is_err() { return },
+            r = link.identify.changed() => if r.is_err() { return },
             _ = async {
                 match wake {
                     Some(at) => tokio::time::sleep_until(at).await,

@@ -284,7 +284,10 @@ fn gongkaid_tells_systemd_it_is_ready_what_it_does_and_that_it_lives() {
     // systemd names the watched process in WATCHDOG_PID: `exec` keeps the
     // shell's pid for the daemon.
     let mut child = std::process::Command::new("sh")
-        .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" --headless --config \"$1\""])
+        .args([
+            "-c",
+            "WATCHDOG_PID=$$ exec \"$0\" --headless --config \"$1\"",
+        ])
         .arg(env!("CARGO_BIN_EXE_gongkaid"))
         .arg(&config)
         .env("NOTIFY_SOCKET", &socket_path)

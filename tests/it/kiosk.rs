@@ -492,6 +492,7 @@ fn kiosk_walk_on_the_testing_backend() {
         offline: Some("离线 · 最后同步 10:02".into()),
         media: 0,
         dark: false,
+        identify: None,
     });
     assert!(screen(&ui).get_offline());
     assert!(!screen(&ui).get_dark());
