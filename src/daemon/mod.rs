@@ -341,9 +341,10 @@ pub struct UiLink {
 pub const MAX_SLOT_DWELLS: u32 = 30;
 
 fn topics_key(config: &Config) -> String {
+    let urls: Vec<String> = config.mqtt.urls.iter().map(ToString::to_string).collect();
     format!(
         "{}|{}|{}",
-        config.mqtt.url,
+        urls.join(","),
         config.topics().notices_filter(),
         config.screen.id
     )
@@ -357,7 +358,7 @@ fn screen_connect(config: &Config, topics: &TopicSpace) -> anyhow::Result<Connec
         .map(mqtt::read_secret)
         .transpose()?;
     Ok(Connect {
-        url: mqtt::BrokerUrl::parse(&config.mqtt.url).map_err(anyhow::Error::msg)?,
+        brokers: mqtt::Brokers::for_client(config.mqtt.urls.clone(), &config.screen.id),
         client_id: config.screen.id.clone(),
         username: config.mqtt.username.clone(),
         password,
