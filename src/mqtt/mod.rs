@@ -689,10 +689,14 @@ impl SessionTask {
                 counters
                     .fetched
                     .fetch_add(step.subscribe.len() as u64, Ordering::Relaxed);
+                // QoS 0: a fetch only wants the retained copy, and one lost
+                // is asked for again next round. On NATS every QoS 1
+                // subscription is a JetStream consumer (about 0.5 s each to
+                // create, 63 per session, and none while a node is down).
                 let filters = step
                     .subscribe
                     .iter()
-                    .map(|id| rumqttc::SubscribeFilter::new(topics.notice(id), QoS::AtLeastOnce));
+                    .map(|id| rumqttc::SubscribeFilter::new(topics.notice(id), QoS::AtMostOnce));
                 if let Err(e) = client.subscribe_many(filters).await {
                     tracing::warn!("cannot subscribe for missing notices: {e}");
                 }

@@ -7,6 +7,10 @@
 
 #![allow(dead_code)]
 
+pub mod nats;
+
+pub use nats::NatsCluster;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
