@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::nats::NatsCluster;
 use common::*;
 use gongkai::daemon::Daemon;
 use gongkai::office::broker::{FleetEntry, OneShotClient};

@@ -9,8 +9,6 @@
 
 pub mod nats;
 
-pub use nats::NatsCluster;
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
