@@ -4,10 +4,11 @@
 //! missing, in its store and in its status). The same scenario runs on a
 //! three-node NATS JetStream cluster of the test's own and on a Mosquitto
 //! killed and restarted with its persistence (the screen's list then holds
-//! a dead broker too). Also here: a screen's status is published again
-//! after every reconnection, and `gongkai status` calls an online status
-//! that stopped being renewed stale (the will of a screen dies with the
-//! NATS node that held its connection).
+//! a dead broker too). Also here: a screen whose first broker is dead
+//! starts on the next; its status is published again after every
+//! reconnection; `gongkai status` calls an online status that stopped being
+//! renewed stale (the will of a screen dies with the NATS node that held
+//! its connection); and `gongkai publish` warns about notice ids with a dot.
 
 use crate::common;
 
@@ -568,4 +569,67 @@ async fn gongkai_status_calls_an_online_status_not_renewed_for_three_minutes_sta
             ("left", "offline", "offline")
         ]
     );
+}
+
+/// NATS 2.9 closes an MQTT connection on a topic with a `.`: `gongkai
+/// publish` warns about such notice ids, and publishes them all the same
+/// (they are valid, and other brokers take them).
+#[test]
+fn gongkai_publish_warns_about_a_notice_id_with_a_dot_and_still_publishes_it() {
+    let url = broker_url();
+    let c = community("dotted");
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("office.key");
+    std::fs::write(&key, office_key().to_base64()).unwrap();
+    let dotted = dir.path().join("dotted.json");
+    std::fs::write(&dotted, signed(&notice(&c, "2026.q3-finance", 1))).unwrap();
+    let plain = dir.path().join("plain.json");
+    std::fs::write(&plain, signed(&notice(&c, "2026q3-affairs", 1))).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gongkai"))
+        .args(["publish", "--broker", &url, "--key"])
+        .args([&key, &dotted, &plain])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning") && stderr.contains("\"2026.q3-finance\" contains \".\""),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("2026q3-affairs"), "{stderr}");
+    assert!(
+        stdout.contains("notices/2026.q3-finance version 1")
+            && stdout.contains("notices/2026q3-affairs version 1"),
+        "{stdout}"
+    );
+}
+
+/// A screen whose first broker is down starts on the next one: ending its
+/// old session (a fresh store) moves on from the dead broker, and its own
+/// connection follows to where that worked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_screen_whose_first_broker_is_dead_starts_on_the_next() {
+    let live = broker_url();
+    let dead = format!("mqtt://127.0.0.1:{}", free_port());
+    let c = community("first-dead");
+    let screen = (0..)
+        .map(|i| format!("s{i}-{c}"))
+        .find(|id| gongkai::mqtt::first_broker(id, 2) == 0)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("screen.db");
+    let text = config_text(&dead, &c, &screen, &store).replace(
+        &format!("url = \"{dead}\""),
+        &format!("url = [\"{dead}\", \"{live}\"]"),
+    );
+    let daemon = Daemon::start(gongkai::config::Config::parse(&text).unwrap())
+        .await
+        .unwrap();
+    wait_connected(&daemon).await;
+    let status = wait_online(&live, &c, &screen, |_| true).await;
+    assert_eq!(status.manifest.missing, 0);
+    daemon.shutdown().await;
 }
