@@ -46,7 +46,11 @@ async fn outage(n: usize) {
                 outbox
                     .submit(
                         Submission {
-                            notice: Some(("2026q3-finance".into(), 1)),
+                            notice: Some(gongkai::schedule::Key {
+                                scope: gongkai::demo::DEMO_COMMUNITY.into(),
+                                id: "2026q3-finance".into(),
+                                version: 1,
+                            }),
                             kind: "rating".into(),
                             rating: Some((i % 3 + 1) as u8),
                             reasons: vec!["clear".into()],

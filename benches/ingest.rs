@@ -130,7 +130,7 @@ async fn first_connect(
         Duration::from_secs(120),
         catalog.wait_for(|cat| {
             cat.items.len() == n
-                && (cat.manifest.is_some() || !with_manifest)
+                && (!cat.manifests.is_empty() || !with_manifest)
                 && cat.missing().is_empty()
         }),
     )
@@ -203,9 +203,12 @@ async fn publish_to_active() {
             .unwrap();
         catalog
             .wait_for(|cat| {
-                cat.items
-                    .get(&id)
-                    .is_some_and(|item| item.is_active(&screen, time::OffsetDateTime::now_utc()))
+                cat.item(&c, &id).is_some_and(|item| {
+                    item.is_active(
+                        &gongkai::schedule::Audience::new(&screen, &c),
+                        time::OffsetDateTime::now_utc(),
+                    )
+                })
             })
             .await
             .unwrap();

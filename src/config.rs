@@ -10,7 +10,8 @@ use toml::{Table, Value};
 
 use crate::mqtt::BrokerUrl;
 use crate::protocol::topic::DEFAULT_PREFIX;
-use crate::protocol::{Category, PublicKey, TopicSpace, TrustPolicy, is_valid_id};
+use crate::protocol::{Category, Follows, PublicKey, Scope, TopicSpace, TrustPolicy, is_valid_id};
+use crate::schedule::Audience;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -31,10 +32,21 @@ impl Mode {
 pub struct Config {
     pub screen: ScreenConfig,
     pub mqtt: MqttConfig,
+    /// The home community's keys and policy.
     pub trust: TrustPolicy,
+    /// **[1.1]** Upper scopes the screen follows (`[[follow]]`, section 3.7).
+    pub follow: Vec<FollowConfig>,
     pub store: StoreConfig,
     pub display: DisplayConfig,
     pub office: Option<OfficeApi>,
+}
+
+/// One `[[follow]]` entry: a scope above the community (a street office, a
+/// district) with its own keys and policy, as `[trust]` is for the home one.
+#[derive(Debug, Clone)]
+pub struct FollowConfig {
+    pub scope: String,
+    pub trust: TrustPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -121,7 +133,9 @@ impl Config {
             Problems(vec![format!("not valid TOML: {}", e.message())])
         })?;
         let mut p = Vec::new();
-        let known_sections = ["screen", "mqtt", "trust", "store", "display", "office"];
+        let known_sections = [
+            "screen", "mqtt", "trust", "follow", "store", "display", "office",
+        ];
         for key in root.keys() {
             if !known_sections.contains(&key.as_str()) {
                 p.push(format!("unknown section [{key}]"));
@@ -172,27 +186,40 @@ impl Config {
         }
 
         let mut s = Section::new(&root, "trust", true, &mut p);
-        let office = s.keys("office");
-        let supervisor = s.keys("supervisor");
-        let urgent_office_only = s.boolean("urgent_office_only").unwrap_or(false);
-        let categories = s.strings("office_only_categories");
+        let trust = read_policy(&mut s);
         s.finish();
-        if let (Some(office), Some(supervisor)) = (&office, &supervisor) {
-            for k in office.iter().filter(|k| supervisor.contains(k)) {
-                p.push(format!(
-                    "trust: key {} is listed as both office and supervisor; one signature would then approve alone",
-                    k.to_base64()
-                ));
+
+        let mut follow: Vec<FollowConfig> = Vec::new();
+        match root.get("follow") {
+            None => {}
+            Some(Value::Array(entries)) => {
+                for (i, entry) in entries.iter().enumerate() {
+                    let name = format!("follow[{i}]");
+                    let Value::Table(table) = entry else {
+                        p.push(format!("{name} must be a table ([[follow]])"));
+                        continue;
+                    };
+                    let mut s = Section::of(table, name.clone(), &mut p);
+                    let scope = s.string("scope", true);
+                    let trust = read_policy(&mut s);
+                    s.finish();
+                    let Some(scope) = scope else { continue };
+                    if !is_valid_id(&scope) {
+                        p.push(format!(
+                            "{name}.scope {scope:?} must match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,63}}$"
+                        ));
+                    } else if community.as_deref() == Some(scope.as_str()) {
+                        p.push(format!(
+                            "{name}.scope {scope:?} is the screen's own community; its keys belong in [trust]"
+                        ));
+                    } else if follow.iter().any(|f| f.scope == scope) {
+                        p.push(format!("{name}.scope {scope:?} is followed twice"));
+                    } else {
+                        follow.push(FollowConfig { scope, trust });
+                    }
+                }
             }
-        }
-        let mut office_only_categories = Vec::new();
-        for c in categories.unwrap_or_default() {
-            match Category::parse(&c) {
-                Some(cat) => office_only_categories.push(cat),
-                None => p.push(format!(
-                    "trust.office_only_categories: {c:?} is not one of affairs, finance, government, services, reply"
-                )),
-            }
+            Some(_) => p.push("follow must be a list of tables ([[follow]])".into()),
         }
 
         let mut s = Section::new(&root, "store", true, &mut p);
@@ -240,12 +267,8 @@ impl Config {
                 ca_file: ca_file.map(PathBuf::from),
                 fetch_batch: fetch_batch.unwrap_or(50) as usize,
             },
-            trust: TrustPolicy {
-                office: office.unwrap_or_default(),
-                supervisor: supervisor.unwrap_or_default(),
-                urgent_office_only,
-                office_only_categories,
-            },
+            trust,
+            follow,
             store: {
                 let path = PathBuf::from(store_path.unwrap_or_default());
                 let media_dir = media_dir.map(PathBuf::from).unwrap_or_else(|| {
@@ -274,6 +297,77 @@ impl Config {
 
     pub fn topics(&self) -> TopicSpace {
         TopicSpace::new(&self.mqtt.topic_prefix, &self.screen.community)
+    }
+
+    /// Every scope the screen follows with its keys, the home community first.
+    pub fn follows(&self) -> Follows {
+        let upper = self
+            .follow
+            .iter()
+            .map(|f| Scope {
+                space: TopicSpace::new(&self.mqtt.topic_prefix, &f.scope),
+                policy: f.trust.clone(),
+            })
+            .collect();
+        Follows::new(
+            Scope {
+                space: self.topics(),
+                policy: self.trust.clone(),
+            },
+            upper,
+        )
+    }
+
+    /// This screen, for targeting (`screens`, `communities`).
+    pub fn audience(&self) -> Audience {
+        Audience::new(&self.screen.id, &self.screen.community)
+    }
+}
+
+/// A scope's keys and policy: `[trust]` for the home community, each
+/// `[[follow]]` for a scope above it.
+fn read_policy(s: &mut Section<'_>) -> TrustPolicy {
+    let office = s.keys("office").unwrap_or_default();
+    let supervisor = s.keys("supervisor").unwrap_or_default();
+    let operator = s.optional_keys("operator").unwrap_or_default();
+    let urgent_office_only = s.boolean("urgent_office_only").unwrap_or(false);
+    let categories = s.strings("office_only_categories").unwrap_or_default();
+    for k in office.iter().filter(|k| supervisor.contains(k)) {
+        let name = s.name.clone();
+        s.problem(format!(
+            "{name}: key {} is listed as both office and supervisor; one signature would then approve alone",
+            k.to_base64()
+        ));
+    }
+    for k in operator
+        .iter()
+        .filter(|k| office.contains(k) || supervisor.contains(k))
+    {
+        let name = s.name.clone();
+        s.problem(format!(
+            "{name}: key {} is listed as operator and as a person's key; the office server's \
+             automation key must never count for a notice",
+            k.to_base64()
+        ));
+    }
+    let mut office_only_categories = Vec::new();
+    for c in categories {
+        match Category::parse(&c) {
+            Some(cat) => office_only_categories.push(cat),
+            None => {
+                let name = s.name.clone();
+                s.problem(format!(
+                    "{name}.office_only_categories: {c:?} is not one of affairs, finance, government, services, reply"
+                ))
+            }
+        }
+    }
+    TrustPolicy {
+        office,
+        supervisor,
+        operator,
+        urgent_office_only,
+        office_only_categories,
     }
 }
 
@@ -313,7 +407,7 @@ fn broker_urls(value: &Value, p: &mut Vec<String>) -> Vec<BrokerUrl> {
 
 /// Reads one section's keys, noting every problem and every unknown key.
 struct Section<'a> {
-    name: &'static str,
+    name: String,
     table: Option<&'a Table>,
     seen: BTreeSet<&'static str>,
     problems: &'a mut Vec<String>,
@@ -340,11 +434,25 @@ impl<'a> Section<'a> {
             }
         };
         Self {
-            name,
+            name: name.to_owned(),
             table,
             seen: BTreeSet::new(),
             problems,
         }
+    }
+
+    /// A table that is not a top-level section: one `[[follow]]` entry.
+    fn of(table: &'a Table, name: String, problems: &'a mut Vec<String>) -> Self {
+        Self {
+            name,
+            table: Some(table),
+            seen: BTreeSet::new(),
+            problems,
+        }
+    }
+
+    fn problem(&mut self, text: String) {
+        self.problems.push(text);
     }
 
     fn get(&mut self, key: &'static str, required: bool) -> Option<&'a Value> {
@@ -408,8 +516,18 @@ impl<'a> Section<'a> {
 
     fn keys(&mut self, key: &'static str) -> Option<Vec<PublicKey>> {
         self.get(key, true)?;
+        self.key_list(key, true)
+    }
+
+    /// Keys that may be absent (`operator`).
+    fn optional_keys(&mut self, key: &'static str) -> Option<Vec<PublicKey>> {
+        self.get(key, false)?;
+        self.key_list(key, false)
+    }
+
+    fn key_list(&mut self, key: &'static str, required: bool) -> Option<Vec<PublicKey>> {
         let texts = self.strings(key)?;
-        if texts.is_empty() {
+        if texts.is_empty() && required {
             self.problems
                 .push(format!("{}.{key} must list at least one key", self.name));
         }
@@ -564,5 +682,68 @@ path = "/var/lib/gongkai/screen.db"
         let text = good().replace(SUPERVISOR, OFFICE);
         let all = Config::parse(&text).unwrap_err().0.join("\n");
         assert!(all.contains("both office and supervisor"), "{all}");
+    }
+
+    const STREET_OFFICE: &str = "ypOsFwUYcHHWe4PH/w7+gQjo7EUwV113JoeTM9vavnw=";
+    const STREET_SUPERVISOR: &str = "bnoc3Smwt4/ROvTFWY/v9O8qlxZuPKby5Pv8zYBQW/E=";
+    const OPERATOR: &str = "iodf/x6zhFFXes1a/uQFRWVo3XyJ4JCGOgVXvHr0nxc=";
+
+    #[test]
+    fn upper_scopes_have_their_own_keys_and_policy() {
+        let text = format!(
+            "{}\n[[follow]]\nscope = \"yanshan-street\"\noffice = [\"{STREET_OFFICE}\"]\n\
+             supervisor = [\"{STREET_SUPERVISOR}\"]\noperator = [\"{OPERATOR}\"]\n\
+             urgent_office_only = true\n",
+            good().replace(
+                "office_only_categories",
+                &format!("operator = [\"{OPERATOR}\"]\noffice_only_categories")
+            )
+        );
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.trust.operator.len(), 1, "[trust] operator");
+        let follows = c.follows();
+        let ids: Vec<&str> = follows.all().iter().map(|s| s.id()).collect();
+        assert_eq!(ids, ["lixia-demo", "yanshan-street"]);
+        let street = follows.get("yanshan-street").unwrap();
+        assert!(street.policy.urgent_office_only);
+        assert_eq!(street.policy.office[0].to_base64(), STREET_OFFICE);
+        assert!(
+            !follows.home().policy.urgent_office_only,
+            "policies stay apart"
+        );
+    }
+
+    #[test]
+    fn a_bad_follow_entry_is_named() {
+        let follow = |body: &str| format!("{}\n[[follow]]\n{body}\n", good());
+        let problems = |text: String| Config::parse(&text).unwrap_err().to_string();
+        let street =
+            format!("office = [\"{STREET_OFFICE}\"]\nsupervisor = [\"{STREET_SUPERVISOR}\"]");
+        assert!(problems(follow(&street)).contains("missing follow[0].scope"));
+        let own = problems(follow(&format!("scope = \"lixia-demo\"\n{street}")));
+        assert!(own.contains("the screen's own community"), "{own}");
+        let twice = problems(format!(
+            "{}\n[[follow]]\nscope = \"s\"\n{street}\n",
+            follow(&format!("scope = \"s\"\n{street}"))
+        ));
+        assert!(
+            twice.contains("follow[1].scope \"s\" is followed twice"),
+            "{twice}"
+        );
+        let unknown = problems(follow(&format!("scope = \"s\"\n{street}\ncolour = 1")));
+        assert!(
+            unknown.contains("unknown key follow[0].colour"),
+            "{unknown}"
+        );
+        let no_keys = problems(follow("scope = \"s\""));
+        assert!(no_keys.contains("missing follow[0].office"), "{no_keys}");
+        // The office server's automation key never counts for a notice.
+        let mixed = problems(follow(&format!(
+            "scope = \"s\"\n{street}\noperator = [\"{STREET_OFFICE}\"]"
+        )));
+        assert!(
+            mixed.contains("listed as operator and as a person's key"),
+            "{mixed}"
+        );
     }
 }

@@ -11,47 +11,84 @@ use crate::protocol::{Category, Notice, Priority, Status};
 /// version) of one id. Built by the store from its rows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item {
+    /// The scope that published it (section 3.7): the home community or one
+    /// above it. Notices are identified by (scope, id).
+    pub scope: String,
     pub id: String,
     pub version: u64,
     pub category: Category,
     pub priority: Priority,
     pub status: Status,
     pub title: String,
+    /// 公开主体: shown beside notices of an upper scope.
+    pub publisher: String,
     pub valid_from: OffsetDateTime,
     pub valid_until: OffsetDateTime,
     pub screens: Vec<String>,
+    /// Upper scopes: the communities whose screens show it (empty: all).
+    pub communities: Vec<String>,
 }
 
 /// A notice version, as the rotation names it.
-pub type Key = (String, u64);
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub scope: String,
+    pub id: String,
+    pub version: u64,
+}
+
+/// Who looks: a screen and the community it belongs to. A notice targets it
+/// when neither its `screens` nor its `communities` exclude it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audience {
+    pub screen: String,
+    pub community: String,
+}
+
+impl Audience {
+    pub fn new(screen: &str, community: &str) -> Self {
+        Self {
+            screen: screen.to_owned(),
+            community: community.to_owned(),
+        }
+    }
+}
 
 impl Item {
     /// What the schedule keeps of a notice payload.
     pub fn of(n: &Notice) -> Item {
         Item {
+            scope: n.community.clone(),
             id: n.id.clone(),
             version: n.version,
             category: n.category,
             priority: n.priority,
             status: n.status,
             title: n.title.clone(),
+            publisher: n.publisher.clone(),
             valid_from: n.valid_from,
             valid_until: n.valid_until,
             screens: n.screens.clone(),
+            communities: n.communities.clone(),
         }
     }
 
     pub fn key(&self) -> Key {
-        (self.id.clone(), self.version)
+        Key {
+            scope: self.scope.clone(),
+            id: self.id.clone(),
+            version: self.version,
+        }
     }
 
-    pub fn targets(&self, screen: &str) -> bool {
-        self.screens.is_empty() || self.screens.iter().any(|s| s == screen)
+    pub fn targets(&self, audience: &Audience) -> bool {
+        (self.screens.is_empty() || self.screens.contains(&audience.screen))
+            && (self.communities.is_empty() || self.communities.contains(&audience.community))
     }
 
     /// Active, addressed to this screen and inside its window (from inclusive,
     /// until exclusive).
-    pub fn is_active(&self, screen: &str, now: OffsetDateTime) -> bool {
+    pub fn is_active(&self, screen: &Audience, now: OffsetDateTime) -> bool {
         self.status == Status::Active
             && self.targets(screen)
             && self.valid_from <= now
@@ -63,7 +100,7 @@ impl Item {
 /// newest window first, then id, so every screen of a community agrees.
 pub fn active_set<'a>(
     items: impl IntoIterator<Item = &'a Item>,
-    screen: &str,
+    screen: &Audience,
     now: OffsetDateTime,
 ) -> Vec<&'a Item> {
     let mut active: Vec<&Item> = items
@@ -75,6 +112,7 @@ pub fn active_set<'a>(
             .cmp(&b.category)
             .then(b.valid_from.cmp(&a.valid_from))
             .then(a.id.cmp(&b.id))
+            .then(a.scope.cmp(&b.scope))
     });
     active
 }
@@ -83,7 +121,7 @@ pub fn active_set<'a>(
 /// alone: a window of an active notice for this screen opens or closes.
 pub fn next_deadline<'a>(
     items: impl IntoIterator<Item = &'a Item>,
-    screen: &str,
+    screen: &Audience,
     now: OffsetDateTime,
 ) -> Option<OffsetDateTime> {
     items
@@ -122,7 +160,7 @@ impl Rotation {
     /// The notice for the next slot, or `None` when nothing is active.
     pub fn next(&mut self, active: &[&Item]) -> Option<Key> {
         self.announced
-            .retain(|k| active.iter().any(|i| i.id == k.0 && i.version == k.1));
+            .retain(|k| active.iter().any(|i| i.key() == *k));
         let urgent: Vec<&Item> = active
             .iter()
             .copied()
@@ -210,7 +248,7 @@ pub fn archive_mark(item: &Item, now: OffsetDateTime) -> Option<ArchiveMark> {
 /// up (往期公开): withdrawn, or past their window. Newest window first, then id.
 pub fn archive<'a>(
     items: impl IntoIterator<Item = &'a Item>,
-    screen: &str,
+    screen: &Audience,
     now: OffsetDateTime,
 ) -> Vec<&'a Item> {
     let mut out: Vec<&Item> = items
@@ -225,7 +263,7 @@ pub fn archive<'a>(
 /// notice in display order, so every screen of a community names the same one.
 pub fn urgent_banner<'a>(
     items: impl IntoIterator<Item = &'a Item>,
-    screen: &str,
+    screen: &Audience,
     now: OffsetDateTime,
 ) -> Option<&'a Item> {
     active_set(items, screen, now)
@@ -255,17 +293,24 @@ mod tests {
 
     const T0: OffsetDateTime = datetime!(2026-10-08 00:00 +08:00);
 
+    fn aud(screen: &str) -> Audience {
+        Audience::new(screen, "c")
+    }
+
     fn item(id: &str, priority: Priority, from_h: i64, until_h: i64) -> Item {
         Item {
+            scope: "c".into(),
             id: id.into(),
             version: 1,
             category: Category::Affairs,
             priority,
             status: Status::Active,
             title: id.into(),
+            publisher: String::new(),
             valid_from: T0 + Duration::hours(from_h),
             valid_until: T0 + Duration::hours(until_h),
             screens: vec![],
+            communities: vec![],
         }
     }
 
@@ -280,19 +325,47 @@ mod tests {
             item("later", Priority::Normal, 2, 3),
             item("past", Priority::Normal, -5, -1),
         ];
-        assert_eq!(ids(&active_set(&items, "s", T0)), ["now"]);
+        assert_eq!(ids(&active_set(&items, &aud("s"), T0)), ["now"]);
         assert_eq!(
-            next_deadline(&items, "s", T0),
+            next_deadline(&items, &aud("s"), T0),
             Some(T0 + Duration::hours(1))
         );
         let t = T0 + Duration::hours(1);
-        assert!(active_set(&items, "s", t).is_empty(), "until is exclusive");
-        assert_eq!(next_deadline(&items, "s", t), Some(T0 + Duration::hours(2)));
+        assert!(
+            active_set(&items, &aud("s"), t).is_empty(),
+            "until is exclusive"
+        );
         assert_eq!(
-            ids(&active_set(&items, "s", T0 + Duration::hours(2))),
+            next_deadline(&items, &aud("s"), t),
+            Some(T0 + Duration::hours(2))
+        );
+        assert_eq!(
+            ids(&active_set(&items, &aud("s"), T0 + Duration::hours(2))),
             ["later"]
         );
-        assert_eq!(next_deadline(&items, "s", T0 + Duration::hours(3)), None);
+        assert_eq!(
+            next_deadline(&items, &aud("s"), T0 + Duration::hours(3)),
+            None
+        );
+    }
+
+    #[test]
+    fn an_upper_scopes_notice_targets_the_communities_it_names() {
+        let mut street = item("street-all", Priority::Normal, -1, 1);
+        street.scope = "yanshan-street".into();
+        let mut listed = street.clone();
+        listed.id = "street-listed".into();
+        listed.communities = vec!["other".into(), "c".into()];
+        let mut others = street.clone();
+        others.id = "street-others".into();
+        others.communities = vec!["other".into()];
+        let items = [street, listed, others];
+        assert_eq!(
+            ids(&active_set(&items, &aud("s"), T0)),
+            ["street-all", "street-listed"]
+        );
+        let elsewhere = Audience::new("s", "other");
+        assert_eq!(active_set(&items, &elsewhere, T0).len(), 3);
     }
 
     #[test]
@@ -304,8 +377,8 @@ mod tests {
         let mut here = item("h", Priority::Normal, -1, 1);
         here.screens = vec!["lobby-1".into(), "lobby-2".into()];
         let items = [withdrawn, elsewhere, here];
-        assert_eq!(ids(&active_set(&items, "lobby-1", T0)), ["h"]);
-        assert_eq!(ids(&active_set(&items, "lobby-2", T0)), ["e", "h"]);
+        assert_eq!(ids(&active_set(&items, &aud("lobby-1"), T0)), ["h"]);
+        assert_eq!(ids(&active_set(&items, &aud("lobby-2"), T0)), ["e", "h"]);
     }
 
     #[test]
@@ -315,13 +388,13 @@ mod tests {
         let old = item("old", Priority::Normal, -3, 1);
         let new = item("new", Priority::Normal, -2, 1);
         let items = [finance, old, new];
-        assert_eq!(ids(&active_set(&items, "s", T0)), ["new", "old", "f"]);
+        assert_eq!(ids(&active_set(&items, &aud("s"), T0)), ["new", "old", "f"]);
     }
 
     fn run(rotation: &mut Rotation, active: &[&Item], slots: usize) -> Vec<String> {
         (0..slots)
             .filter_map(|_| rotation.next(active))
-            .map(|k| k.0)
+            .map(|k| k.id)
             .collect()
     }
 
@@ -333,7 +406,7 @@ mod tests {
             item("c", Priority::Normal, -1, 1),
             item("h", Priority::High, -1, 1),
         ];
-        let active = active_set(&items, "s", T0);
+        let active = active_set(&items, &aud("s"), T0);
         let shown = run(&mut Rotation::new(), &active, 50);
         let mut counts: HashMap<&str, usize> = HashMap::new();
         for id in &shown {
@@ -354,14 +427,14 @@ mod tests {
         ];
         let mut rotation = Rotation::new();
         assert_eq!(
-            run(&mut rotation, &active_set(&items, "s", T0), 3),
+            run(&mut rotation, &active_set(&items, &aud("s"), T0), 3),
             ["a", "b", "a"]
         );
 
         items.push(item("water", Priority::Urgent, -1, 1));
-        let active = active_set(&items, "s", T0);
+        let active = active_set(&items, &aud("s"), T0);
         assert!(rotation.should_interrupt(&active));
-        assert_eq!(rotation.next(&active).unwrap().0, "water", "shown at once");
+        assert_eq!(rotation.next(&active).unwrap().id, "water", "shown at once");
         assert!(!rotation.should_interrupt(&active));
         let shown = run(&mut rotation, &active, 8);
         for pair in shown.chunks(2) {
@@ -374,7 +447,7 @@ mod tests {
         items[2].valid_until = T0 + Duration::minutes(90);
         items[0].valid_until = later + Duration::hours(1);
         items[1].valid_until = later + Duration::hours(1);
-        let active = active_set(&items, "s", later);
+        let active = active_set(&items, &aud("s"), later);
         assert!(!run(&mut rotation, &active, 4).contains(&"water".to_string()));
     }
 
@@ -385,10 +458,10 @@ mod tests {
             item("u", Priority::Urgent, -1, 1),
         ];
         let mut rotation = Rotation::new();
-        run(&mut rotation, &active_set(&items, "s", T0), 3);
-        assert!(!rotation.should_interrupt(&active_set(&items, "s", T0)));
+        run(&mut rotation, &active_set(&items, &aud("s"), T0), 3);
+        assert!(!rotation.should_interrupt(&active_set(&items, &aud("s"), T0)));
         items[1].version = 2;
-        assert!(rotation.should_interrupt(&active_set(&items, "s", T0)));
+        assert!(rotation.should_interrupt(&active_set(&items, &aud("s"), T0)));
     }
 
     #[test]
@@ -396,7 +469,7 @@ mod tests {
         let items = [item("u", Priority::Urgent, -1, 1)];
         let mut rotation = Rotation::new();
         assert_eq!(
-            run(&mut rotation, &active_set(&items, "s", T0), 3),
+            run(&mut rotation, &active_set(&items, &aud("s"), T0), 3),
             ["u", "u", "u"]
         );
         assert_eq!(rotation.next(&[]), None);
@@ -413,7 +486,7 @@ mod tests {
         elsewhere.screens = vec!["lobby-2".into()];
         let items = [current, withdrawn, older, newer, elsewhere];
         assert_eq!(
-            ids(&archive(&items, "lobby-1", T0)),
+            ids(&archive(&items, &aud("lobby-1"), T0)),
             ["withdrawn", "newer", "older"]
         );
         assert_eq!(archive_mark(&items[0], T0), None);
@@ -435,16 +508,23 @@ mod tests {
             item("normal", Priority::Normal, -1, 1),
             item("later", Priority::Urgent, 1, 2),
         ];
-        assert_eq!(urgent_banner(&items, "s", T0), None, "none active yet");
+        assert_eq!(
+            urgent_banner(&items, &aud("s"), T0),
+            None,
+            "none active yet"
+        );
         items.push(item("water", Priority::Urgent, -1, 1));
         let mut gas = item("gas", Priority::Urgent, -2, 1);
         gas.category = Category::Services;
         items.push(gas);
         // Display order: affairs before services.
-        assert_eq!(urgent_banner(&items, "s", T0).unwrap().id, "water");
+        assert_eq!(urgent_banner(&items, &aud("s"), T0).unwrap().id, "water");
         items[2].status = Status::Withdrawn;
-        assert_eq!(urgent_banner(&items, "s", T0).unwrap().id, "gas");
-        assert_eq!(urgent_banner(&items, "s", T0 + Duration::hours(2)), None);
+        assert_eq!(urgent_banner(&items, &aud("s"), T0).unwrap().id, "gas");
+        assert_eq!(
+            urgent_banner(&items, &aud("s"), T0 + Duration::hours(2)),
+            None
+        );
     }
 
     #[test]

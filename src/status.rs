@@ -40,12 +40,39 @@ pub enum Liveness {
 pub struct Showing {
     pub id: String,
     pub version: u64,
+    /// The notice's scope when it is not the home community (beyond
+    /// section 6: a reader that does not know it sees the id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ManifestStatus {
     pub version: u64,
     pub missing: usize,
+    /// Pages of a paged manifest not held yet (beyond section 6): `missing`
+    /// counts only what the held pages list.
+    #[serde(default, skip_serializing_if = "is_zero_usize")]
+    pub pages_missing: usize,
+}
+
+/// **[1.1]** One followed scope's manifest, in `manifests`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScopeManifest {
+    pub scope: String,
+    #[serde(flatten)]
+    pub manifest: ManifestStatus,
+}
+
+impl ManifestStatus {
+    fn of(catalog: &Catalog, scope: &str) -> Self {
+        let held = catalog.manifest(scope);
+        ManifestStatus {
+            version: held.map_or(0, |m| m.version),
+            missing: catalog.missing_in(scope).len(),
+            pages_missing: held.map_or(0, |m| m.missing_pages().len()),
+        }
+    }
 }
 
 /// The last message the screen refused, as the status carries it (the
@@ -95,6 +122,9 @@ pub struct ScreenStatus {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub office_unauthorized: bool,
     pub manifest: ManifestStatus,
+    /// **[1.1]** Every followed scope, the home community first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manifests: Vec<ScopeManifest>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rejection: Option<LastRejection>,
     /// Why the store refuses commits, while it does: nothing new is taken
@@ -159,6 +189,8 @@ impl StatusMessage {
 pub struct Identity {
     pub screen: String,
     pub community: String,
+    /// The upper scopes followed, in configuration order.
+    pub upper_scopes: Vec<String>,
     pub mode: &'static str,
     pub started_at: OffsetDateTime,
 }
@@ -178,16 +210,25 @@ impl ScreenStatus {
             started_at: id.started_at,
             updated_at: now,
             showing,
-            active: crate::schedule::active_set(catalog.items.values(), &id.screen, now).len(),
+            active: crate::schedule::active_set(
+                catalog.items.values(),
+                &crate::schedule::Audience::new(&id.screen, &id.community),
+                now,
+            )
+            .len(),
             cached: catalog.items.len(),
             rejected: catalog.rejected,
             outbox: 0,
             outbox_rejected: 0,
             office_unauthorized: false,
-            manifest: ManifestStatus {
-                version: catalog.manifest.as_ref().map_or(0, |m| m.version),
-                missing: catalog.missing().len(),
-            },
+            manifest: ManifestStatus::of(catalog, &id.community),
+            manifests: std::iter::once(&id.community)
+                .chain(&id.upper_scopes)
+                .map(|scope| ScopeManifest {
+                    scope: scope.clone(),
+                    manifest: ManifestStatus::of(catalog, scope),
+                })
+                .collect(),
             last_rejection: catalog.last_rejection.as_ref().map(LastRejection::from),
             store_error: catalog.store_error.clone(),
         }
@@ -221,6 +262,10 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+fn is_zero_usize(n: &usize) -> bool {
+    *n == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,6 +281,7 @@ mod tests {
             showing: Some(Showing {
                 id: "2026q3-finance-001".into(),
                 version: 3,
+                scope: None,
             }),
             active: 12,
             cached: 40,
@@ -246,7 +292,16 @@ mod tests {
             manifest: ManifestStatus {
                 version: 57,
                 missing: 0,
+                pages_missing: 0,
             },
+            manifests: vec![ScopeManifest {
+                scope: "yanshan-street".into(),
+                manifest: ManifestStatus {
+                    version: 9,
+                    missing: 2,
+                    pages_missing: 1,
+                },
+            }],
             last_rejection: Some(LastRejection {
                 topic: "gongkai/v1/lixia-demo/notices/x".into(),
                 reason: "missing supervisor signature".into(),
@@ -262,6 +317,10 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&written.to_json()).unwrap();
         assert_eq!(json["state"], "online");
         assert_eq!(json["manifest"]["version"], 57);
+        assert_eq!(
+            json["manifests"],
+            serde_json::json!([{"scope": "yanshan-street", "version": 9, "missing": 2, "pages_missing": 1}])
+        );
         assert!(json.get("office_unauthorized").is_none(), "{json}");
         assert_eq!(
             StatusMessage::parse(&written.to_json()).unwrap(),
@@ -295,6 +354,8 @@ mod tests {
         };
         assert_eq!(read.cached, 40);
         assert_eq!(read.showing.unwrap().version, 3);
+        assert_eq!(read.manifests[0].scope, "yanshan-street");
+        assert_eq!(read.manifests[0].manifest.version, 9);
         assert_eq!(read.outbox_rejected, 0, "absent: none");
     }
 

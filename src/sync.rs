@@ -223,7 +223,15 @@ impl SyncTask {
                 .await
             };
             let items = match pending {
-                Ok(Ok(items)) => items,
+                // Section 7: `notice_scope` only for an upper scope's notice.
+                Ok(Ok(mut items)) => {
+                    for item in &mut items {
+                        if item.notice_scope.as_deref() == Some(community.as_str()) {
+                            item.notice_scope = None;
+                        }
+                    }
+                    items
+                }
                 Ok(Err(e)) => {
                     tracing::error!("feedback outbox: {e}");
                     Vec::new()
@@ -315,9 +323,15 @@ impl SyncTask {
                 }
             };
             if let Some(wait) = wait {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(wait) => {}
+                // A submission does not cut the wait short, but the status
+                // counts it at once.
+                let until = tokio::time::Instant::now() + wait;
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep_until(until) => break,
+                        _ = wake.notified() => refresh(&counts).await,
+                    }
                 }
             }
         }

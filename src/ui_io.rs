@@ -250,10 +250,11 @@ impl Owner {
     fn load(&mut self, key: Key, (width, height): (u32, u32)) -> Result<LoadedNotice, UiIoError> {
         let envelope = self
             .reader()?
-            .envelope(&key.0, key.1)?
-            .ok_or_else(|| UiIoError::NotHeld(key.0.clone(), key.1))?;
-        let notice = crate::protocol::Notice::from_envelope(&envelope)
+            .envelope(&key.scope, &key.id, key.version)?
+            .ok_or_else(|| UiIoError::NotHeld(key.id.clone(), key.version))?;
+        let mut notice = crate::protocol::Notice::from_envelope(&envelope)
             .map_err(|e| UiIoError::Notice(anyhow::Error::msg(e)))?;
+        notice.review_verified = self.reader()?.reviewed(&key.scope, &key.id, key.version)?;
         let (images, waiting_for_media) = match &self.media {
             Some(cache) => decode_images(&notice, cache, width, height),
             None => (Vec::new(), false),
@@ -354,9 +355,17 @@ mod tests {
         );
         let running = tokio::spawn(task.run());
         let (tx, rx) = tokio::sync::oneshot::channel();
-        io.load(("n".into(), 1), (1920, 1080), move |r| {
-            let _ = tx.send(r.map(|_| ()));
-        });
+        io.load(
+            Key {
+                scope: "c".into(),
+                id: "n".into(),
+                version: 1,
+            },
+            (1920, 1080),
+            move |r| {
+                let _ = tx.send(r.map(|_| ()));
+            },
+        );
         assert!(matches!(rx.await.unwrap(), Err(UiIoError::Store(_))));
         let (tx, rx) = tokio::sync::oneshot::channel();
         io.submit(Submission::default(), move |r| {

@@ -288,6 +288,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                         broker.prefix, p.community
                     );
                 }
+                if p.pages > 0 {
+                    println!(
+                        "published {}/{}/manifest/pages/1..{}",
+                        broker.prefix, p.community, p.pages
+                    );
+                }
                 println!(
                     "published {}/{}/manifest version {}",
                     broker.prefix, p.community, p.manifest_version
@@ -598,19 +604,23 @@ fn print_cache(path: &Path, json: bool) -> anyhow::Result<()> {
         anyhow::bail!("{}: no such store", path.display());
     }
     let store = gongkai::store::Store::open_read_only(path)?;
-    let screen = store.meta("screen_id")?.unwrap_or_default();
-    let rows = store.cache_rows(&screen, OffsetDateTime::now_utc())?;
+    let audience = gongkai::schedule::Audience::new(
+        &store.meta("screen_id")?.unwrap_or_default(),
+        &store.meta("community")?.unwrap_or_default(),
+    );
+    let rows = store.cache_rows(&audience, OffsetDateTime::now_utc())?;
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
     println!(
-        "{:<28} {:>3} {:<9} {:<10} {:<6} {:<27} title",
-        "id", "ver", "status", "category", "active", "window"
+        "{:<20} {:<28} {:>3} {:<9} {:<10} {:<6} {:<27} title",
+        "scope", "id", "ver", "status", "category", "active", "window"
     );
     for r in &rows {
         println!(
-            "{:<28} {:>3} {:<9} {:<10} {:<6} {:<27} {}",
+            "{:<20} {:<28} {:>3} {:<9} {:<10} {:<6} {:<27} {}",
+            r.scope,
             r.id,
             r.version,
             r.status,
@@ -625,9 +635,13 @@ fn print_cache(path: &Path, json: bool) -> anyhow::Result<()> {
         );
     }
     let rejections = store.rejections(5)?;
-    if let Some(manifest) = store.manifest_state()? {
+    for (scope, manifest) in store.manifest_states()? {
+        let pages = match &manifest.pages {
+            Some(p) => format!(" ({} of {} pages held)", p.held.len(), p.count),
+            None => String::new(),
+        };
         println!(
-            "manifest version {} lists {} notices",
+            "manifest of {scope} version {} lists {} notices{pages}",
             manifest.version,
             manifest.entries.len()
         );

@@ -15,12 +15,9 @@ use tokio_util::sync::CancellationToken;
 use super::MAX_BATCH;
 use crate::backoff::Retry;
 use crate::mqtt::{self, Counters};
-use crate::protocol::{
-    MAX_ENVELOPE_BYTES, Rejection, TopicSpace, TrustPolicy, Verified, printable, sha256_hex,
-    verify_message,
-};
+use crate::protocol::{Follows, MAX_ENVELOPE_BYTES, Rejection, Verified, printable, sha256_hex};
 use crate::schedule::Item;
-use crate::store::{Catalog, Incoming, Outcome, Store, StoredHead};
+use crate::store::{Catalog, Incoming, NoticeRef, Outcome, Store, StoredHead};
 
 /// Checks every stored head against the hash it was accepted with and
 /// against its signatures under the trust configured now, before anything is
@@ -28,33 +25,36 @@ use crate::store::{Catalog, Incoming, Outcome, Store, StoredHead};
 /// taken out of the store with a rejection that says why; the version below
 /// it, if any, becomes the head and is checked in the next round. Returns how
 /// many were refused.
-pub(super) fn check_stored(
-    store: &mut Store,
-    topics: &TopicSpace,
-    policy: &TrustPolicy,
-) -> anyhow::Result<usize> {
+pub(super) fn check_stored(store: &mut Store, follows: &Follows) -> anyhow::Result<usize> {
     let mut refused = 0;
     loop {
-        let bad: Vec<(String, u64, String)> = store
-            .stored_heads()?
-            .into_iter()
-            .filter_map(|head| {
-                let why = check_head(&head, topics, policy).err()?;
-                Some((head.id, head.version, why))
-            })
-            .collect();
+        let mut bad: Vec<(NoticeRef, u64, String)> = Vec::new();
+        for head in store.stored_heads()? {
+            let notice = NoticeRef::new(&head.scope, &head.id);
+            match check_head(&head, follows) {
+                // The review mark follows the trust configured now.
+                Ok(reviewed) if reviewed != head.reviewed => {
+                    store.set_reviewed(&notice, head.version, reviewed)?
+                }
+                Ok(_) => {}
+                Err(why) => bad.push((notice, head.version, why)),
+            }
+        }
         if bad.is_empty() {
             return Ok(refused);
         }
-        for (id, version, why) in bad {
-            let record = store.refuse_stored(&id, version, &why)?;
+        for (notice, version, why) in bad {
+            let record = store.refuse_stored(&notice, version, &why)?;
             tracing::warn!("{}", record.reason);
             refused += 1;
         }
     }
 }
 
-fn check_head(head: &StoredHead, topics: &TopicSpace, policy: &TrustPolicy) -> Result<(), String> {
+/// A scope no longer followed fails the check too: its keys are no longer
+/// trusted, so what it published is no longer shown.
+/// Returns whether a supervisor's signature verified (the review mark).
+fn check_head(head: &StoredHead, follows: &Follows) -> Result<bool, String> {
     if sha256_hex(&head.envelope) != head.envelope_sha256 {
         return Err("its bytes do not match the hash they were accepted with".into());
     }
@@ -62,13 +62,14 @@ fn check_head(head: &StoredHead, topics: &TopicSpace, policy: &TrustPolicy) -> R
         .item
         .as_ref()
         .map_err(|e| format!("its row does not parse: {e}"))?;
-    match verify_message(topics, &head.topic, &head.envelope, policy) {
+    match follows.verify(&head.topic, &head.envelope) {
         Ok(Verified::Notice(v))
             if v.notice.id == head.id
+                && v.notice.community == head.scope
                 && v.notice.version == head.version
                 && Item::of(&v.notice) == *item =>
         {
-            Ok(())
+            Ok(v.notice.review_verified)
         }
         Ok(_) => Err("its row does not match its signed payload".into()),
         Err(rejection) => Err(format!("it no longer verifies: {rejection}")),
@@ -79,8 +80,8 @@ fn check_head(head: &StoredHead, topics: &TopicSpace, policy: &TrustPolicy) -> R
 pub(super) struct IngestWorker {
     pub(super) store: Store,
     pub(super) client: AsyncClient,
-    pub(super) topics: TopicSpace,
-    pub(super) policy: TrustPolicy,
+    /// The scopes followed, with their keys.
+    pub(super) follows: Follows,
     pub(super) catalog: watch::Sender<Catalog>,
     pub(super) counters: Arc<Counters>,
     pub(super) runtime: tokio::runtime::Handle,
@@ -168,7 +169,7 @@ impl IngestWorker {
                         bytes,
                         limit: MAX_ENVELOPE_BYTES,
                     }),
-                    None => verify_message(&self.topics, &p.topic, &p.payload, &self.policy),
+                    None => self.follows.verify(&p.topic, &p.payload),
                 };
                 Incoming {
                     topic: p.topic.clone(),
@@ -197,7 +198,10 @@ impl IngestWorker {
             for outcome in &outcomes {
                 changed |= !matches!(
                     outcome,
-                    Outcome::Duplicate | Outcome::Replay { .. } | Outcome::StaleManifest { .. }
+                    Outcome::Duplicate
+                        | Outcome::Replay { .. }
+                        | Outcome::StaleManifest { .. }
+                        | Outcome::OtherPage { .. }
                 );
                 catalog.apply(outcome);
             }
@@ -221,7 +225,8 @@ fn log_outcome(topic: &str, outcome: &Outcome) {
     let topic = printable(topic);
     match outcome {
         Outcome::Accepted(item) => tracing::info!(
-            "accepted {} version {} ({}, {}): {}",
+            "accepted {}/{} version {} ({}, {}): {}",
+            item.scope,
             item.id,
             item.version,
             item.category.as_str(),
@@ -232,9 +237,33 @@ fn log_outcome(topic: &str, outcome: &Outcome) {
         Outcome::Replay { held } => {
             tracing::info!("{topic}: ignored as a replay (holding version {held})")
         }
-        Outcome::Manifest { version, entries } => {
-            tracing::info!("manifest version {version} lists {} notices", entries.len())
-        }
+        Outcome::Manifest {
+            scope,
+            version,
+            entries,
+            pages: None,
+        } => tracing::info!(
+            "manifest of {scope} version {version} lists {} notices",
+            entries.len()
+        ),
+        Outcome::Manifest {
+            scope,
+            version,
+            pages: Some(pages),
+            ..
+        } => tracing::info!("manifest of {scope} version {version} is an index of {pages} pages"),
+        Outcome::ManifestPage {
+            scope,
+            version,
+            page,
+            entries,
+        } => tracing::info!(
+            "manifest of {scope} version {version}: page {page} lists {} notices",
+            entries.len()
+        ),
+        Outcome::OtherPage { version, held } => tracing::debug!(
+            "{topic}: a page of manifest version {version}, not of the index held ({held:?}): ignored"
+        ),
         Outcome::StaleManifest { held } => {
             tracing::debug!("{topic}: manifest not newer than {held}")
         }

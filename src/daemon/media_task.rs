@@ -58,6 +58,7 @@ impl MediaTask {
             ready,
             cancel.clone(),
         ));
+        let audience = config.audience();
         let mut known: HashMap<schedule::Key, Vec<Media>> = HashMap::new();
         loop {
             let now = OffsetDateTime::now_utc();
@@ -67,7 +68,7 @@ impl MediaTask {
                 .values()
                 .filter(|i| {
                     i.status == crate::protocol::Status::Active
-                        && i.targets(&config.screen.id)
+                        && i.targets(&audience)
                         && i.valid_until > now
                 })
                 .map(|i| i.key())
@@ -113,7 +114,7 @@ fn media_of(
     let store = Store::open_read_only(store)?;
     let mut out = Vec::with_capacity(keys.len());
     for key in keys {
-        let Some(envelope) = store.envelope(&key.0, key.1)? else {
+        let Some(envelope) = store.envelope(&key.scope, &key.id, key.version)? else {
             continue;
         };
         let notice = Notice::from_envelope(&envelope).map_err(anyhow::Error::msg)?;

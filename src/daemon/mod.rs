@@ -28,7 +28,7 @@ use crate::media::MediaCache;
 use crate::mqtt::{self, Connect, Counters, Link};
 use crate::protocol::TopicSpace;
 use crate::schedule;
-use crate::status::{self, Identity, Showing};
+use crate::status::{self, Identity};
 use crate::store::outbox::OutboxCounts;
 use crate::store::{Catalog, Store};
 
@@ -54,7 +54,7 @@ pub struct Daemon {
     /// Whether the broker connection is up.
     pub connected: watch::Receiver<bool>,
     /// What the rotation shows now.
-    pub showing: watch::Receiver<Option<Showing>>,
+    pub showing: watch::Receiver<Option<schedule::Key>>,
     /// Message counters shared with the MQTT and ingest tasks.
     pub counters: Arc<Counters>,
     /// Residents' feedback waiting for the office, and the parked items.
@@ -116,7 +116,8 @@ impl Daemon {
         let mut store = Store::open(&config.store.path)
             .with_context(|| format!("opening the store {}", config.store.path.display()))?;
         let topics = config.topics();
-        let refused = check_stored(&mut store, &topics, &config.trust)?;
+        let follows = config.follows();
+        let refused = check_stored(&mut store, &follows)?;
         store.set_meta("screen_id", &config.screen.id)?;
         store.set_meta("community", &config.screen.community)?;
         // The broker keeps this screen's subscriptions in its session. When the
@@ -130,10 +131,13 @@ impl Daemon {
         store.set_meta("session_topics", &subscribed)?;
         let initial = store.load_catalog()?;
         tracing::info!(
-            "store {} holds {} notices (manifest version {})",
+            "store {} holds {} notices (manifest version {}; {} scopes followed)",
             config.store.path.display(),
             initial.items.len(),
-            initial.manifest.as_ref().map_or(0, |m| m.version)
+            initial
+                .manifest(&config.screen.community)
+                .map_or(0, |m| m.version),
+            follows.all().len()
         );
 
         let connect = screen_connect(&config, &topics)?;
@@ -153,8 +157,7 @@ impl Daemon {
             let worker = IngestWorker {
                 store,
                 client: client.clone(),
-                topics: topics.clone(),
-                policy: config.trust.clone(),
+                follows: follows.clone(),
                 catalog: catalog_tx,
                 counters: counters.clone(),
                 runtime: tokio::runtime::Handle::current(),
@@ -180,7 +183,7 @@ impl Daemon {
         });
         let session = mqtt::SessionTask {
             client: client.clone(),
-            topics: topics.clone(),
+            follows: follows.clone(),
             links: link_rx,
             catalog: catalog_rx.clone(),
             connected: connected_tx,
@@ -204,6 +207,7 @@ impl Daemon {
             identity: Identity {
                 screen: config.screen.id.clone(),
                 community: config.screen.community.clone(),
+                upper_scopes: config.follow.iter().map(|f| f.scope.clone()).collect(),
                 mode: config.screen.mode.as_str(),
                 started_at: OffsetDateTime::now_utc(),
             },
@@ -223,7 +227,7 @@ impl Daemon {
             cancel: cancel.clone(),
         };
         let rotation = RotationTask {
-            screen: config.screen.id.clone(),
+            screen: config.audience(),
             dwell: Duration::from_secs(config.display.dwell_seconds),
             pacer,
             catalog: catalog_rx.clone(),
@@ -326,7 +330,7 @@ impl Daemon {
 pub struct UiLink {
     pub catalog: watch::Receiver<Catalog>,
     pub connected: watch::Receiver<bool>,
-    pub showing: watch::Receiver<Option<Showing>>,
+    pub showing: watch::Receiver<Option<schedule::Key>>,
     /// Counts media that landed in the cache.
     pub media: watch::Receiver<u64>,
     /// Where the UI says a rotation slot has shown all its pages.
@@ -340,12 +344,20 @@ pub struct UiLink {
 /// kiosk is being browsed, or the UI is stuck): status stays truthful.
 pub const MAX_SLOT_DWELLS: u32 = 30;
 
+/// What the broker's session for this screen subscribes to: when it changes
+/// (another broker, another scope followed), the old session is ended.
 fn topics_key(config: &Config) -> String {
     let urls: Vec<String> = config.mqtt.urls.iter().map(ToString::to_string).collect();
+    let filters: Vec<String> = config
+        .follows()
+        .all()
+        .iter()
+        .map(|s| s.space.notices_filter())
+        .collect();
     format!(
         "{}|{}|{}",
         urls.join(","),
-        config.topics().notices_filter(),
+        filters.join(","),
         config.screen.id
     )
 }

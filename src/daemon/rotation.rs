@@ -10,20 +10,19 @@ use tokio_util::sync::CancellationToken;
 
 use super::MAX_SLOT_DWELLS;
 use crate::protocol::printable;
-use crate::schedule::{self, Rotation};
-use crate::status::Showing;
-use crate::store::Catalog;
+use crate::schedule::{self, Audience, Rotation};
+use crate::store::{Catalog, NoticeRef};
 
 /// The rotation task: walks the active set, one slot per notice, `dwell`
 /// per slot (or until the UI, when it paces the rotation, says the slot's
 /// pages are done), cut short by an urgent interruption or when the notice
 /// shown leaves the active set.
 pub(super) struct RotationTask {
-    pub(super) screen: String,
+    pub(super) screen: Audience,
     pub(super) dwell: Duration,
     pub(super) pacer: Option<mpsc::UnboundedReceiver<schedule::Key>>,
     pub(super) catalog: watch::Receiver<Catalog>,
-    pub(super) showing: watch::Sender<Option<Showing>>,
+    pub(super) showing: watch::Sender<Option<schedule::Key>>,
     pub(super) cancel: CancellationToken,
 }
 
@@ -47,7 +46,7 @@ impl RotationTask {
                 let slot = rotation.next(&active);
                 let title = slot
                     .as_ref()
-                    .and_then(|k| cat.items.get(&k.0))
+                    .and_then(|k| cat.items.get(&NoticeRef::new(&k.scope, &k.id)))
                     .map(|i| format!("[{}] {}", i.category.label_zh(), printable(&i.title)));
                 (
                     slot,
@@ -57,9 +56,13 @@ impl RotationTask {
                 )
             };
             match &slot {
-                Some((id, version)) => {
+                Some(key) => {
                     idle_logged = false;
-                    tracing::info!(target: "rotation", "showing {id} v{version} of {count} active: {}", title.unwrap_or_default());
+                    let scope = match key.scope == screen.community {
+                        true => String::new(),
+                        false => format!(" of {}", key.scope),
+                    };
+                    tracing::info!(target: "rotation", "showing {} v{}{scope} of {count} active: {}", key.id, key.version, title.unwrap_or_default());
                 }
                 None if !idle_logged => {
                     idle_logged = true;
@@ -67,7 +70,7 @@ impl RotationTask {
                 }
                 None => {}
             }
-            showing.send_replace(slot.clone().map(|(id, version)| Showing { id, version }));
+            showing.send_replace(slot.clone());
             let slot_end = tokio::time::Instant::now()
                 + if pacer.is_some() {
                     dwell * MAX_SLOT_DWELLS
@@ -96,7 +99,7 @@ impl RotationTask {
                         let cat = catalog.borrow_and_update();
                         let now = OffsetDateTime::now_utc();
                         let active = schedule::active_set(cat.items.values(), &screen, now);
-                        let still_shown = slot.as_ref().is_some_and(|(id, v)| active.iter().any(|i| &i.id == id && i.version == *v));
+                        let still_shown = slot.as_ref().is_some_and(|k| active.iter().any(|i| i.key() == *k));
                         if rotation.should_interrupt(&active) || !still_shown {
                             break;
                         }
@@ -130,21 +133,27 @@ mod tests {
     fn item(id: &str, priority: Priority) -> Item {
         let now = OffsetDateTime::now_utc();
         Item {
+            scope: "c".into(),
             id: id.into(),
             version: 1,
             category: Category::Affairs,
             priority,
             status: Status::Active,
             title: id.into(),
+            publisher: String::new(),
             valid_from: now - time::Duration::hours(1),
             valid_until: now + time::Duration::days(1),
             screens: vec![],
+            communities: vec![],
         }
     }
 
     fn catalog(items: &[Item]) -> Catalog {
         Catalog {
-            items: items.iter().map(|i| (i.id.clone(), i.clone())).collect(),
+            items: items
+                .iter()
+                .map(|i| (NoticeRef::new(&i.scope, &i.id), i.clone()))
+                .collect(),
             ..Catalog::default()
         }
     }
@@ -166,7 +175,7 @@ mod tests {
         let cancel = CancellationToken::new();
         let task = tokio::spawn(
             RotationTask {
-                screen: "lobby".into(),
+                screen: Audience::new("lobby", "c"),
                 dwell,
                 pacer: Some(done_rx),
                 catalog: catalog_rx,
@@ -184,7 +193,13 @@ mod tests {
             let id = order.last().unwrap().clone();
             // A notice of three pages: the UI takes 3 dwells, then says so.
             tokio::time::sleep(dwell * 3).await;
-            done_tx.send((id, 1)).unwrap();
+            done_tx
+                .send(schedule::Key {
+                    scope: "c".into(),
+                    id,
+                    version: 1,
+                })
+                .unwrap();
             order.push(next().await);
         }
         let b = order.iter().filter(|id| *id == "b").count();
@@ -195,7 +210,7 @@ mod tests {
         let started = tokio::time::Instant::now();
         catalog_tx.send_modify(|c| {
             let urgent = item("u", Priority::Urgent);
-            c.items.insert("u".into(), urgent);
+            c.items.insert(NoticeRef::new("c", "u"), urgent);
         });
         assert_eq!(next().await, "u");
         assert!(started.elapsed() < Duration::from_millis(10));

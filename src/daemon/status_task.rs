@@ -28,7 +28,7 @@ pub(super) struct StatusTask {
     pub(super) topic: String,
     pub(super) identity: Identity,
     pub(super) catalog: watch::Receiver<Catalog>,
-    pub(super) showing: watch::Receiver<Option<Showing>>,
+    pub(super) showing: watch::Receiver<Option<crate::schedule::Key>>,
     pub(super) connected: watch::Receiver<bool>,
     pub(super) outbox: watch::Receiver<OutboxCounts>,
     pub(super) cancel: CancellationToken,
@@ -79,7 +79,11 @@ impl StatusTask {
             let mut status = ScreenStatus::build(
                 &identity,
                 &catalog.borrow_and_update(),
-                showing.borrow_and_update().clone(),
+                showing.borrow_and_update().clone().map(|k| Showing {
+                    scope: (k.scope != identity.community).then_some(k.scope),
+                    id: k.id,
+                    version: k.version,
+                }),
                 OffsetDateTime::now_utc(),
             );
             let outbox_now = *outbox.borrow_and_update();

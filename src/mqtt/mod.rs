@@ -41,7 +41,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Retry;
-use crate::protocol::TopicSpace;
+use crate::protocol::Follows;
 use crate::store::Catalog;
 
 pub mod guard;
@@ -596,7 +596,9 @@ pub struct Counters {
 /// and disconnects.
 pub struct SessionTask {
     pub client: AsyncClient,
-    pub topics: TopicSpace,
+    /// Every scope the screen follows: its notices and manifest are
+    /// subscribed, and what its manifest lists is fetched.
+    pub follows: Follows,
     /// Connection changes from the event loop task.
     pub links: mpsc::UnboundedReceiver<Link>,
     pub catalog: watch::Receiver<Catalog>,
@@ -614,7 +616,7 @@ impl SessionTask {
     pub async fn run(self) {
         let SessionTask {
             client,
-            topics,
+            follows,
             mut links,
             mut catalog,
             connected,
@@ -625,7 +627,13 @@ impl SessionTask {
         } = self;
         let mut catch_up = CatchUp::new(batch);
         let mut is_connected = false;
-        let mut manifest_version = catalog.borrow().manifest.as_ref().map(|m| m.version);
+        let versions = |c: &Catalog| -> Vec<(String, u64, usize)> {
+            c.manifests
+                .iter()
+                .map(|(scope, m)| (scope.clone(), m.version, m.entries.len()))
+                .collect()
+        };
+        let mut manifest_version = versions(&catalog.borrow());
         let mut last_handled = counters.handled.load(Ordering::Relaxed);
         // Catch-up waits until the subscriptions of a connection are acknowledged
         // and a whole tick passed without a message: the retained flood of the
@@ -643,7 +651,7 @@ impl SessionTask {
                     Some(Link::Connected { session_present }) => {
                         is_connected = true;
                         tracing::info!("connected to the broker (session kept: {session_present})");
-                        pending_subacks = subscribe(&client, &topics, session_present).await;
+                        pending_subacks = subscribe(&client, &follows, session_present).await;
                         settled = false;
                         catch_up.restart();
                         connected.send_replace(true);
@@ -658,7 +666,8 @@ impl SessionTask {
                 },
                 changed = catalog.changed() => {
                     if changed.is_err() { break; }
-                    let version = catalog.borrow_and_update().manifest.as_ref().map(|m| m.version);
+                    // A new manifest, or a page of one: what is missing changed.
+                    let version = versions(&catalog.borrow_and_update());
                     if version != manifest_version {
                         manifest_version = version;
                         catch_up.restart();
@@ -675,10 +684,10 @@ impl SessionTask {
             if !is_connected {
                 continue;
             }
-            let missing = catalog.borrow().missing();
+            let missing = missing_topics(&catalog.borrow(), &follows);
             let step = catch_up.step(&missing, settled, Instant::now());
-            for id in &step.unsubscribe {
-                let _ = client.unsubscribe(topics.notice(id)).await;
+            for topic in &step.unsubscribe {
+                let _ = client.unsubscribe(topic).await;
             }
             if !step.subscribe.is_empty() {
                 tracing::info!(
@@ -696,7 +705,7 @@ impl SessionTask {
                 let filters = step
                     .subscribe
                     .iter()
-                    .map(|id| rumqttc::SubscribeFilter::new(topics.notice(id), QoS::AtMostOnce));
+                    .map(|topic| rumqttc::SubscribeFilter::new(topic.clone(), QoS::AtMostOnce));
                 if let Err(e) = client.subscribe_many(filters).await {
                     tracing::warn!("cannot subscribe for missing notices: {e}");
                 }
@@ -711,21 +720,42 @@ impl SessionTask {
     }
 }
 
+/// The exact topics catch-up fetches: every page of a held index not held
+/// yet (a page says what else is missing), then every listed notice the
+/// screen lacks, over all scopes.
+pub fn missing_topics(catalog: &Catalog, follows: &Follows) -> Vec<String> {
+    let space = |scope: &str| follows.get(scope).map(|s| &s.space);
+    let pages = catalog
+        .missing_pages()
+        .into_iter()
+        .filter_map(|(scope, page)| space(&scope).map(|s| s.manifest_page(page)));
+    let notices = catalog
+        .missing()
+        .into_iter()
+        .filter_map(|n| space(&n.scope).map(|s| s.notice(&n.id)));
+    pages.chain(notices).collect()
+}
+
 /// Subscribes for a new connection; returns how many SUBACKs to expect.
-async fn subscribe(client: &AsyncClient, topics: &TopicSpace, session_present: bool) -> usize {
-    // The manifest first, and on every connection: re-subscribing makes the
-    // broker send the retained manifest again, which tells the screen whether
+async fn subscribe(client: &AsyncClient, follows: &Follows, session_present: bool) -> usize {
+    // The manifests first, and on every connection: re-subscribing makes the
+    // broker send each retained manifest again, which tells the screen whether
     // it holds everything (a notice acked just before a power cut, say).
-    if let Err(e) = client.subscribe(topics.manifest(), QoS::AtLeastOnce).await {
-        tracing::warn!("cannot subscribe to the manifest: {e}");
+    let manifests = follows
+        .all()
+        .iter()
+        .map(|s| rumqttc::SubscribeFilter::new(s.space.manifest(), QoS::AtLeastOnce));
+    if let Err(e) = client.subscribe_many(manifests).await {
+        tracing::warn!("cannot subscribe to the manifests: {e}");
     }
     if session_present {
         return 1;
     }
-    if let Err(e) = client
-        .subscribe(topics.notices_filter(), QoS::AtLeastOnce)
-        .await
-    {
+    let notices = follows
+        .all()
+        .iter()
+        .map(|s| rumqttc::SubscribeFilter::new(s.space.notices_filter(), QoS::AtLeastOnce));
+    if let Err(e) = client.subscribe_many(notices).await {
         tracing::warn!("cannot subscribe to notices: {e}");
     }
     2

@@ -13,9 +13,14 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use crate::mqtt::Connect;
-use crate::protocol::envelope::{Envelope, MANIFEST_TYPE, MAX_ENVELOPE_BYTES, NOTICE_TYPE};
+use crate::protocol::envelope::{
+    Envelope, MANIFEST_PAGE_TYPE, MANIFEST_TYPE, MAX_ENVELOPE_BYTES, NOTICE_TYPE,
+};
+use crate::protocol::manifest::{MAX_PAGES, paginate};
 use crate::protocol::topic::Topic;
-use crate::protocol::{Manifest, ManifestEntry, Notice, SecretKey, TopicSpace, sha256_hex};
+use crate::protocol::{
+    Manifest, ManifestEntry, ManifestPage, Notice, PageRef, SecretKey, TopicSpace, sha256_hex,
+};
 use crate::status::StatusMessage;
 
 /// How long to wait for retained messages after the broker acknowledged a
@@ -161,6 +166,75 @@ pub struct Published {
     pub community: String,
     pub notices: Vec<(String, u64)>,
     pub manifest_version: u64,
+    /// Pages of a paged manifest (0: the manifest lists its notices).
+    pub pages: usize,
+}
+
+/// The JSON of one page at most: base64 makes it 4/3 larger, and the
+/// envelope around it must stay under 256 KiB.
+const MAX_PAGE_PAYLOAD: usize = 190_000;
+
+/// A manifest as retained messages: its pages (none when one envelope
+/// holds the list) and the envelope on the manifest topic.
+struct ManifestMessages {
+    pages: Vec<(String, Vec<u8>)>,
+    index: Vec<u8>,
+}
+
+/// Signs `manifest` as one envelope when it fits in 256 KiB, and otherwise
+/// as pages and an index of their hashes (section 3.6).
+fn manifest_messages(
+    topics: &TopicSpace,
+    mut manifest: Manifest,
+    key: &SecretKey,
+) -> anyhow::Result<ManifestMessages> {
+    let single = Envelope::sign_new(MANIFEST_TYPE, &serde_json::to_vec(&manifest)?, key).to_bytes();
+    if single.len() <= MAX_ENVELOPE_BYTES {
+        return Ok(ManifestMessages {
+            pages: Vec::new(),
+            index: single,
+        });
+    }
+    let entries = manifest.notices.take().unwrap_or_default();
+    let pages = paginate(
+        &manifest.community,
+        manifest.version,
+        &entries,
+        MAX_PAGE_PAYLOAD,
+    );
+    if pages.len() > MAX_PAGES {
+        bail!(
+            "the manifest of {} would need {} pages, more than the {MAX_PAGES} allowed; clear \
+             expired and withdrawn notices from the broker first",
+            manifest.community,
+            pages.len()
+        );
+    }
+    let mut refs = Vec::new();
+    let mut messages = Vec::new();
+    for page in &pages {
+        let envelope =
+            Envelope::sign_new(MANIFEST_PAGE_TYPE, &serde_json::to_vec(page)?, key).to_bytes();
+        refs.push(PageRef {
+            sha256: sha256_hex(&envelope),
+            count: page.notices.len() as u64,
+        });
+        messages.push((topics.manifest_page(page.page), envelope));
+    }
+    manifest.pages = Some(refs);
+    let index = Envelope::sign_new(MANIFEST_TYPE, &serde_json::to_vec(&manifest)?, key).to_bytes();
+    Ok(ManifestMessages {
+        pages: messages,
+        index,
+    })
+}
+
+/// The retained manifest of a scope as the office reads it back: its
+/// version, the union of what it lists, and how many pages it has.
+struct RetainedManifest {
+    version: u64,
+    entries: Vec<ManifestEntry>,
+    pages: usize,
 }
 
 /// Publishes each envelope retained at QoS 1 on the topic its payload
@@ -218,7 +292,7 @@ pub async fn publish(
             messages.push((topics.notice(&notice.id), bytes));
         }
         let manifest = Manifest::merged(
-            previous.as_ref(),
+            previous.as_ref().map(|p| (p.version, p.entries.as_slice())),
             &community,
             &entries,
             OffsetDateTime::now_utc(),
@@ -228,28 +302,26 @@ pub async fn publish(
         manifest.validate().map_err(|e| {
             anyhow::anyhow!("refused: the next manifest of {community} would be invalid: {e}")
         })?;
-        let payload = serde_json::to_vec(&manifest)?;
-        let envelope = Envelope::sign_new(MANIFEST_TYPE, &payload, key).to_bytes();
-        // Screens refuse any envelope over 256 KiB, manifests included: check
-        // before sending anything rather than publish notices no manifest lists.
-        if envelope.len() > MAX_ENVELOPE_BYTES {
-            bail!(
-                "the manifest of {community} would list {} notices in {} bytes, over the \
-                 {MAX_ENVELOPE_BYTES}-byte envelope limit (about 1,900 notices); clear expired \
-                 and withdrawn notices from the broker first",
-                manifest.notices.len(),
-                envelope.len()
-            );
-        }
-        // Every notice is acknowledged before the manifest that lists it goes out.
+        let written = manifest_messages(&topics, manifest.clone(), key)?;
+        // Every notice is acknowledged before the manifest that lists it goes
+        // out, and every page before the index that names it (section 3.6).
         client.publish_retained_many(messages).await?;
+        let pages = written.pages.len();
+        client.publish_retained_many(written.pages).await?;
         client
-            .publish_retained(&topics.manifest(), envelope)
+            .publish_retained(&topics.manifest(), written.index)
             .await?;
+        // Pages past the new last one belong to no index: clear them, so the
+        // broker keeps only what screens may fetch.
+        let stale: Vec<(String, Vec<u8>)> = (pages + 1..=previous.as_ref().map_or(0, |p| p.pages))
+            .map(|k| (topics.manifest_page(k as u32), Vec::new()))
+            .collect();
+        client.publish_retained_many(stale).await?;
         done.push(Published {
             community,
             notices: entries.into_iter().map(|e| (e.id, e.version)).collect(),
             manifest_version: manifest.version,
+            pages,
         });
     }
     client.close().await;
@@ -259,7 +331,7 @@ pub async fn publish(
 async fn retained_manifest(
     client: &mut OneShotClient,
     topics: &TopicSpace,
-) -> anyhow::Result<Option<Manifest>> {
+) -> anyhow::Result<Option<RetainedManifest>> {
     let retained = client.retained(&topics.manifest()).await?;
     let Some(last) = retained.last() else {
         return Ok(None);
@@ -270,13 +342,52 @@ async fn retained_manifest(
     let parsed = Envelope::parse(&last.payload)
         .and_then(|e| e.payload_bytes())
         .and_then(|p| Manifest::from_payload(&p));
-    match parsed {
-        Ok(m) => Ok(Some(m)),
+    let manifest = match parsed {
+        Ok(m) => m,
         Err(e) => bail!(
             "the retained manifest on {} does not parse ({e}); fix or clear it before publishing",
             topics.manifest()
         ),
+    };
+    let Some(refs) = &manifest.pages else {
+        return Ok(Some(RetainedManifest {
+            version: manifest.version,
+            entries: manifest.notices.unwrap_or_default(),
+            pages: 0,
+        }));
+    };
+    // An index: the next version lists what its pages list, so every page
+    // must be there, exactly the one the index names.
+    let mut by_hash: BTreeMap<String, ManifestPage> = BTreeMap::new();
+    for p in client
+        .retained(&format!("{}/pages/+", topics.manifest()))
+        .await?
+    {
+        let page = Envelope::parse(&p.payload)
+            .and_then(|e| e.payload_bytes())
+            .and_then(|b| ManifestPage::from_payload(&b));
+        if let Ok(page) = page {
+            by_hash.insert(sha256_hex(&p.payload), page);
+        }
     }
+    let mut entries = Vec::new();
+    for (i, r) in refs.iter().enumerate() {
+        let Some(page) = by_hash.remove(&r.sha256) else {
+            bail!(
+                "page {} of the retained manifest of {} (version {}) is missing or not the one its \
+                 index names; publishing would drop what it lists",
+                i + 1,
+                manifest.community,
+                manifest.version
+            );
+        };
+        entries.extend(page.notices);
+    }
+    Ok(Some(RetainedManifest {
+        version: manifest.version,
+        entries,
+        pages: refs.len(),
+    }))
 }
 
 /// One screen's retained status, as the office read it.

@@ -156,6 +156,8 @@ pub fn write_reply(
         contact: request.contact.trim().to_owned(),
         qr_url: None,
         screens: vec![],
+        communities: vec![],
+        review_verified: false,
         reply_to: receipts.clone(),
     };
     let mut bytes = serde_json::to_vec_pretty(&notice)?;

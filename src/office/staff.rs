@@ -309,6 +309,7 @@ mod tests {
             receipt: "K7Q2MD".into(),
             created_at: rfc3339(at),
             received_at: at,
+            notice_scope: None,
             notice_id: None,
             notice_version: None,
             kind: "opinion".into(),

@@ -10,6 +10,8 @@ use super::rejection::Rejection;
 
 pub const NOTICE_TYPE: &str = "application/vnd.gongkai.notice+json";
 pub const MANIFEST_TYPE: &str = "application/vnd.gongkai.manifest+json";
+/// **[1.1]** One page of a paged manifest (section 3.6).
+pub const MANIFEST_PAGE_TYPE: &str = "application/vnd.gongkai.manifest-page+json";
 pub const COMMAND_TYPE: &str = "application/vnd.gongkai.command+json";
 
 /// The whole envelope, as published, may be at most 256 KiB.

@@ -42,6 +42,10 @@ pub struct FeedbackItem {
     pub id: String,
     pub receipt: String,
     pub created_at: String,
+    /// **[1.1]** The scope of an upper-scope notice (section 3.7); absent
+    /// for the screen's home community.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice_scope: Option<String>,
     #[serde(default)]
     pub notice_id: Option<String>,
     #[serde(default)]
@@ -111,6 +115,16 @@ impl FeedbackItem {
         if self.kind != "rating" && self.rating.is_some() {
             return Some(format!("a {} carries no rating", self.kind));
         }
+        if let Some(scope) = self
+            .notice_scope
+            .as_deref()
+            .filter(|s| !super::is_valid_id(s))
+        {
+            return Some(format!("notice_scope {scope:?} is not a valid scope id"));
+        }
+        if self.notice_scope.is_some() && self.notice_id.is_none() {
+            return Some("notice_scope names the scope of a notice_id".into());
+        }
         if self.notice_id.is_some() != self.notice_version.is_some() {
             return Some("notice_id and notice_version go together".into());
         }
@@ -163,6 +177,7 @@ mod tests {
             id: "0192f1e4-7b7a-7cc3-9a51-6b3f4f0b2a10".into(),
             receipt: "K7Q2MD".into(),
             created_at: "2026-10-08T10:00:00+08:00".into(),
+            notice_scope: None,
             notice_id: Some("2026q3-finance-001".into()),
             notice_version: Some(3),
             kind: "rating".into(),
@@ -179,6 +194,7 @@ mod tests {
         let opinion = FeedbackItem {
             kind: "opinion".into(),
             rating: None,
+            notice_scope: None,
             notice_id: None,
             notice_version: None,
             text: "希望增加健身器材".into(),
@@ -230,6 +246,7 @@ mod tests {
                 FeedbackItem {
                     kind: "objection".into(),
                     rating: None,
+                    notice_scope: None,
                     notice_id: None,
                     notice_version: None,
                     ..item()

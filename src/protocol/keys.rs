@@ -13,6 +13,9 @@ use std::fmt;
 pub enum Role {
     Office,
     Supervisor,
+    /// **[1.1]** An office server's automation key: signs manifests and
+    /// commands, never counts for a notice.
+    Operator,
 }
 
 impl fmt::Display for Role {
@@ -20,6 +23,7 @@ impl fmt::Display for Role {
         f.write_str(match self {
             Role::Office => "office",
             Role::Supervisor => "supervisor",
+            Role::Operator => "operator",
         })
     }
 }

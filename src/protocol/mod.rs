@@ -15,16 +15,20 @@ pub mod ordering;
 pub mod personal_data;
 pub mod plays;
 pub mod rejection;
+pub mod scope;
 pub mod topic;
 pub mod verify;
 
-pub use envelope::{Envelope, MANIFEST_TYPE, MAX_ENVELOPE_BYTES, NOTICE_TYPE};
+pub use envelope::{Envelope, MANIFEST_PAGE_TYPE, MANIFEST_TYPE, MAX_ENVELOPE_BYTES, NOTICE_TYPE};
 pub use keys::{KeyId, PublicKey, Role, SecretKey};
-pub use manifest::{Manifest, ManifestEntry};
+pub use manifest::{Manifest, ManifestEntry, ManifestPage, PageRef};
 pub use notice::{Category, Notice, Priority, Status};
 pub use rejection::Rejection;
+pub use scope::{Follows, Scope};
 pub use topic::{Topic, TopicSpace};
-pub use verify::{TrustPolicy, Verified, VerifiedManifest, VerifiedNotice, verify_message};
+pub use verify::{
+    TrustPolicy, Verified, VerifiedManifest, VerifiedNotice, VerifiedPage, verify_message,
+};
 
 /// The highest notice or manifest version (section 3.2, 1.1): 2^53 − 1, so
 /// that every JSON implementation reads a version exactly, and SQLite's

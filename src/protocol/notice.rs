@@ -165,8 +165,17 @@ pub struct Notice {
     pub qr_url: Option<String>,
     #[serde(default)]
     pub screens: Vec<String>,
+    /// **[1.1]** Upper scopes only (section 3.7): the communities under the
+    /// scope whose screens show it; empty for all of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub communities: Vec<String>,
     #[serde(default)]
     pub reply_to: Vec<String>,
+    /// Whether a trusted supervisor's signature verified over this payload
+    /// (section 4's review mark). Never read from the payload: only the
+    /// screen's verification sets it, and the store keeps what it found.
+    #[serde(skip)]
+    pub review_verified: bool,
 }
 
 /// Parses a payload of schema 1 into `T`. `schema` is read before anything
@@ -302,6 +311,9 @@ impl Notice {
         }
         if let Some(screen) = self.screens.iter().find(|s| !super::is_valid_id(s)) {
             return bad(format!("screens: {screen:?} is not a valid screen id"));
+        }
+        if let Some(c) = self.communities.iter().find(|c| !super::is_valid_id(c)) {
+            return bad(format!("communities: {c:?} is not a valid community id"));
         }
         if let Some(code) = self.reply_to.iter().find(|c| !is_receipt_code(c)) {
             return bad(format!(

@@ -10,6 +10,17 @@ pub enum Rejection {
     TooLarge { bytes: usize, limit: usize },
     #[error("topic {topic} is not a notice or manifest topic of community {community}")]
     UnexpectedTopic { topic: String, community: String },
+    #[error("topic {topic} is in scope {scope:?}, which this screen does not follow")]
+    UnfollowedScope { topic: String, scope: String },
+    #[error(
+        "page {page} of manifest version {version} does not match the index: its sha256 {got} is not the listed {listed}"
+    )]
+    PageNotIndexed {
+        page: u32,
+        version: u64,
+        got: String,
+        listed: String,
+    },
     #[error("envelope is not valid JSON: {0}")]
     EnvelopeNotJson(String),
     #[error("envelope carries {0} signatures, at most 64 are allowed")]

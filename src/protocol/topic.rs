@@ -13,6 +13,8 @@ pub struct TopicSpace {
 pub enum Topic {
     Notice(String),
     Manifest,
+    /// **[1.1]** Page `k` (1-based) of a paged manifest.
+    ManifestPage(u32),
     ScreenCommand(String),
     Command,
     Status(String),
@@ -44,6 +46,10 @@ impl TopicSpace {
         format!("{}/manifest", self.base())
     }
 
+    pub fn manifest_page(&self, page: u32) -> String {
+        format!("{}/manifest/pages/{page}", self.base())
+    }
+
     pub fn status(&self, screen: &str) -> String {
         format!("{}/screens/{screen}/status", self.base())
     }
@@ -68,6 +74,11 @@ impl TopicSpace {
         match parts.as_slice() {
             ["notices", id] if super::is_valid_id(id) => Some(Topic::Notice((*id).to_owned())),
             ["manifest"] => Some(Topic::Manifest),
+            ["manifest", "pages", k] => {
+                // The canonical spelling only: "01" and "+1" name no page.
+                let page: u32 = k.parse().ok()?;
+                (page >= 1 && page.to_string() == *k).then_some(Topic::ManifestPage(page))
+            }
             ["cmd"] => Some(Topic::Command),
             ["screens", id, "cmd"] if super::is_valid_id(id) => {
                 Some(Topic::ScreenCommand((*id).to_owned()))
@@ -107,6 +118,12 @@ mod tests {
             space.parse(&space.status("lobby-3")),
             Some(Topic::Status("lobby-3".into()))
         );
+        assert_eq!(
+            space.parse(&space.manifest_page(12)),
+            Some(Topic::ManifestPage(12))
+        );
+        assert_eq!(space.parse("gongkai/v1/lixia-demo/manifest/pages/0"), None);
+        assert_eq!(space.parse("gongkai/v1/lixia-demo/manifest/pages/01"), None);
         assert_eq!(space.parse("gongkai/v1/other/manifest"), None);
         assert_eq!(space.parse("gongkai/v1/lixia-demo/notices/-bad"), None);
         assert_eq!(space.parse("gongkai/v1/lixia-demo/notices/a/b"), None);

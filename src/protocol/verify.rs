@@ -1,10 +1,13 @@
 //! A screen's verdict on one message: envelope, payload type for the topic,
 //! payload rules, topic and community match, and the approval policy of
 //! section 3.4 (office **and** supervisor unless the screen relaxes it).
+//! Manifests and their pages need an office **or** operator signature, and a
+//! reset the office's and the supervisor's (section 3.6). Which page hash an
+//! index lists is state, so matching a page to its index is the store's.
 
-use super::envelope::{self, Envelope, MANIFEST_TYPE, NOTICE_TYPE};
+use super::envelope::{self, Envelope, MANIFEST_PAGE_TYPE, MANIFEST_TYPE, NOTICE_TYPE};
 use super::keys::{self, KeyId, PublicKey, Role};
-use super::manifest::Manifest;
+use super::manifest::{Manifest, ManifestPage};
 use super::notice::{Category, Notice, Priority};
 use super::rejection::Rejection;
 use super::topic::{Topic, TopicSpace};
@@ -15,6 +18,8 @@ use super::topic::{Topic, TopicSpace};
 pub struct TrustPolicy {
     pub office: Vec<PublicKey>,
     pub supervisor: Vec<PublicKey>,
+    /// **[1.1]** Keys that may sign manifests (and commands), never notices.
+    pub operator: Vec<PublicKey>,
     /// Accept `priority: urgent` notices with an office signature alone.
     pub urgent_office_only: bool,
     /// Categories accepted with an office signature alone.
@@ -26,6 +31,7 @@ impl TrustPolicy {
         match role {
             Role::Office => &self.office,
             Role::Supervisor => &self.supervisor,
+            Role::Operator => &self.operator,
         }
     }
 
@@ -55,9 +61,18 @@ pub struct VerifiedManifest {
 }
 
 #[derive(Debug, Clone)]
+pub struct VerifiedPage {
+    pub page: ManifestPage,
+    pub envelope_sha256: String,
+}
+
+#[derive(Debug, Clone)]
 pub enum Verified {
     Notice(Box<VerifiedNotice>),
     Manifest(VerifiedManifest),
+    /// Signed and well formed; whether the held index lists it is the store's
+    /// to decide.
+    ManifestPage(VerifiedPage),
 }
 
 /// Whether `envelope` carries a valid signature over `payload` by one of
@@ -78,7 +93,7 @@ pub fn signed_by_any(envelope: &Envelope, payload: &[u8], keys: &[PublicKey]) ->
 /// The roles for which `envelope` carries at least one valid signature over
 /// `payload`. A role is a set member, so two signatures by one key count once.
 pub fn signed_roles(envelope: &Envelope, payload: &[u8], policy: &TrustPolicy) -> Vec<Role> {
-    [Role::Office, Role::Supervisor]
+    [Role::Office, Role::Supervisor, Role::Operator]
         .into_iter()
         .filter(|role| signed_by_any(envelope, payload, policy.keys(*role)))
         .collect()
@@ -96,6 +111,7 @@ pub fn verify_message(
     let expected_type = match &parsed_topic {
         Some(Topic::Notice(_)) => NOTICE_TYPE,
         Some(Topic::Manifest) => MANIFEST_TYPE,
+        Some(Topic::ManifestPage(_)) => MANIFEST_PAGE_TYPE,
         _ => {
             return Err(Rejection::UnexpectedTopic {
                 topic: topic.to_owned(),
@@ -122,16 +138,22 @@ pub fn verify_message(
             })
         }
     };
-    let require = |roles: &[Role]| {
-        let signed = signed_roles(&envelope, &payload, policy);
-        match roles.iter().find(|r| !signed.contains(r)) {
-            Some(role) => Err(Rejection::MissingSignature(*role)),
-            None => Ok(()),
+    let signed = signed_roles(&envelope, &payload, policy);
+    let require = |roles: &[Role]| match roles.iter().find(|r| !signed.contains(r)) {
+        Some(role) => Err(Rejection::MissingSignature(*role)),
+        None => Ok(()),
+    };
+    // An index, a page: an office or an operator signature.
+    let require_publisher = || {
+        if signed.contains(&Role::Office) || signed.contains(&Role::Operator) {
+            Ok(())
+        } else {
+            Err(Rejection::MissingSignature(Role::Office))
         }
     };
     match parsed_topic {
         Some(Topic::Notice(topic_id)) => {
-            let notice = Notice::from_payload(&payload)?;
+            let mut notice = Notice::from_payload(&payload)?;
             if notice.id != topic_id {
                 return Err(Rejection::IdMismatch {
                     topic: topic_id,
@@ -140,16 +162,38 @@ pub fn verify_message(
             }
             check_community(&notice.community)?;
             require(policy.required_roles(&notice))?;
+            notice.review_verified = signed.contains(&Role::Supervisor);
             Ok(Verified::Notice(Box::new(VerifiedNotice {
                 payload_sha256: super::sha256_hex(&payload),
                 envelope_sha256,
                 notice,
             })))
         }
+        Some(Topic::ManifestPage(topic_page)) => {
+            let page = ManifestPage::from_payload(&payload)?;
+            if page.page != topic_page {
+                return Err(Rejection::invalid(format!(
+                    "page {} arrived on the topic of page {topic_page}",
+                    page.page
+                )));
+            }
+            check_community(&page.community)?;
+            require_publisher()?;
+            Ok(Verified::ManifestPage(VerifiedPage {
+                page,
+                envelope_sha256,
+            }))
+        }
         _ => {
             let manifest = Manifest::from_payload(&payload)?;
             check_community(&manifest.community)?;
-            require(&[Role::Office])?;
+            if manifest.reset {
+                // A reset overrides the version order: people sign it, the
+                // office and the supervisory committee, never automation.
+                require(&[Role::Office, Role::Supervisor])?;
+            } else {
+                require_publisher()?;
+            }
             Ok(Verified::Manifest(VerifiedManifest {
                 manifest,
                 envelope_sha256,

@@ -81,6 +81,11 @@ CREATE INDEX feedback_received ON feedback (received_at);
 -- token authorises.
 ALTER TABLE screens ADD COLUMN community TEXT;
 ",
+    "
+-- Feedback about an upper scope's notice (protocol 1.1, section 3.7) names
+-- that scope; NULL is the screen's own community.
+ALTER TABLE feedback ADD COLUMN notice_scope TEXT;
+",
 ];
 
 pub struct OfficeStore {
@@ -123,6 +128,8 @@ pub struct FeedbackRow {
     pub created_at: String,
     /// The office's clock: what deadlines count from.
     pub received_at: OffsetDateTime,
+    /// The scope of an upper scope's notice; `None`: the screen's community.
+    pub notice_scope: Option<String>,
     pub notice_id: Option<String>,
     pub notice_version: Option<u64>,
     pub kind: String,
@@ -250,8 +257,9 @@ impl OfficeStore {
         {
             let mut insert = tx.prepare(
                 "INSERT OR IGNORE INTO feedback (id, screen, community, receipt, created_at,
-                     received_at, notice_id, notice_version, kind, rating, reasons, text, contact)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                     received_at, notice_id, notice_version, kind, rating, reasons, text, contact,
+                     notice_scope)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?;
             for batch in batches {
                 let mut n = 0;
@@ -270,6 +278,7 @@ impl OfficeStore {
                         serde_json::to_string(&item.reasons).unwrap_or_else(|_| "[]".into()),
                         item.text,
                         item.contact,
+                        item.notice_scope,
                     ])?;
                 }
                 new.push(n);
@@ -345,7 +354,8 @@ impl OfficeStore {
                     (SELECT group_concat(r.notice_id, ' ') FROM
                         (SELECT notice_id FROM replies
                          WHERE receipt = f.receipt AND community = f.community
-                         ORDER BY written_at, notice_id) r)
+                         ORDER BY written_at, notice_id) r),
+                    f.notice_scope
              FROM feedback f
              WHERE f.received_at >= ?1
              ORDER BY f.received_at, f.receipt, f.id",
@@ -366,6 +376,7 @@ impl OfficeStore {
                 receipt: r.get(3)?,
                 created_at: r.get(4)?,
                 received_at,
+                notice_scope: r.get(14)?,
                 notice_id: r.get(6)?,
                 notice_version: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
                 kind: r.get(8)?,
@@ -509,6 +520,7 @@ mod tests {
             id: format!("0192f1e4-7b7a-7cc3-9a51-6b3f4f0b2a{id:02}"),
             receipt: receipt.into(),
             created_at: "2026-10-08T10:00:00+08:00".into(),
+            notice_scope: None,
             notice_id: None,
             notice_version: None,
             kind: "opinion".into(),

@@ -27,7 +27,8 @@ const RECEIPT_ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 /// What a resident submits; the outbox adds the id, receipt and time.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Submission {
-    pub notice: Option<(String, u64)>,
+    /// The notice it is about: scope, id and version.
+    pub notice: Option<crate::schedule::Key>,
     /// "rating", "opinion" or "objection".
     pub kind: String,
     pub rating: Option<u8>,
@@ -89,14 +90,15 @@ impl Outbox {
     /// here with the reason, before anything is written.
     pub fn submit(&mut self, submission: Submission, now: OffsetDateTime) -> Result<FeedbackItem> {
         let mut rng = rand::thread_rng();
-        let (notice_id, notice_version) = match submission.notice {
-            Some((id, version)) => (Some(id), Some(version)),
-            None => (None, None),
+        let (notice_scope, notice_id, notice_version) = match submission.notice {
+            Some(key) => (Some(key.scope), Some(key.id), Some(key.version)),
+            None => (None, None, None),
         };
         let mut item = FeedbackItem {
             id: uuid::Uuid::now_v7().to_string(),
             receipt: String::new(),
             created_at: rfc3339(now),
+            notice_scope,
             notice_id,
             notice_version,
             kind: submission.kind,
@@ -116,8 +118,8 @@ impl Outbox {
             }
             let inserted = self.conn.execute(
                 "INSERT OR IGNORE INTO outbox (id, receipt, created_at, notice_id, notice_version,
-                     kind, rating, reasons, text, contact)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                     kind, rating, reasons, text, contact, notice_scope)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     item.id,
                     item.receipt,
@@ -129,6 +131,7 @@ impl Outbox {
                     serde_json::to_string(&item.reasons).expect("strings serialise"),
                     item.text,
                     item.contact,
+                    item.notice_scope,
                 ],
             )?;
             if inserted == 1 {
@@ -141,7 +144,7 @@ impl Outbox {
     pub fn pending(&self, limit: usize) -> Result<Vec<FeedbackItem>> {
         let mut stmt = self.conn.prepare(
             "SELECT id, receipt, created_at, notice_id, notice_version, kind, rating, reasons,
-                    text, contact
+                    text, contact, notice_scope
              FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT ?1",
         )?;
         let rows = stmt.query_map([limit as i64], |r| {
@@ -156,6 +159,7 @@ impl Outbox {
                 reasons: serde_json::from_str(&r.get::<_, String>(7)?).unwrap_or_default(),
                 text: r.get(8)?,
                 contact: r.get(9)?,
+                notice_scope: r.get(10)?,
             })
         })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)

@@ -30,7 +30,8 @@ use crate::ui_io::UiIo;
 /// What the controller needs to know of its screen.
 pub struct Setup {
     pub mode: Mode,
-    pub screen: String,
+    /// This screen and its community, for targeting.
+    pub screen: schedule::Audience,
     /// The name on the kiosk's home screen.
     pub title: String,
     /// Where notice bodies, submissions and lookups are asked for.
@@ -306,9 +307,16 @@ impl Controller {
             c.open_tile(&key)
         }));
         let weak = Rc::downgrade(self);
-        screen.on_open_entry(move |id, version| {
+        screen.on_open_entry(move |scope, id, version| {
             if let Some(c) = weak.upgrade() {
-                c.open_entry(id.as_str(), version.max(0) as u64, None);
+                c.open_entry(
+                    Key {
+                        scope: scope.into(),
+                        id: id.into(),
+                        version: version.max(0) as u64,
+                    },
+                    None,
+                );
             }
         });
         screen.on_open_lookup(with(|c| c.open_lookup()));

@@ -15,7 +15,7 @@ use super::feedback::{About, Effect, Failed, Input, Kind, Press, Step};
 use super::notice::Purpose;
 use super::{Entry, FbStep, FeedbackKind, Reason, Screen, Tile, date, set_rows};
 use crate::protocol::Category;
-use crate::schedule::{self, Item};
+use crate::schedule::{self, Item, Key};
 use crate::ui_io::LoadedNotice;
 
 impl Controller {
@@ -123,11 +123,18 @@ impl Controller {
         let entries: Vec<Entry> = items
             .iter()
             .map(|i| Entry {
+                scope: i.scope.as_str().into(),
                 id: i.id.as_str().into(),
                 version: i32::try_from(i.version).unwrap_or(i32::MAX),
                 title: i.title.as_str().into(),
+                // A street office's or district's notice names its publisher
+                // (section 3.7): residents tell it from their committee's.
                 detail: format!(
-                    "{} · 公开期限：{} 至 {}",
+                    "{}{} · 公开期限：{} 至 {}",
+                    match i.scope == self.setup.screen.community {
+                        true => String::new(),
+                        false => format!("{} · ", i.publisher),
+                    },
                     i.category.label_zh(),
                     date(i.valid_from),
                     date(i.valid_until)
@@ -143,14 +150,14 @@ impl Controller {
         set_rows(screen.get_entries(), entries, |m| screen.set_entries(m));
     }
 
-    /// Asks for notice (`id`, `version`); it opens when it arrives.
-    pub(super) fn open_entry(self: &Rc<Self>, id: &str, version: u64, from: Option<ListKind>) {
+    /// Asks for a notice version; it opens when it arrives.
+    pub(super) fn open_entry(self: &Rc<Self>, key: Key, from: Option<ListKind>) {
         self.touched();
         let from = from.or(match self.view() {
             View::List(kind) => Some(kind),
             _ => None,
         });
-        self.request((id.to_owned(), version), Purpose::Open(from));
+        self.request(key, Purpose::Open(from));
     }
 
     /// A notice opened on the kiosk arrived from the I/O task.
@@ -171,8 +178,8 @@ impl Controller {
             let state = self.state.borrow();
             schedule::urgent_banner(&state.snapshot.items, &self.setup.screen, now).map(Item::key)
         };
-        if let Some((id, version)) = urgent {
-            self.open_entry(&id, version, None);
+        if let Some(key) = urgent {
+            self.open_entry(key, None);
         }
     }
 
@@ -290,7 +297,7 @@ impl Controller {
                     post(id, move |c| c.flow_input(Input::LookedUp { ticket, reply }));
                 });
             }
-            Effect::OpenReply((notice, version)) => self.open_entry(&notice, version, None),
+            Effect::OpenReply(key) => self.open_entry(key, None),
             Effect::Leave { to_notice } => {
                 if to_notice && self.state.borrow().shown.is_some() {
                     self.set_view(View::Notice);

@@ -230,6 +230,18 @@ pub fn body_blocks(notice: &Notice, images: &Images) -> Vec<BlockView> {
     out
 }
 
+/// "公开主体：…", with the review mark (section 4) when, and only when, a
+/// supervisor's signature verified: "经…居务监督委员会审核" from `reviewer`.
+pub fn publisher_line(notice: &Notice) -> String {
+    match (notice.review_verified, notice.reviewer.as_deref()) {
+        (true, Some(reviewer)) if !reviewer.trim().is_empty() => {
+            format!("公开主体：{}　经{reviewer}审核", notice.publisher)
+        }
+        (true, _) => format!("公开主体：{}　经居务监督委员会审核", notice.publisher),
+        (false, _) => format!("公开主体：{}", notice.publisher),
+    }
+}
+
 impl PageView {
     /// Page `page` (from 1) of `pages` of a notice, at `now`; `offline_since`
     /// is the last sync when the broker has been unreachable long enough to say so.
@@ -245,7 +257,7 @@ impl PageView {
             category: notice.category.label_zh().to_owned(),
             title: notice.title.clone(),
             blocks,
-            publisher: format!("公开主体：{}", notice.publisher),
+            publisher: publisher_line(notice),
             window: format!(
                 "公开期限：{} 至 {}",
                 date(notice.valid_from),

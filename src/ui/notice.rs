@@ -85,7 +85,7 @@ impl Controller {
         let loaded = match answer {
             Ok(loaded) => loaded,
             Err(e) => {
-                tracing::warn!("cannot show {} v{}: {e}", key.0, key.1);
+                tracing::warn!("cannot show {}/{} v{}: {e}", key.scope, key.id, key.version);
                 if let Purpose::Slot(_) = purpose {
                     // Say the slot is done, so the rotation moves on.
                     (self.setup.slot_done)(key);
@@ -189,8 +189,13 @@ impl Controller {
     /// "已撤回" or "已过期" for a notice no longer shown in the rotation.
     fn mark_of(&self, key: &Key, now: OffsetDateTime) -> &'static str {
         let state = self.state.borrow();
-        match state.snapshot.items.iter().find(|i| i.id == key.0) {
-            Some(item) if item.version == key.1 => {
+        match state
+            .snapshot
+            .items
+            .iter()
+            .find(|i| i.scope == key.scope && i.id == key.id)
+        {
+            Some(item) if item.version == key.version => {
                 schedule::archive_mark(item, now).map_or("", |m| m.label_zh())
             }
             _ => "",

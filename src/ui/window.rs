@@ -82,7 +82,7 @@ pub fn run(
     let slot_done = link.slot_done.clone();
     let setup = Setup {
         mode: config.screen.mode,
-        screen: config.screen.id.clone(),
+        screen: config.audience(),
         title: config.display.title.clone(),
         io: link.io.clone(),
         dwell: Duration::from_secs(config.display.dwell_seconds),
@@ -184,7 +184,7 @@ async fn feed(mut link: Link, cancel: CancellationToken) {
             );
             Snapshot {
                 items: catalog.items.values().cloned().collect(),
-                showing: showing.map(|s| (s.id, s.version)),
+                showing,
                 slot,
                 offline: offline.text(
                     tokio::time::Instant::now(),

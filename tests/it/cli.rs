@@ -319,7 +319,7 @@ fn publish_then_a_screen_caches_it_and_the_fleet_reports() {
     });
     let table = stdout(&gongkai(&["cache", "--store", p(&store)]));
     assert!(
-        table.contains("manifest version 2 lists 2 notices"),
+        table.contains(&format!("manifest of {c} version 2 lists 2 notices")),
         "{table}"
     );
 

@@ -168,9 +168,13 @@ async fn publish(
     panic!("could not publish through {url} within 90 s: {last}");
 }
 
-fn submission(i: usize) -> Submission {
+fn submission(c: &str, i: usize) -> Submission {
     Submission {
-        notice: Some(("n000".into(), 1)),
+        notice: Some(gongkai::schedule::Key {
+            scope: c.into(),
+            id: "n000".into(),
+            version: 1,
+        }),
         kind: "rating".into(),
         rating: Some((i % 3 + 1) as u8),
         reasons: vec!["clear".into()],
@@ -181,14 +185,14 @@ fn submission(i: usize) -> Submission {
 
 /// Queues `n` feedback items as the kiosk does and wakes the sync task;
 /// returns their receipts.
-async fn queue_feedback(daemon: &Daemon, store: &Path, n: usize) -> BTreeSet<String> {
-    let store = store.to_owned();
+async fn queue_feedback(daemon: &Daemon, store: &Path, c: &str, n: usize) -> BTreeSet<String> {
+    let (store, c) = (store.to_owned(), c.to_owned());
     let receipts = tokio::task::spawn_blocking(move || {
         let mut outbox = Outbox::open(&store).unwrap();
         (0..n)
             .map(|i| {
                 outbox
-                    .submit(submission(i), time::OffsetDateTime::now_utc())
+                    .submit(submission(&c, i), time::OffsetDateTime::now_utc())
                     .unwrap()
                     .receipt
             })
@@ -218,9 +222,12 @@ async fn wait_catalog(
     if tokio::time::timeout(within, wait).await.is_err() {
         let cat = daemon.catalog.borrow();
         panic!(
-            "timed out waiting for {what}: {} notices, manifest {:?}, missing {}, connected {}",
+            "timed out waiting for {what}: {} notices, manifests {:?}, missing {}, connected {}",
             cat.items.len(),
-            cat.manifest.as_ref().map(|m| m.version),
+            cat.manifests
+                .iter()
+                .map(|(scope, m)| (scope, m.version))
+                .collect::<Vec<_>>(),
             cat.missing().len(),
             *daemon.connected.borrow()
         );
@@ -284,7 +291,7 @@ async fn fails_over_in_the_middle_of_catch_up_and_ends_whole(mut brokers: Broker
     let daemon = Daemon::start(gongkai::config::Config::parse(&text).unwrap())
         .await
         .unwrap();
-    let mut feedback = queue_feedback(&daemon, &store, FEEDBACK).await;
+    let mut feedback = queue_feedback(&daemon, &store, &c, FEEDBACK).await;
 
     // In the middle of catch-up, the screen's broker dies.
     wait_catalog(
@@ -307,7 +314,7 @@ async fn fails_over_in_the_middle_of_catch_up_and_ends_whole(mut brokers: Broker
     let held_at_kill = daemon.catalog.borrow().items.len();
     brokers.kill();
     let killed = Instant::now();
-    feedback.extend(queue_feedback(&daemon, &store, FEEDBACK).await);
+    feedback.extend(queue_feedback(&daemon, &store, &c, FEEDBACK).await);
     brokers.during_failover();
 
     // More notices while the screen fails over, through the office's broker.
@@ -322,7 +329,7 @@ async fn fails_over_in_the_middle_of_catch_up_and_ends_whole(mut brokers: Broker
         WHOLE_WITHIN,
         |cat| {
             cat.items.len() == total
-                && cat.manifest.as_ref().is_some_and(|m| m.version == 2)
+                && cat.manifest(&c).is_some_and(|m| m.version == 2)
                 && cat.missing().is_empty()
         },
     )

@@ -45,7 +45,11 @@ fn config_with_office(
 
 fn submission(i: usize) -> Submission {
     Submission {
-        notice: Some(("2026q3-finance".into(), 1)),
+        notice: Some(gongkai::schedule::Key {
+            scope: "lixia-demo".into(),
+            id: "2026q3-finance".into(),
+            version: 1,
+        }),
         kind: "rating".into(),
         rating: Some((i % 3 + 1) as u8),
         reasons: vec!["clear".into()],
@@ -94,14 +98,6 @@ async fn queue(daemon: &Daemon, store: &Path, n: usize) -> BTreeSet<String> {
         .unwrap();
     daemon.feedback_wake.notify_one();
     receipts
-}
-
-async fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -429,13 +425,10 @@ async fn a_published_reply_is_found_by_its_receipt_code() {
         .publish_retained(&topics(&c).notice("reply-2026-11"), signed(&payload))
         .await
         .unwrap();
-    wait_for(&daemon, "the reply", |cat| {
-        cat.items.contains_key("reply-2026-11")
-    })
-    .await;
+    wait_for(&daemon, "the reply", |cat| cat.has("reply-2026-11")).await;
     let held = gongkai::store::Store::open_read_only(&store).unwrap();
     assert_eq!(
-        held.reply_for("K7Q2MD").unwrap(),
+        held.reply_for("K7Q2MD").unwrap().map(|k| (k.id, k.version)),
         Some(("reply-2026-11".to_owned(), 1))
     );
     assert_eq!(held.reply_for("ZZZZZZ").unwrap(), None, "尚未答复");

@@ -129,13 +129,13 @@ async fn versions_past_2_pow_53_are_rejected_and_the_screen_goes_on() {
         .unwrap();
     office.close().await;
     wait_for(&daemon, "the valid notice after the huge versions", |cat| {
-        cat.items.contains_key("after") && cat.rejected >= 3
+        cat.has("after") && cat.rejected >= 3
     })
     .await;
     {
         let cat = daemon.catalog.borrow();
-        assert!(!cat.items.contains_key("big-a") && !cat.items.contains_key("big-b"));
-        assert!(cat.manifest.is_none(), "the huge manifest is not held");
+        assert!(!cat.has("big-a") && !cat.has("big-b"));
+        assert!(cat.manifests.is_empty(), "the huge manifest is not held");
         let reason = &cat.last_rejection.as_ref().unwrap().reason;
         assert!(reason.contains("version"), "{reason}");
     }
@@ -156,7 +156,7 @@ async fn versions_past_2_pow_53_are_rejected_and_the_screen_goes_on() {
     let daemon = start_screen(&url, &c, &store).await;
     wait_connected(&daemon).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(daemon.catalog.borrow().items.contains_key("after"));
+    assert!(daemon.catalog.borrow().has("after"));
     daemon.shutdown().await;
     let again: Vec<String> = Store::open_read_only(&store)
         .unwrap()
@@ -497,7 +497,7 @@ async fn a_tampered_store_is_refused_and_made_whole_again() {
     let s = Store::open_read_only(&store).unwrap();
     for (id, _, genuine) in &listed {
         assert_eq!(
-            s.envelope(id, 1).unwrap().as_deref(),
+            s.envelope(&c, id, 1).unwrap().as_deref(),
             Some(genuine.as_slice())
         );
     }
@@ -542,7 +542,14 @@ fn one_message_the_store_cannot_hold_does_not_block_its_batch() {
     );
     assert!(matches!(&outcomes[1], Outcome::Accepted(i) if i.id == "fine"));
     let catalog = store.load_catalog().unwrap();
-    assert_eq!(catalog.items.keys().collect::<Vec<_>>(), ["fine"]);
+    assert_eq!(
+        catalog
+            .items
+            .keys()
+            .map(|k| k.id.as_str())
+            .collect::<Vec<_>>(),
+        ["fine"]
+    );
     assert_eq!(catalog.rejected, 1);
 }
 

@@ -150,10 +150,26 @@ fn kiosk_walk_on_the_testing_backend() {
     i_slint_backend_testing::init_integration_test_with_mock_time();
     let dir = tempfile::tempdir().unwrap();
     let store_path = common::sample_store(dir.path());
-    let items = common::held_items(&store_path);
+    let mut items = common::held_items(&store_path);
+    // A street office's policy beside the community's own (section 3.7):
+    // the kiosk lists it with its publisher. Listing needs only the item.
+    let mut street = items
+        .iter()
+        .find(|i| i.category == gongkai::protocol::Category::Government)
+        .unwrap()
+        .clone();
+    street.scope = "yanshan-street".into();
+    street.id = "policy-2027-01".into();
+    street.title = "2027年城乡居民医保缴费通知".into();
+    street.publisher = "燕山街道办事处".into();
+    let finance = items.iter().find(|i| i.id == "2026q3-finance").unwrap();
+    (street.valid_from, street.valid_until) = (finance.valid_from, finance.valid_until);
+    street.status = gongkai::protocol::Status::Active;
+    street.screens.clear();
+    items.push(street);
     let key_of = |id: &str| -> Key {
         let item = items.iter().find(|i| i.id == id).unwrap();
-        (item.id.clone(), item.version)
+        item.key()
     };
 
     // The daemon's side: the UI's I/O task on a runtime of its own.
@@ -176,7 +192,7 @@ fn kiosk_walk_on_the_testing_backend() {
         &ui,
         Setup {
             mode: Mode::Kiosk,
-            screen: DEMO_SCREEN.into(),
+            screen: gongkai::schedule::Audience::new(DEMO_SCREEN, gongkai::demo::DEMO_COMMUNITY),
             title: "历下区示范社区".into(),
             io,
             dwell: DWELL,
@@ -233,13 +249,35 @@ fn kiosk_walk_on_the_testing_backend() {
         [
             ("居务公开", "4 条"),
             ("财务公开", "1 条"),
-            ("政务公开", "1 条"),
+            ("政务公开", "2 条"),
             ("居民关心事项", "2 条"),
             ("反馈答复", "1 条"),
             ("往期公开", "2 条"),
         ]
         .map(|(a, b)| (a.to_owned(), b.to_owned()))
     );
+
+    // The street's notice names its publisher; the community's does not.
+    tap(&ui, "政务公开");
+    let details: Vec<(String, String)> = {
+        use slint::Model;
+        screen(&ui)
+            .get_entries()
+            .iter()
+            .map(|e| (e.title.to_string(), e.detail.to_string()))
+            .collect()
+    };
+    assert_eq!(details.len(), 2, "{details:?}");
+    for (title, detail) in &details {
+        let street = title == "2027年城乡居民医保缴费通知";
+        assert_eq!(
+            detail.starts_with("燕山街道办事处 · 政务公开"),
+            street,
+            "{details:?}"
+        );
+        assert_eq!(detail.starts_with("政务公开"), !street, "{details:?}");
+    }
+    tap(&ui, "← 首页");
 
     // Category list, then the notice with its pages: buttons and swipes.
     tap(&ui, "财务公开");

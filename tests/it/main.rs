@@ -19,6 +19,7 @@ mod media;
 mod office;
 mod office_cli;
 mod render;
+mod scopes;
 mod screen;
 mod tidy;
 mod tls;

@@ -80,6 +80,7 @@ fn old_item(receipt: &str) -> FeedbackItem {
         id: uuid::Uuid::new_v4().to_string(),
         receipt: receipt.into(),
         created_at: "2026-09-20T10:00:00+08:00".into(),
+        notice_scope: None,
         notice_id: None,
         notice_version: None,
         kind: "opinion".into(),

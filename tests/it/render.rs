@@ -99,7 +99,45 @@ fn every_sample_and_the_kiosk_views() {
             }
         }
     }
+    review_mark_only_when_the_supervisor_signature_verified(now);
     kiosk_home_and_list_render_in_both_orientations();
+}
+
+/// Section 4's review mark: 经…居务监督委员会审核 is drawn from `reviewer` when a
+/// supervisor's signature verified, and never for a notice accepted with the
+/// office key alone, even though its payload names a reviewer too.
+fn review_mark_only_when_the_supervisor_signature_verified(now: time::OffsetDateTime) {
+    let (_, text) = gongkai::samples::ALL[0];
+    let mut notice = Notice::from_payload(text.as_bytes()).unwrap();
+    let reviewer = notice
+        .reviewer
+        .clone()
+        .expect("the sample names its reviewer");
+    let footer = |notice: &Notice| {
+        let (page, _) =
+            ui::render_notice_page(notice, &ui::Images::default(), (1920, 1080), now, 1).unwrap();
+        let frame = Frame {
+            rgba: page.rgba,
+            width: 1920,
+            height: 1080,
+        };
+        // The footer's text ink: publisher, window and contact lines.
+        frame.dark_in_rows(1080 - 260, 1080)
+    };
+    notice.review_verified = false;
+    assert!(!ui::publisher_line(&notice).contains("审核"));
+    let office_only = footer(&notice);
+    notice.review_verified = true;
+    assert!(
+        ui::publisher_line(&notice).ends_with(&format!("经{reviewer}审核")),
+        "{}",
+        ui::publisher_line(&notice)
+    );
+    let reviewed = footer(&notice);
+    assert!(
+        reviewed > office_only + 500,
+        "the mark is drawn: {reviewed} dark pixels against {office_only}"
+    );
 }
 
 /// The paragraph text and table cells of blocks, concatenated (continuation
@@ -191,7 +229,10 @@ fn kiosk_home_and_list_render_in_both_orientations() {
             window.ui(),
             Setup {
                 mode: Mode::Kiosk,
-                screen: gongkai::demo::DEMO_SCREEN.into(),
+                screen: gongkai::schedule::Audience::new(
+                    gongkai::demo::DEMO_SCREEN,
+                    gongkai::demo::DEMO_COMMUNITY,
+                ),
                 title: "历下区示范社区".into(),
                 io: io.clone(),
                 dwell: Duration::from_secs(12),
@@ -242,7 +283,11 @@ fn kiosk_home_and_list_render_in_both_orientations() {
         };
         keep(&list, &format!("kiosk-list-{width}x{height}.png"));
         // The feedback flow's first step: three faces, each in its colour.
-        screen.invoke_open_entry("2026q3-finance".into(), 1);
+        screen.invoke_open_entry(
+            gongkai::demo::DEMO_COMMUNITY.into(),
+            "2026q3-finance".into(),
+            1,
+        );
         controller.settle(Duration::from_secs(10)).unwrap();
         screen.invoke_open_feedback(FeedbackKind::Rating);
         let rate = Frame {

@@ -89,7 +89,7 @@ async fn retained_notices_are_picked_up_at_start_and_live_updates_follow() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = start_screen(&url, &c, &dir.path().join("screen.db")).await;
     wait_for(&daemon, "the retained notices", |cat| {
-        cat.items.len() == 2 && cat.manifest.is_some()
+        cat.items.len() == 2 && cat.manifests.len() == 1
     })
     .await;
     assert!(daemon.catalog.borrow().missing().is_empty());
@@ -101,8 +101,8 @@ async fn retained_notices_are_picked_up_at_start_and_live_updates_follow() {
         .publish_retained(&topics(&c).notice("n1"), signed(&v2))
         .await
         .unwrap();
-    wait_for(&daemon, "version 2", |cat| cat.items["n1"].version == 2).await;
-    assert_eq!(daemon.catalog.borrow().items["n1"].title, "更新后的公告");
+    wait_for(&daemon, "version 2", |cat| cat.id("n1").version == 2).await;
+    assert_eq!(daemon.catalog.borrow().id("n1").title, "更新后的公告");
 
     // The rotation shows what is active.
     let mut showing = daemon.showing.clone();
@@ -122,7 +122,7 @@ async fn a_signed_withdrawal_takes_a_notice_out_of_rotation_and_keeps_it_archive
     let mut s = Scene::start("withdraw").await;
     let c = s.c.clone();
     s.put("n1", signed(&notice(&c, "n1", 1))).await;
-    wait_for(&s.daemon, "the notice", |cat| cat.items.contains_key("n1")).await;
+    wait_for(&s.daemon, "the notice", |cat| cat.has("n1")).await;
 
     // The withdrawal the CLI makes from the published envelope.
     let envelope = s.dir.path().join("n1.json");
@@ -131,16 +131,17 @@ async fn a_signed_withdrawal_takes_a_notice_out_of_rotation_and_keeps_it_archive
     let value: serde_json::Value = serde_json::from_slice(&payload).unwrap();
     assert_eq!(value["version"], 2);
     s.put("n1", signed(&value)).await;
-    wait_for(&s.daemon, "the withdrawal", |cat| {
-        cat.items["n1"].version == 2
-    })
-    .await;
+    wait_for(&s.daemon, "the withdrawal", |cat| cat.id("n1").version == 2).await;
     let now = time::OffsetDateTime::now_utc();
-    assert!(!s.catalog().items["n1"].is_active(&screen_id(&c), now));
+    assert!(
+        !s.catalog()
+            .id("n1")
+            .is_active(&gongkai::schedule::Audience::new(&screen_id(&c), &c), now)
+    );
 
     let (_dir, store) = s.stop().await;
     assert_eq!(
-        store.versions("n1").unwrap(),
+        store.versions(&c, "n1").unwrap(),
         vec![1, 2],
         "version 1 stays in the archive"
     );
@@ -152,7 +153,7 @@ async fn replays_are_ignored_and_equivocations_rejected() {
     let c = s.c.clone();
     s.put("n1", signed(&notice(&c, "n1", 2))).await;
     wait_for(&s.daemon, "version 2", |cat| {
-        cat.items.get("n1").is_some_and(|i| i.version == 2)
+        cat.by_id("n1").is_some_and(|i| i.version == 2)
     })
     .await;
 
@@ -163,8 +164,8 @@ async fn replays_are_ignored_and_equivocations_rejected() {
     s.put("n1", signed(&other)).await;
     wait_for(&s.daemon, "the equivocation", |cat| cat.rejected == 1).await;
     let cat = s.catalog();
-    assert_eq!(cat.items["n1"].version, 2);
-    assert_ne!(cat.items["n1"].title, "另一份内容");
+    assert_eq!(cat.id("n1").version, 2);
+    assert_ne!(cat.id("n1").title, "另一份内容");
     assert!(s.last_reason().contains("equivocation"));
     s.stop().await;
 }
@@ -174,20 +175,18 @@ async fn an_empty_retained_payload_changes_nothing() {
     let mut s = Scene::start("empty").await;
     let c = s.c.clone();
     s.put("n1", signed(&notice(&c, "n1", 1))).await;
-    wait_for(&s.daemon, "the notice", |cat| cat.items.contains_key("n1")).await;
+    wait_for(&s.daemon, "the notice", |cat| cat.has("n1")).await;
 
     // Clear the retained message the MQTT way, then publish a marker: once the
     // marker is in, the empty payload has been handled.
     s.put("n1", Vec::new()).await;
     s.put("marker", signed(&notice(&c, "marker", 1))).await;
-    wait_for(&s.daemon, "the marker", |cat| {
-        cat.items.contains_key("marker")
-    })
-    .await;
+    wait_for(&s.daemon, "the marker", |cat| cat.has("marker")).await;
     let now = time::OffsetDateTime::now_utc();
     let cat = s.catalog();
     assert!(
-        cat.items["n1"].is_active(&screen_id(&c), now),
+        cat.id("n1")
+            .is_active(&gongkai::schedule::Audience::new(&screen_id(&c), &c), now),
         "the notice is still shown"
     );
     assert_eq!(
@@ -249,7 +248,7 @@ async fn status_is_published_retained_and_goes_offline_on_shutdown() {
     let mut s = Scene::start("status").await;
     let c = s.c.clone();
     s.put("n1", signed(&notice(&c, "n1", 1))).await;
-    wait_for(&s.daemon, "the notice", |cat| cat.items.contains_key("n1")).await;
+    wait_for(&s.daemon, "the notice", |cat| cat.has("n1")).await;
 
     let connect = gongkai::mqtt::Connect::cli(&s.url, None, None).unwrap();
     let mut online = None;
@@ -321,10 +320,7 @@ async fn media_are_fetched_checked_cached_and_shown() {
          "sha256": "ab".repeat(32), "bytes": 64, "mime": "image/png"}
     ]);
     scene.put("with-image", signed(&payload)).await;
-    wait_for(&scene.daemon, "the notice", |c| {
-        c.items.contains_key("with-image")
-    })
-    .await;
+    wait_for(&scene.daemon, "the notice", |c| c.has("with-image")).await;
 
     let media = scene.dir.path().join("media");
     let cached = media.join(&sha);

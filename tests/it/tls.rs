@@ -101,10 +101,7 @@ async fn mqtts_with_a_private_ca_and_a_password() {
     let daemon = Daemon::start(gongkai::config::Config::parse(&text).unwrap())
         .await
         .unwrap();
-    wait_for(&daemon, "the notice over TLS", |cat| {
-        cat.items.contains_key("n1")
-    })
-    .await;
+    wait_for(&daemon, "the notice over TLS", |cat| cat.has("n1")).await;
     daemon.shutdown().await;
 
     // A wrong password never connects; the screen keeps retrying with backoff.
@@ -115,10 +112,7 @@ async fn mqtts_with_a_private_ca_and_a_password() {
     let mut connected = daemon.connected.clone();
     let outcome = tokio::time::timeout(Duration::from_secs(2), connected.wait_for(|up| *up)).await;
     assert!(outcome.is_err(), "connected with a wrong password");
-    assert!(
-        daemon.catalog.borrow().items.contains_key("n1"),
-        "still serving its cache"
-    );
+    assert!(daemon.catalog.borrow().has("n1"), "still serving its cache");
     daemon.shutdown().await;
 
     // Without the private CA, the system's roots do not trust the broker.

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use gongkai::protocol::{PublicKey, TopicSpace, TrustPolicy, Verified, verify_message};
+use gongkai::protocol::{Follows, PublicKey, TopicSpace, TrustPolicy, Verified, verify_message};
 use gongkai::store::{Incoming, Outcome, Store};
 
 fn dir() -> PathBuf {
@@ -94,6 +94,36 @@ fn urgent_office_only_is_accepted_where_the_policy_allows_it() {
         ..policy()
     };
     assert!(verify_message(&space(), topic, &ordinary, &by_category).is_ok());
+
+    // The store keeps whether a supervisor's signature verified: the review
+    // mark (section 4) for the dual-signed notice, none for the urgent one.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&tmp.path().join("screen.db")).unwrap();
+    let follows = Follows::home_only(space(), relaxed);
+    for (file, topic, reviewed) in [
+        (
+            "18_urgent_office_only.json",
+            "gongkai/v1/lixia-demo/notices/water-cut-0612",
+            false,
+        ),
+        (
+            "01_valid_dual.json",
+            "gongkai/v1/lixia-demo/notices/2026q3-finance-001",
+            true,
+        ),
+    ] {
+        let bytes = std::fs::read(dir().join(file)).unwrap();
+        let Outcome::Accepted(item) = commit_one(&mut store, &follows, topic, bytes) else {
+            panic!("{file} is accepted under the relaxed policy");
+        };
+        assert_eq!(
+            store
+                .reviewed("lixia-demo", &item.id, item.version)
+                .unwrap(),
+            reviewed,
+            "{file}"
+        );
+    }
 }
 
 #[test]
@@ -138,18 +168,24 @@ fn the_ordering_sequence_leaves_the_expected_state() {
             assert!(r.reason.contains("equivocation"), "{}", r.reason);
         }
         let catalog = store.load_catalog().unwrap();
-        let item = &catalog.items["2026q3-finance-001"];
+        let item = catalog.item("lixia-demo", "2026q3-finance-001").unwrap();
         let (version, shown) = state.unwrap();
         assert_eq!(item.version, version, "{file}: {}", step["state_after"]);
         assert_eq!(
-            item.is_active("lobby-1", now),
+            item.is_active(
+                &gongkai::schedule::Audience::new("lobby-1", "lixia-demo"),
+                now
+            ),
             shown,
             "{file}: {}",
             step["state_after"]
         );
     }
     // The withdrawn version stays in the archive.
-    assert_eq!(store.versions("2026q3-finance-001").unwrap(), vec![2, 3, 4]);
+    assert_eq!(
+        store.versions("lixia-demo", "2026q3-finance-001").unwrap(),
+        vec![2, 3, 4]
+    );
     let catalog = store.load_catalog().unwrap();
     assert_eq!(catalog.rejected, 1);
 }
@@ -317,5 +353,188 @@ fn v1_1_roles_an_operator_signature_never_counts_for_a_notice() {
                 (expect, other) => panic!("{file}: expected {expect}, got {other:?}"),
             }
         }
+    }
+}
+
+/// A key of `v1.1/keys.json` by its role name there.
+fn key_1_1(name: &str) -> PublicKey {
+    let keys = json(dir().join("v1.1/keys.json"));
+    PublicKey::from_base64(keys[name]["public_b64"].as_str().unwrap()).unwrap()
+}
+
+fn keys_1_1(names: &serde_json::Value) -> Vec<PublicKey> {
+    names
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| key_1_1(n.as_str().unwrap()))
+        .collect()
+}
+
+fn commit_one(store: &mut Store, follows: &Follows, topic: &str, bytes: Vec<u8>) -> Outcome {
+    let verdict = follows.verify(topic, &bytes);
+    store
+        .commit(&[Incoming {
+            topic: topic.into(),
+            bytes,
+            verdict,
+        }])
+        .unwrap()
+        .remove(0)
+}
+
+/// Version 1.1's scopes (section 3.7), in order on one screen of lixia-demo
+/// that follows yanshan-street with the street's keys, through the daemon's
+/// verifier (`Follows::verify`) and store. The screen first holds the
+/// community's own 2026q3-finance-001 (1.0 vector 01), so that the street's
+/// notice of the same id (s08) must sit beside it, not replace it.
+#[test]
+fn v1_1_scopes_are_keyed_by_scope_and_trusted_per_scope() {
+    use gongkai::protocol::Scope;
+    use gongkai::schedule::Audience;
+    let folder = dir().join("v1.1/scopes");
+    let cases = json(folder.join("scopes.json"));
+    let home = cases["screen_community"].as_str().unwrap();
+    let follow = &cases["follows"][0];
+    let policy_of = |trust: &serde_json::Value| TrustPolicy {
+        office: keys_1_1(&trust["office"]),
+        supervisor: keys_1_1(&trust["supervisor"]),
+        ..TrustPolicy::default()
+    };
+    let follows = Follows::new(
+        Scope {
+            space: TopicSpace::new("gongkai/v1", home),
+            policy: policy_of(&cases["home_trust"]),
+        },
+        vec![Scope {
+            space: TopicSpace::new("gongkai/v1", follow["scope"].as_str().unwrap()),
+            policy: policy_of(follow),
+        }],
+    );
+    let audience = Audience::new(cases["screen_id"].as_str().unwrap(), home);
+    let now = time::OffsetDateTime::parse(
+        cases["now"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&tmp.path().join("screen.db")).unwrap();
+    let own = std::fs::read(dir().join("01_valid_dual.json")).unwrap();
+    let own_topic = "gongkai/v1/lixia-demo/notices/2026q3-finance-001";
+    assert!(matches!(
+        commit_one(&mut store, &follows, own_topic, own.clone()),
+        Outcome::Accepted(_)
+    ));
+    let cases = cases["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 8);
+    for case in cases {
+        let file = case["file"].as_str().unwrap();
+        let topic = case["topic"].as_str().unwrap();
+        let bytes = std::fs::read(folder.join(file)).unwrap();
+        match (
+            case["expect"].as_str().unwrap(),
+            commit_one(&mut store, &follows, topic, bytes),
+        ) {
+            ("accept", Outcome::Accepted(item)) => {
+                assert_eq!(
+                    item.scope,
+                    gongkai::protocol::topic::community_of("gongkai/v1", topic).unwrap()
+                );
+                assert_eq!(
+                    item.is_active(&audience, now),
+                    case["shown"].as_bool().unwrap(),
+                    "{file}: {}",
+                    case["note"]
+                );
+            }
+            ("reject", Outcome::Rejected(r)) => {
+                let reason = case["reason"].as_str().unwrap();
+                assert!(r.reason.contains(reason), "{file}: {}", r.reason);
+            }
+            (expect, other) => panic!("{file}: expected {expect}, got {other:?}"),
+        }
+    }
+    // Both notices of one id are held, each under its own scope, and the
+    // community's is still the very envelope it accepted.
+    let catalog = store.load_catalog().unwrap();
+    assert!(
+        catalog
+            .item("yanshan-street", "2026q3-finance-001")
+            .is_some()
+    );
+    assert!(catalog.item(home, "2026q3-finance-001").is_some());
+    assert_eq!(
+        store.envelope(home, "2026q3-finance-001", 1).unwrap(),
+        Some(own)
+    );
+    assert_eq!(catalog.rejected, 4);
+}
+
+/// Version 1.1's paged manifests and the reset (section 3.6), applied in
+/// order to one screen, with the manifest state after every step.
+#[test]
+fn v1_1_manifest_pages_and_reset_leave_the_expected_state() {
+    let folder = dir().join("v1.1/manifest-pages");
+    let sequence = json(folder.join("sequence.json"));
+    let trust = &sequence["trust"];
+    let community = sequence["screen_community"].as_str().unwrap();
+    let follows = Follows::home_only(
+        TopicSpace::new("gongkai/v1", community),
+        TrustPolicy {
+            office: keys_1_1(&trust["office"]),
+            supervisor: keys_1_1(&trust["supervisor"]),
+            operator: keys_1_1(&trust["operator"]),
+            ..TrustPolicy::default()
+        },
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&tmp.path().join("screen.db")).unwrap();
+    let ids = |n: usize| -> Vec<String> { (1..=n).map(|i| format!("n-{i:05}")).collect() };
+    // (version, pages of the index and pages held, ids listed so far)
+    type State = (u64, Option<(u32, Vec<u32>)>, Vec<String>);
+    let v58 = |held: Vec<u32>, listed: usize| -> State { (58, Some((2, held)), ids(listed)) };
+    let expected: Vec<State> = vec![
+        v58(vec![], 0),
+        v58(vec![1], 3),
+        v58(vec![1], 3),
+        v58(vec![1, 2], 5),
+        v58(vec![1, 2], 5),
+        v58(vec![1, 2], 5),
+        v58(vec![1, 2], 5),
+        v58(vec![1, 2], 5),
+        (3, None, ids(1)),
+        (4, None, ids(2)),
+        (4, None, ids(2)),
+    ];
+    let steps = sequence["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), expected.len());
+    for (step, state) in steps.iter().zip(expected) {
+        let file = step["file"].as_str().unwrap();
+        let topic = step["topic"].as_str().unwrap();
+        let bytes = std::fs::read(folder.join(file)).unwrap();
+        let outcome = commit_one(&mut store, &follows, topic, bytes);
+        match (step["expect"].as_str().unwrap(), &outcome) {
+            ("accept", Outcome::Manifest { .. } | Outcome::ManifestPage { .. }) => {}
+            ("ignore", Outcome::StaleManifest { .. } | Outcome::OtherPage { .. }) => {}
+            ("reject", Outcome::Rejected(r)) => {
+                let reason = step["reason"].as_str().unwrap();
+                assert!(r.reason.contains(reason), "{file}: {}", r.reason);
+            }
+            (expect, other) => panic!("{file}: expected {expect}, got {other:?}"),
+        }
+        // What the store keeps is what a restarted screen starts from.
+        let held = store.manifest_state(community).unwrap().unwrap();
+        let mut listed: Vec<String> = held.entries.iter().map(|(id, _)| id.clone()).collect();
+        listed.sort();
+        let pages = held
+            .pages
+            .as_ref()
+            .map(|p| (p.count, p.held.iter().copied().collect::<Vec<_>>()));
+        assert_eq!(
+            (held.version, pages, listed),
+            state,
+            "{file}: {}",
+            step["state_after"]
+        );
     }
 }

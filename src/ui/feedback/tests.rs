@@ -7,9 +7,17 @@ use crate::protocol::Category;
 const INTERVAL: Duration = Duration::from_secs(20);
 const T0: Duration = Duration::from_secs(1000);
 
+fn key(id: &str, version: u64) -> Key {
+    Key {
+        scope: "lixia-demo".into(),
+        id: id.into(),
+        version,
+    }
+}
+
 fn about(category: Category) -> About {
     About {
-        key: ("2026q3-finance".into(), 3),
+        key: key("2026q3-finance", 3),
         title: "2026年第三季度社区财务收支公开".into(),
         category,
     }
@@ -102,7 +110,7 @@ fn a_rating_with_reasons_and_a_number_walks_every_step() {
     assert_eq!(
         submission,
         Submission {
-            notice: Some(("2026q3-finance".into(), 3)),
+            notice: Some(key("2026q3-finance", 3)),
             kind: "rating".into(),
             rating: Some(1),
             reasons: vec!["error".into(), "amounts".into()],
@@ -332,7 +340,7 @@ fn a_lookup_finds_a_reply_or_says_there_is_none_yet() {
         panic!("looked up");
     };
     assert_eq!((receipt.as_str(), flow.step()), ("K7Q2MD", Step::Searching));
-    let reply = ("reply-2026-10".to_owned(), 1);
+    let reply = key("reply-2026-10", 1);
     let found = Input::LookedUp {
         ticket,
         reply: Ok(Some(reply.clone())),
@@ -377,7 +385,7 @@ fn a_failed_lookup_asks_to_try_later_and_a_stale_one_is_ignored() {
     flow.on(Input::Reset, T0);
     let late = Input::LookedUp {
         ticket,
-        reply: Ok(Some(("r".into(), 1))),
+        reply: Ok(Some(key("r", 1))),
     };
     assert_eq!(flow.on(late, T0), Effect::Nothing, "nobody waits for it");
 }

@@ -98,14 +98,18 @@ pub fn manifest(community: &str, version: u64, envelopes: &[(String, u64, &[u8])
         community: community.into(),
         version,
         issued_at: OffsetDateTime::now_utc(),
-        notices: envelopes
-            .iter()
-            .map(|(id, v, bytes)| ManifestEntry {
-                id: id.clone(),
-                version: *v,
-                sha256: sha256_hex(bytes),
-            })
-            .collect(),
+        notices: Some(
+            envelopes
+                .iter()
+                .map(|(id, v, bytes)| ManifestEntry {
+                    id: id.clone(),
+                    version: *v,
+                    sha256: sha256_hex(bytes),
+                })
+                .collect(),
+        ),
+        pages: None,
+        reset: false,
     };
     Envelope::sign_new(
         MANIFEST_TYPE,
@@ -113,6 +117,33 @@ pub fn manifest(community: &str, version: u64, envelopes: &[(String, u64, &[u8])
         &office_key(),
     )
     .to_bytes()
+}
+
+/// Polls `ok` until it holds, failing the test after `timeout`.
+pub async fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Looking notices up by id alone, in tests whose screen follows one scope.
+pub trait ById {
+    fn by_id(&self, id: &str) -> Option<&gongkai::schedule::Item>;
+    fn has(&self, id: &str) -> bool {
+        self.by_id(id).is_some()
+    }
+    fn id(&self, id: &str) -> &gongkai::schedule::Item {
+        self.by_id(id)
+            .unwrap_or_else(|| panic!("no notice {id:?} held"))
+    }
+}
+
+impl ById for Catalog {
+    fn by_id(&self, id: &str) -> Option<&gongkai::schedule::Item> {
+        self.items.values().find(|i| i.id == id)
+    }
 }
 
 /// A screen configuration for `community` on `url`, trusting the test keys.
@@ -163,7 +194,7 @@ pub async fn wait_connected(daemon: &Daemon) {
 /// the manifest lists.
 pub async fn wait_complete(daemon: &Daemon, n: usize) {
     wait_for(daemon, &format!("all {n} notices"), |cat| {
-        cat.items.len() == n && cat.manifest.is_some() && cat.missing().is_empty()
+        cat.items.len() == n && !cat.manifests.is_empty() && cat.missing().is_empty()
     })
     .await;
 }
@@ -208,7 +239,10 @@ pub async fn wait_for(daemon: &Daemon, what: &str, ok: impl Fn(&Catalog) -> bool
         panic!(
             "timed out waiting for {what}: {} notices, manifest {:?}, missing {}, last rejection {:?}",
             cat.items.len(),
-            cat.manifest.as_ref().map(|m| m.version),
+            cat.manifests
+                .iter()
+                .map(|(s, m)| (s, m.version))
+                .collect::<Vec<_>>(),
             cat.missing().len(),
             cat.last_rejection
         );
@@ -366,11 +400,14 @@ pub fn stored_versions(store: &Path) -> std::collections::BTreeMap<String, (u64,
     let Ok(s) = gongkai::store::Store::open_read_only(store) else {
         return Default::default();
     };
-    s.cache_rows("lobby-1", OffsetDateTime::now_utc())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|r| (r.id, (r.version, r.active)))
-        .collect()
+    s.cache_rows(
+        &gongkai::schedule::Audience::new("lobby-1", ""),
+        OffsetDateTime::now_utc(),
+    )
+    .unwrap_or_default()
+    .into_iter()
+    .map(|r| (r.id, (r.version, r.active)))
+    .collect()
 }
 
 /// Whether the tools a test needs are installed. Where one is missing, the
@@ -533,8 +570,7 @@ pub fn commit_signed(path: &Path, community: &str, payloads: &[serde_json::Value
     let policy = TrustPolicy {
         office: vec![office_key().public()],
         supervisor: vec![supervisor_key().public()],
-        urgent_office_only: false,
-        office_only_categories: vec![],
+        ..TrustPolicy::default()
     };
     for chunk in payloads.chunks(200) {
         let batch: Vec<Incoming> = chunk
