@@ -8,8 +8,10 @@
 //!   returns an error, so the binary exits non-zero and systemd restarts it.
 //!   A half-alive screen (rotating, say, while nothing is taken in any more)
 //!   is never an option.
-//! - [`run`] is the only place that talks to systemd (`READY=1`,
-//!   `STOPPING=1`).
+//! - [`run`] is the only place that talks to systemd: `READY=1`,
+//!   `STOPPING=1`, `STATUS=` lines saying what the screen does, and, when the
+//!   unit sets `WatchdogSec=`, `WATCHDOG=1` while the watched thread's
+//!   heartbeat is fresh (the UI thread in a window, the rotation headless).
 //!
 //! What runs is in [`crate::daemon`]; how it is drawn is in [`crate::ui`].
 
@@ -143,6 +145,17 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let (mut daemon, link) = runtime.block_on(Daemon::start_paced(config, ui.is_some()))?;
     notify(sd_notify::NotifyState::Ready);
+    let watched = match ui {
+        Some(_) => link.ui_heartbeat.clone(),
+        None => daemon.heartbeat.clone(),
+    };
+    let pinger = runtime.spawn(systemd_status(
+        watched,
+        daemon.catalog.clone(),
+        daemon.connected.clone(),
+        daemon.display.clone(),
+        daemon.showing.clone(),
+    ));
     let stop = CancellationToken::new();
     let watcher = {
         let stop = stop.clone();
@@ -168,6 +181,7 @@ pub fn run(
         }
     };
     stop.cancel();
+    pinger.abort();
     tracing::info!("shutting down");
     notify(sd_notify::NotifyState::Stopping);
     let failure = runtime.block_on(watcher).unwrap_or(None);
@@ -180,6 +194,79 @@ pub fn run(
 
 fn notify(state: sd_notify::NotifyState<'_>) {
     let _ = sd_notify::notify(false, &[state]);
+}
+
+/// What `systemctl status` shows of the screen, in one line.
+fn status_line(
+    catalog: &crate::store::Catalog,
+    connected: bool,
+    display: crate::schedule::Display,
+    showing: Option<&crate::schedule::Key>,
+) -> String {
+    let mut parts = vec![
+        if connected {
+            "online"
+        } else {
+            "broker unreachable"
+        }
+        .to_owned(),
+        format!("{} notices held", catalog.items.len()),
+        format!("{} missing", catalog.missing().len()),
+    ];
+    match (display, showing) {
+        (crate::schedule::Display::Quiet, _) => parts.push("quiet hours: dark".into()),
+        (_, Some(k)) => parts.push(format!("showing {} v{}", k.id, k.version)),
+        (_, None) => parts.push("nothing to show".into()),
+    }
+    if let Some(e) = &catalog.store_error {
+        parts.push(format!("store failing: {e}"));
+    }
+    parts.join(" · ")
+}
+
+/// Sends `STATUS=` when what the screen does changes, and `WATCHDOG=1`
+/// (when systemd asks for it) while `watched` beats.
+async fn systemd_status(
+    watched: crate::watchdog::Heartbeat,
+    catalog: tokio::sync::watch::Receiver<crate::store::Catalog>,
+    connected: tokio::sync::watch::Receiver<bool>,
+    display: tokio::sync::watch::Receiver<crate::schedule::Display>,
+    showing: tokio::sync::watch::Receiver<Option<crate::schedule::Key>>,
+) {
+    let mut usec = 0u64;
+    let timeout = sd_notify::watchdog_enabled(false, &mut usec)
+        .then(|| std::time::Duration::from_micros(usec));
+    let period = timeout.map_or(std::time::Duration::from_secs(2), |t| {
+        crate::watchdog::ping_interval(t).min(std::time::Duration::from_secs(2))
+    });
+    let mut last_line = String::new();
+    let mut stale_logged = false;
+    loop {
+        let line = status_line(
+            &catalog.borrow(),
+            *connected.borrow(),
+            *display.borrow(),
+            showing.borrow().as_ref(),
+        );
+        if line != last_line {
+            notify(sd_notify::NotifyState::Status(&line));
+            last_line = line;
+        }
+        if let Some(timeout) = timeout {
+            let age = watched.age(std::time::Instant::now());
+            if crate::watchdog::should_ping(age, timeout) {
+                notify(sd_notify::NotifyState::Watchdog);
+                stale_logged = false;
+            } else if !stale_logged {
+                stale_logged = true;
+                tracing::error!(
+                    "no heartbeat for {:.1} s: the watchdog is no longer pinged",
+                    age.as_secs_f64()
+                );
+            }
+        }
+        tokio::time::sleep(period).await;
+    }
 }
 
 #[cfg(test)]

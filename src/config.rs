@@ -90,6 +90,11 @@ pub struct DisplayConfig {
     pub idle_seconds: u64,
     /// A kiosk takes at most one feedback submission per this many seconds.
     pub feedback_interval_seconds: u64,
+    /// Quiet hours (China time): the screen is dark, unless an urgent
+    /// notice is active.
+    pub quiet: Vec<crate::schedule::QuietWindow>,
+    /// Where the backlight devices are (`/sys/class/backlight`).
+    pub backlight_dir: PathBuf,
 }
 
 /// The screen's `[office]` section: its link to the office's HTTP API
@@ -235,7 +240,16 @@ impl Config {
         let title = s.string("title", false);
         let idle_seconds = s.integer("idle_seconds", 10, 3600);
         let feedback_interval_seconds = s.integer("feedback_interval_seconds", 0, 3600);
+        let quiet_texts = s.strings("quiet").unwrap_or_default();
+        let backlight_dir = s.string("backlight_dir", false);
         s.finish();
+        let mut quiet = Vec::new();
+        for text in &quiet_texts {
+            match crate::schedule::QuietWindow::parse(text) {
+                Ok(w) => quiet.push(w),
+                Err(e) => p.push(format!("display.quiet: {e}")),
+            }
+        }
 
         let office_section = root.contains_key("office");
         let mut s = Section::new(&root, "office", false, &mut p);
@@ -286,6 +300,10 @@ impl Config {
                 title: title.unwrap_or_else(|| "社区".to_owned()),
                 idle_seconds: idle_seconds.unwrap_or(60) as u64,
                 feedback_interval_seconds: feedback_interval_seconds.unwrap_or(20) as u64,
+                quiet,
+                backlight_dir: backlight_dir
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("/sys/class/backlight")),
             },
             office: office_url.map(|url| OfficeApi {
                 url,

@@ -13,6 +13,7 @@
 //!   feedback sync), wired together around one cancellation token.
 //! - [`app`]: the one lifecycle: start, tell systemd, run until a signal, a
 //!   closed window or a failed task, stop within a deadline.
+//! - [`backlight`]: the panel's backlight, off in quiet hours.
 //! - [`backoff`]: exponential backoff with full jitter, for every retry loop.
 //! - [`sync`]: residents' feedback from the screen's outbox to the office.
 //! - [`office`]: the office's side, behind the `gongkai` CLI (and its
@@ -22,6 +23,7 @@
 //! - [`media`]: images of notices, fetched, checked against their signed hash,
 //!   cached by hash, decoded under limits.
 //! - [`tls`]: the one rustls crypto provider and client configurations.
+//! - [`watchdog`]: heartbeats that the systemd watchdog pings depend on.
 //! - [`workdays`]: pure. Working days (工作日) of a holiday calendar, for
 //!   the office's reply deadlines.
 //! - [`ui`]: the only user of slint; the screen's pages, rotation and kiosk
@@ -30,6 +32,7 @@
 //!   images decoded for it, the kiosk's feedback committed to the outbox.
 
 pub mod app;
+pub mod backlight;
 pub mod backoff;
 pub mod config;
 pub mod daemon;
@@ -48,6 +51,7 @@ pub mod sync;
 pub mod tls;
 pub mod ui;
 pub mod ui_io;
+pub mod watchdog;
 pub mod workdays;
 
 /// Resolves on SIGTERM or SIGINT: how both programs are asked to stop.

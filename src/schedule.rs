@@ -284,6 +284,106 @@ pub fn page_dwell(base: std::time::Duration, chars: usize) -> std::time::Duratio
     (base + std::time::Duration::from_secs(extra as u64)).min(base * 3)
 }
 
+/// A daily window of quiet hours (a power schedule), in China time
+/// (UTC+8, the clock residents read): the screen is dark from `start` until
+/// `end`, minutes after midnight; `end < start` runs across midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuietWindow {
+    pub start: u16,
+    pub end: u16,
+}
+
+const CHINA: time::UtcOffset = match time::UtcOffset::from_hms(8, 0, 0) {
+    Ok(o) => o,
+    Err(_) => panic!("UTC+8 is an offset"),
+};
+const DAY_MINUTES: u16 = 24 * 60;
+
+impl QuietWindow {
+    /// `"23:00-06:00"`; the error says what is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let minutes = |part: &str| -> Option<u16> {
+            let (h, m) = part.trim().split_once(':')?;
+            if h.len() != 2 || m.len() != 2 {
+                return None;
+            }
+            let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+            (h < 24 && m < 60).then_some(h * 60 + m)
+        };
+        let (a, b) = text
+            .split_once('-')
+            .ok_or_else(|| format!("{text:?} is not \"HH:MM-HH:MM\""))?;
+        match (minutes(a), minutes(b)) {
+            (Some(start), Some(end)) if start != end => Ok(Self { start, end }),
+            (Some(_), Some(_)) => Err(format!("{text:?} starts and ends at the same time")),
+            _ => Err(format!("{text:?} is not \"HH:MM-HH:MM\" (00:00 to 23:59)")),
+        }
+    }
+
+    fn contains(&self, minute: u16) -> bool {
+        if self.start < self.end {
+            (self.start..self.end).contains(&minute)
+        } else {
+            minute >= self.start || minute < self.end
+        }
+    }
+}
+
+/// Minutes after midnight, China time, and the instant of that midnight.
+fn china_minute(now: OffsetDateTime) -> (u16, OffsetDateTime) {
+    let local = now.to_offset(CHINA);
+    let minute = local.hour() as u16 * 60 + local.minute() as u16;
+    (minute, local.replace_time(time::Time::MIDNIGHT))
+}
+
+/// Whether `now` falls in a quiet window.
+pub fn is_quiet(windows: &[QuietWindow], now: OffsetDateTime) -> bool {
+    let (minute, _) = china_minute(now);
+    windows.iter().any(|w| w.contains(minute))
+}
+
+/// The next instant after `now` at which quietness may change: the next
+/// start or end of any window, at most a day ahead.
+pub fn next_quiet_change(windows: &[QuietWindow], now: OffsetDateTime) -> Option<OffsetDateTime> {
+    let (_, midnight) = china_minute(now);
+    windows
+        .iter()
+        .flat_map(|w| [w.start, w.end])
+        .flat_map(|m| {
+            [0, 1].map(|day| midnight + time::Duration::minutes(i64::from(m + day * DAY_MINUTES)))
+        })
+        .filter(|t| *t > now)
+        .min()
+}
+
+/// What the screen does with its display (the status's `display`): dark in
+/// quiet hours unless an urgent notice is active, which lights it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Display {
+    #[default]
+    On,
+    Quiet,
+}
+
+impl Display {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Display::On => "on",
+            Display::Quiet => "quiet",
+        }
+    }
+}
+
+/// The display's state at `now` for this active set.
+pub fn display_state(windows: &[QuietWindow], active: &[&Item], now: OffsetDateTime) -> Display {
+    let urgent = active.iter().any(|i| i.priority == Priority::Urgent);
+    if is_quiet(windows, now) && !urgent {
+        Display::Quiet
+    } else {
+        Display::On
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,6 +446,67 @@ mod tests {
         assert_eq!(
             next_deadline(&items, &aud("s"), T0 + Duration::hours(3)),
             None
+        );
+    }
+
+    #[test]
+    fn quiet_hours_run_across_midnight_in_china_time() {
+        let night = QuietWindow::parse("23:00-06:00").unwrap();
+        let lunch = QuietWindow::parse("12:00-13:30").unwrap();
+        let windows = [night, lunch];
+        let at = |h: u8, m: u8| {
+            time::macros::datetime!(2026-12-01 00:00 +08:00)
+                .replace_time(time::Time::from_hms(h, m, 0).unwrap())
+        };
+        assert!(!is_quiet(&windows, at(22, 59)));
+        assert!(is_quiet(&windows, at(23, 0)));
+        assert!(is_quiet(&windows, at(0, 30)));
+        assert!(is_quiet(&windows, at(5, 59)));
+        assert!(!is_quiet(&windows, at(6, 0)), "the end is exclusive");
+        assert!(is_quiet(&windows, at(12, 45)));
+        // The same instant written in UTC: 15:30Z is 23:30 in China.
+        assert!(is_quiet(
+            &windows,
+            time::macros::datetime!(2026-12-01 15:30 UTC)
+        ));
+        assert_eq!(next_quiet_change(&windows, at(22, 0)), Some(at(23, 0)));
+        assert_eq!(
+            next_quiet_change(&windows, at(23, 30)),
+            Some(at(6, 0) + Duration::days(1)),
+            "across midnight"
+        );
+        assert_eq!(next_quiet_change(&windows, at(6, 0)), Some(at(12, 0)));
+        assert_eq!(next_quiet_change(&[], at(6, 0)), None);
+        for bad in [
+            "23:00",
+            "24:00-06:00",
+            "7:00-08:00",
+            "08:00-08:00",
+            "aa:bb-cc:dd",
+        ] {
+            assert!(QuietWindow::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_urgent_notice_lights_a_quiet_screen() {
+        let windows = [QuietWindow::parse("23:00-06:00").unwrap()];
+        let t = time::macros::datetime!(2026-12-01 02:00 +08:00);
+        let normal = Item {
+            valid_from: t - Duration::hours(1),
+            valid_until: t + Duration::hours(1),
+            ..item("n", Priority::Normal, 0, 1)
+        };
+        let urgent = Item {
+            priority: Priority::Urgent,
+            id: "u".into(),
+            ..normal.clone()
+        };
+        assert_eq!(display_state(&windows, &[&normal], t), Display::Quiet);
+        assert_eq!(display_state(&windows, &[&normal, &urgent], t), Display::On);
+        assert_eq!(
+            display_state(&windows, &[&normal], t + Duration::hours(5)),
+            Display::On
         );
     }
 

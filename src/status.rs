@@ -122,6 +122,9 @@ pub struct ScreenStatus {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub office_unauthorized: bool,
     pub manifest: ManifestStatus,
+    /// **[1.1]** `"on"`, or `"quiet"` while a power schedule has it dark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display: Option<String>,
     /// **[1.1]** Every followed scope, the home community first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub manifests: Vec<ScopeManifest>,
@@ -222,6 +225,7 @@ impl ScreenStatus {
             outbox_rejected: 0,
             office_unauthorized: false,
             manifest: ManifestStatus::of(catalog, &id.community),
+            display: None,
             manifests: std::iter::once(&id.community)
                 .chain(&id.upper_scopes)
                 .map(|scope| ScopeManifest {
@@ -294,6 +298,7 @@ mod tests {
                 missing: 0,
                 pages_missing: 0,
             },
+            display: Some("quiet".into()),
             manifests: vec![ScopeManifest {
                 scope: "yanshan-street".into(),
                 manifest: ManifestStatus {

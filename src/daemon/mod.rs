@@ -55,6 +55,10 @@ pub struct Daemon {
     pub connected: watch::Receiver<bool>,
     /// What the rotation shows now.
     pub showing: watch::Receiver<Option<schedule::Key>>,
+    /// On, or dark in quiet hours.
+    pub display: watch::Receiver<schedule::Display>,
+    /// The rotation task's heartbeat (the watchdog's evidence, headless).
+    pub heartbeat: crate::watchdog::Heartbeat,
     /// Message counters shared with the MQTT and ingest tasks.
     pub counters: Arc<Counters>,
     /// Residents' feedback waiting for the office, and the parked items.
@@ -101,6 +105,8 @@ impl Daemon {
             catalog: daemon.catalog.clone(),
             connected: daemon.connected.clone(),
             showing: daemon.showing.clone(),
+            display: daemon.display.clone(),
+            ui_heartbeat: crate::watchdog::Heartbeat::new(),
             media,
             slot_done: done_tx,
             io,
@@ -148,6 +154,8 @@ impl Daemon {
         let (catalog_tx, catalog_rx) = watch::channel(initial);
         let (connected_tx, connected_rx) = watch::channel(false);
         let (showing_tx, showing_rx) = watch::channel(None);
+        let (display_tx, display_rx) = watch::channel(schedule::Display::On);
+        let heartbeat = crate::watchdog::Heartbeat::new();
         let (publish_tx, publish_rx) = mpsc::unbounded_channel();
         let (link_tx, link_rx) = mpsc::unbounded_channel::<Link>();
         let counters = Arc::new(Counters::default());
@@ -213,6 +221,7 @@ impl Daemon {
             },
             catalog: catalog_rx.clone(),
             showing: showing_rx.clone(),
+            display: display_rx.clone(),
             connected: connected_rx.clone(),
             outbox: outbox_rx.clone(),
             cancel: cancel.clone(),
@@ -228,6 +237,9 @@ impl Daemon {
         };
         let rotation = RotationTask {
             screen: config.audience(),
+            quiet: config.display.quiet.clone(),
+            display: display_tx,
+            heartbeat: heartbeat.clone(),
             dwell: Duration::from_secs(config.display.dwell_seconds),
             pacer,
             catalog: catalog_rx.clone(),
@@ -266,12 +278,22 @@ impl Daemon {
                 Ok(())
             }),
             tasks.spawn("ui io", ui_io.run()),
+            tasks.spawn(
+                "backlight",
+                backlight(
+                    config.display.backlight_dir.clone(),
+                    display_rx.clone(),
+                    cancel.clone(),
+                ),
+            ),
         ];
         Ok((
             Daemon {
                 catalog: catalog_rx,
                 connected: connected_rx,
                 showing: showing_rx,
+                display: display_rx,
+                heartbeat,
                 counters,
                 outbox: outbox_rx,
                 feedback_wake,
@@ -326,11 +348,40 @@ impl Daemon {
     }
 }
 
+/// Follows the display state with the panel's backlight: off in quiet
+/// hours, back on after. A write that fails (no permission, no device) is
+/// logged; the black frame still darkens the screen.
+async fn backlight(
+    dir: std::path::PathBuf,
+    mut display: watch::Receiver<schedule::Display>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut panel = crate::backlight::Backlight::new(&dir);
+    loop {
+        let on = *display.borrow_and_update() == schedule::Display::On;
+        match panel.set(on) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("backlight of {n} devices {}", if on { "on" } else { "off" }),
+            Err(e) => tracing::warn!("backlight under {}: {e}", dir.display()),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = display.changed() => if r.is_err() { break },
+        }
+    }
+    // Never leave a panel dark when the screen stops.
+    let _ = panel.set(true);
+    Ok(())
+}
+
 /// What a UI needs from a running daemon.
 pub struct UiLink {
     pub catalog: watch::Receiver<Catalog>,
     pub connected: watch::Receiver<bool>,
     pub showing: watch::Receiver<Option<schedule::Key>>,
+    pub display: watch::Receiver<schedule::Display>,
+    /// Beaten by the UI thread: in a window, the watchdog's pings depend on it.
+    pub ui_heartbeat: crate::watchdog::Heartbeat,
     /// Counts media that landed in the cache.
     pub media: watch::Receiver<u64>,
     /// Where the UI says a rotation slot has shown all its pages.

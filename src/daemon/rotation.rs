@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::MAX_SLOT_DWELLS;
 use crate::protocol::printable;
-use crate::schedule::{self, Audience, Rotation};
+use crate::schedule::{self, Audience, Display, QuietWindow, Rotation};
 use crate::store::{Catalog, NoticeRef};
 
 /// The rotation task: walks the active set, one slot per notice, `dwell`
@@ -19,6 +19,13 @@ use crate::store::{Catalog, NoticeRef};
 /// shown leaves the active set.
 pub(super) struct RotationTask {
     pub(super) screen: Audience,
+    /// Quiet hours: no slot, and the display dark, unless an urgent notice
+    /// is active.
+    pub(super) quiet: Vec<QuietWindow>,
+    pub(super) display: watch::Sender<Display>,
+    /// Beaten every second while the task runs: headless, the watchdog's
+    /// pings depend on it.
+    pub(super) heartbeat: crate::watchdog::Heartbeat,
     pub(super) dwell: Duration,
     pub(super) pacer: Option<mpsc::UnboundedReceiver<schedule::Key>>,
     pub(super) catalog: watch::Receiver<Catalog>,
@@ -30,6 +37,9 @@ impl RotationTask {
     pub(super) async fn run(self) {
         let RotationTask {
             screen,
+            quiet,
+            display,
+            heartbeat,
             dwell,
             mut pacer,
             mut catalog,
@@ -38,23 +48,34 @@ impl RotationTask {
         } = self;
         let mut rotation = Rotation::new();
         let mut idle_logged = false;
+        let mut beat = tokio::time::interval(crate::watchdog::BEAT);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            heartbeat.beat();
             let now = OffsetDateTime::now_utc();
-            let (slot, count, deadline, title) = {
+            let (slot, count, deadline, title, dark) = {
                 let cat = catalog.borrow_and_update();
                 let active = schedule::active_set(cat.items.values(), &screen, now);
-                let slot = rotation.next(&active);
+                let dark = schedule::display_state(&quiet, &active, now) == Display::Quiet;
+                // Dark: nothing is shown, so no slot is taken (and no play).
+                let slot = if dark { None } else { rotation.next(&active) };
                 let title = slot
                     .as_ref()
                     .and_then(|k| cat.items.get(&NoticeRef::new(&k.scope, &k.id)))
                     .map(|i| format!("[{}] {}", i.category.label_zh(), printable(&i.title)));
-                (
-                    slot,
-                    active.len(),
+                let deadline = [
                     schedule::next_deadline(cat.items.values(), &screen, now),
-                    title,
-                )
+                    schedule::next_quiet_change(&quiet, now),
+                ]
+                .into_iter()
+                .flatten()
+                .min();
+                (slot, active.len(), deadline, title, dark)
             };
+            let state = if dark { Display::Quiet } else { Display::On };
+            if display.send_if_modified(|d| std::mem::replace(d, state) != state) {
+                tracing::info!(target: "rotation", "display {}", state.as_str());
+            }
             match &slot {
                 Some(key) => {
                     idle_logged = false;
@@ -64,6 +85,7 @@ impl RotationTask {
                     };
                     tracing::info!(target: "rotation", "showing {} v{}{scope} of {count} active: {}", key.id, key.version, title.unwrap_or_default());
                 }
+                None if dark => {}
                 None if !idle_logged => {
                     idle_logged = true;
                     tracing::info!(target: "rotation", "nothing to show");
@@ -85,6 +107,7 @@ impl RotationTask {
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
+                    _ = beat.tick() => heartbeat.beat(),
                     _ = tokio::time::sleep_until(slot_end), if slot.is_some() => break,
                     done = recv_opt(&mut pacer) => match done {
                         // The UI showed every page of this slot's notice.
@@ -100,7 +123,8 @@ impl RotationTask {
                         let now = OffsetDateTime::now_utc();
                         let active = schedule::active_set(cat.items.values(), &screen, now);
                         let still_shown = slot.as_ref().is_some_and(|k| active.iter().any(|i| i.key() == *k));
-                        if rotation.should_interrupt(&active) || !still_shown {
+                        let lit = dark && schedule::display_state(&quiet, &active, now) == Display::On;
+                        if rotation.should_interrupt(&active) || (!still_shown && !dark) || lit {
                             break;
                         }
                     }
@@ -176,6 +200,9 @@ mod tests {
         let task = tokio::spawn(
             RotationTask {
                 screen: Audience::new("lobby", "c"),
+                quiet: Vec::new(),
+                display: watch::channel(Display::On).0,
+                heartbeat: crate::watchdog::Heartbeat::new(),
                 dwell,
                 pacer: Some(done_rx),
                 catalog: catalog_rx,

@@ -29,6 +29,7 @@ pub(super) struct StatusTask {
     pub(super) identity: Identity,
     pub(super) catalog: watch::Receiver<Catalog>,
     pub(super) showing: watch::Receiver<Option<crate::schedule::Key>>,
+    pub(super) display: watch::Receiver<crate::schedule::Display>,
     pub(super) connected: watch::Receiver<bool>,
     pub(super) outbox: watch::Receiver<OutboxCounts>,
     pub(super) cancel: CancellationToken,
@@ -42,6 +43,7 @@ impl StatusTask {
             identity,
             mut catalog,
             mut showing,
+            mut display,
             mut connected,
             mut outbox,
             cancel,
@@ -55,6 +57,7 @@ impl StatusTask {
                 _ = cancel.cancelled() => return,
                 r = catalog.changed() => if r.is_err() { return },
                 r = showing.changed() => if r.is_err() { return },
+                r = display.changed() => if r.is_err() { return },
                 r = connected.changed() => {
                     if r.is_err() { return }
                     if *connected.borrow() {
@@ -86,6 +89,7 @@ impl StatusTask {
                 }),
                 OffsetDateTime::now_utc(),
             );
+            status.display = Some(display.borrow_and_update().as_str().to_owned());
             let outbox_now = *outbox.borrow_and_update();
             status.outbox = outbox_now.pending;
             status.outbox_rejected = outbox_now.rejected;

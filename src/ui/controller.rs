@@ -71,6 +71,8 @@ pub struct Snapshot {
     /// Counts media that landed in the cache, so a page waiting for an image
     /// shows it as soon as it arrives.
     pub media: u64,
+    /// Quiet hours: the screen shows a black frame.
+    pub dark: bool,
 }
 
 /// The kiosk's lists.
@@ -248,6 +250,8 @@ impl Controller {
             (new_slot, media_landed)
         };
         self.push_offline();
+        let dark = self.state.borrow().snapshot.dark;
+        self.ui.global::<Screen>().set_dark(dark);
         let banner_changed = self.refresh_banner();
         let view = self.view();
         match view {

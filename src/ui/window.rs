@@ -80,6 +80,16 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let (width, height) = (config.display.width, config.display.height);
     let slot_done = link.slot_done.clone();
+    // The UI thread beats while its event loop runs: blocked, it stops, and
+    // so do the watchdog's pings (see `crate::watchdog`).
+    let heartbeat = link.ui_heartbeat.clone();
+    heartbeat.beat();
+    let beating = slint::Timer::default();
+    beating.start(
+        slint::TimerMode::Repeated,
+        crate::watchdog::BEAT,
+        move || heartbeat.beat(),
+    );
     let setup = Setup {
         mode: config.screen.mode,
         screen: config.audience(),
@@ -192,6 +202,7 @@ async fn feed(mut link: Link, cancel: CancellationToken) {
                     OffsetDateTime::now_utc(),
                 ),
                 media: *link.media.borrow_and_update(),
+                dark: *link.display.borrow_and_update() == crate::schedule::Display::Quiet,
             }
         };
         if last.as_ref() != Some(&snapshot) {
@@ -218,6 +229,7 @@ async fn feed(mut link: Link, cancel: CancellationToken) {
                 slot += 1;
             }
             r = link.media.changed() => if r.is_err() { return },
+            r = link.display.changed() => if r.is_err() { return },
             _ = async {
                 match wake {
                     Some(at) => tokio::time::sleep_until(at).await,

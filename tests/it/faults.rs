@@ -254,3 +254,75 @@ async fn three_hundred_retained_notices_behind_a_small_queue_arrive_on_first_con
     daemon.shutdown().await;
     assert_store_complete(&store, 300);
 }
+
+/// systemd's side of a screen, with a notify socket of the test's own:
+/// `READY=1`, `STATUS=` lines saying what the screen does, and `WATCHDOG=1`
+/// pings at a third of `WATCHDOG_USEC` while the rotation beats (the UI
+/// thread does in a window; `watchdog`'s unit test shows the pings stop on a
+/// stale heartbeat).
+#[test]
+fn gongkaid_tells_systemd_it_is_ready_what_it_does_and_that_it_lives() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    let c = community("watchdog");
+    let config = dir.path().join("screen.toml");
+    std::fs::write(
+        &config,
+        config_text(
+            &broker_url(),
+            &c,
+            &screen_id(&c),
+            &dir.path().join("screen.db"),
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("log");
+    // systemd names the watched process in WATCHDOG_PID: `exec` keeps the
+    // shell's pid for the daemon.
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" --headless --config \"$1\""])
+        .arg(env!("CARGO_BIN_EXE_gongkaid"))
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "1500000")
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut messages: Vec<String> = Vec::new();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < std::time::Duration::from_secs(6) {
+        if let Ok(n) = socket.recv(&mut buf) {
+            messages.extend(
+                String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .map(str::to_owned),
+            );
+        }
+        let online = messages.iter().any(|m| m.starts_with("STATUS=online"));
+        if online && messages.iter().filter(|m| *m == "WATCHDOG=1").count() >= 4 {
+            break;
+        }
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    child.wait().unwrap();
+    assert!(messages.iter().any(|m| m == "READY=1"), "{messages:?}");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("STATUS=online") && m.contains("notices held")),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().filter(|m| *m == "WATCHDOG=1").count() >= 4,
+        "{messages:?}\n{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+}

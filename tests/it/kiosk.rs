@@ -491,8 +491,10 @@ fn kiosk_walk_on_the_testing_backend() {
         slot: 2,
         offline: Some("离线 · 最后同步 10:02".into()),
         media: 0,
+        dark: false,
     });
     assert!(screen(&ui).get_offline());
+    assert!(!screen(&ui).get_dark());
     assert_eq!(screen(&ui).get_offline_text(), "离线 · 最后同步 10:02");
 
     cancel.cancel();

@@ -9,6 +9,7 @@ use gongkai::daemon::Daemon;
 use gongkai::office::broker::{FleetEntry, OneShotClient};
 use gongkai::status::StatusMessage;
 use gongkai::store::{Catalog, Store};
+use std::time::Duration;
 
 /// What most tests here need: a community of their own, a screen daemon on a
 /// fresh store, and an office publisher on the same broker.
@@ -378,4 +379,106 @@ async fn media_are_fetched_checked_cached_and_shown() {
         "the image is drawn ({green} pixels of its colour)"
     );
     scene.stop().await;
+}
+
+/// A power schedule (`[display] quiet`, China time): inside quiet hours the
+/// screen shows nothing, says `display: "quiet"` and switches its backlight
+/// off; an urgent notice lights it, and the backlight gets back its brightness.
+#[tokio::test(flavor = "multi_thread")]
+async fn quiet_hours_darken_the_screen_until_an_urgent_notice_lights_it() {
+    let url = broker_url();
+    let c = community("quiet");
+    let dir = tempfile::tempdir().unwrap();
+    let panel = dir.path().join("backlight/panel0");
+    std::fs::create_dir_all(&panel).unwrap();
+    std::fs::write(panel.join("brightness"), "200\n").unwrap();
+    // A window from an hour ago to an hour ahead, as the clock reads in China.
+    let china = time::OffsetDateTime::now_utc().to_offset(time::macros::offset!(+8));
+    let hhmm = |t: time::OffsetDateTime| format!("{:02}:{:02}", t.hour(), t.minute());
+    let window = format!(
+        "{}-{}",
+        hhmm(china - time::Duration::hours(1)),
+        hhmm(china + time::Duration::hours(1))
+    );
+    let store = dir.path().join("screen.db");
+    let text = format!(
+        "{}quiet = [\"{window}\"]\nbacklight_dir = \"{}\"\n",
+        config_text(&url, &c, &screen_id(&c), &store),
+        dir.path().join("backlight").display()
+    );
+    let mut publisher = publisher(&url).await;
+    publisher
+        .publish_retained(&topics(&c).notice("n1"), signed(&notice(&c, "n1", 1)))
+        .await
+        .unwrap();
+    let daemon = gongkai::daemon::Daemon::start(gongkai::config::Config::parse(&text).unwrap())
+        .await
+        .unwrap();
+    wait_for(&daemon, "the notice", |cat| cat.has("n1")).await;
+    let mut display = daemon.display.clone();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        display.wait_for(|d| *d == gongkai::schedule::Display::Quiet),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        daemon.showing.borrow().is_none(),
+        "nothing shown while quiet"
+    );
+    let brightness = || std::fs::read_to_string(panel.join("brightness")).unwrap();
+    wait_until("the backlight off", Duration::from_secs(10), || {
+        brightness() == "0"
+    })
+    .await;
+    assert_eq!(
+        retained_status(&mut publisher, &c).await["display"],
+        "quiet"
+    );
+
+    let mut urgent = notice(&c, "water-cut", 1);
+    urgent["priority"] = "urgent".into();
+    publisher
+        .publish_retained(&topics(&c).notice("water-cut"), signed(&urgent))
+        .await
+        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        display.wait_for(|d| *d == gongkai::schedule::Display::On),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let mut showing = daemon.showing.clone();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        showing.wait_for(|s| s.as_ref().is_some_and(|k| k.id == "water-cut")),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    wait_until("the backlight back", Duration::from_secs(10), || {
+        brightness() == "200"
+    })
+    .await;
+    let mut lit = serde_json::Value::Null;
+    for _ in 0..20 {
+        lit = retained_status(&mut publisher, &c).await;
+        if lit["display"] == "on" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(lit["display"], "on", "{lit}");
+    publisher.close().await;
+    daemon.shutdown().await;
+}
+
+async fn retained_status(publisher: &mut OneShotClient, c: &str) -> serde_json::Value {
+    let retained = publisher
+        .retained(&topics(c).status(&screen_id(c)))
+        .await
+        .unwrap();
+    serde_json::from_slice(&retained.last().unwrap().payload).unwrap()
 }
