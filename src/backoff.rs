@@ -67,6 +67,16 @@ impl Retry {
     pub fn reset(&mut self) {
         self.attempt = 0;
     }
+
+    /// Failures since the last success.
+    pub fn attempts(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The longest wait before the next attempt, should it fail.
+    pub fn ceiling(&self) -> Duration {
+        self.backoff.ceiling(self.attempt.saturating_add(1))
+    }
 }
 
 #[cfg(test)]
@@ -120,7 +130,10 @@ mod tests {
         for ceiling in [100u64, 200, 400, 800, 800] {
             assert!(retry.next_delay() <= Duration::from_millis(ceiling));
         }
+        assert_eq!(retry.attempts(), 5);
         retry.reset();
+        assert_eq!(retry.attempts(), 0);
+        assert_eq!(retry.ceiling(), Duration::from_millis(100));
         assert!(retry.next_delay() <= Duration::from_millis(100));
     }
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use toml::{Table, Value};
 
+use crate::mqtt::BrokerUrl;
 use crate::protocol::topic::DEFAULT_PREFIX;
 use crate::protocol::{Category, Follows, PublicKey, Scope, TopicSpace, TrustPolicy, is_valid_id};
 use crate::schedule::Audience;
@@ -57,7 +58,9 @@ pub struct ScreenConfig {
 
 #[derive(Debug, Clone)]
 pub struct MqttConfig {
-    pub url: String,
+    /// One broker, or the nodes of a cluster (`url = ["mqtt://a", "mqtt://b"]`);
+    /// never empty.
+    pub urls: Vec<BrokerUrl>,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
     pub topic_prefix: String,
@@ -168,18 +171,14 @@ impl Config {
         };
 
         let mut s = Section::new(&root, "mqtt", true, &mut p);
-        let url = s.string("url", true);
+        let url = s.get("url", true).cloned();
         let username = s.string("username", false).filter(|u| !u.is_empty());
         let password_file = s.string("password_file", false).filter(|u| !u.is_empty());
         let topic_prefix = s.string("topic_prefix", false);
         let ca_file = s.string("ca_file", false).filter(|u| !u.is_empty());
         let fetch_batch = s.integer("fetch_batch", 1, 1000);
         s.finish();
-        if let Some(u) = &url {
-            if let Err(e) = crate::mqtt::BrokerUrl::parse(u) {
-                p.push(format!("mqtt.url: {e}"));
-            }
-        }
+        let urls = url.map(|u| broker_urls(&u, &mut p)).unwrap_or_default();
         if let Some(prefix) = &topic_prefix {
             if prefix.is_empty() || prefix.contains(['+', '#']) || prefix.starts_with('/') {
                 p.push(format!(
@@ -275,7 +274,7 @@ impl Config {
                 mode,
             },
             mqtt: MqttConfig {
-                url: url.unwrap_or_default(),
+                urls,
                 username,
                 password_file: password_file.map(PathBuf::from),
                 topic_prefix: topic_prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned()),
@@ -388,6 +387,40 @@ fn read_policy(s: &mut Section<'_>) -> TrustPolicy {
         urgent_office_only,
         office_only_categories,
     }
+}
+
+/// `mqtt.url`: one URL, or a list of them (the nodes of a cluster), each
+/// checked; the problems go to `p`.
+fn broker_urls(value: &Value, p: &mut Vec<String>) -> Vec<BrokerUrl> {
+    let texts: Vec<(String, &Value)> = match value {
+        Value::Array(items) if items.is_empty() => {
+            p.push("mqtt.url must list at least one broker".into());
+            return Vec::new();
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("mqtt.url[{i}]"), v))
+            .collect(),
+        single => vec![("mqtt.url".to_owned(), single)],
+    };
+    let mut urls: Vec<BrokerUrl> = Vec::new();
+    for (key, value) in texts {
+        let Some(text) = value.as_str() else {
+            p.push(format!(
+                "{key} must be a string like \"mqtts://broker.example:8883\", or mqtt.url a list of them"
+            ));
+            continue;
+        };
+        match BrokerUrl::parse(text) {
+            Ok(url) if urls.contains(&url) => {
+                p.push(format!("{key} {text:?} is listed twice"));
+            }
+            Ok(url) => urls.push(url),
+            Err(e) => p.push(format!("{key}: {e}")),
+        }
+    }
+    urls
 }
 
 /// Reads one section's keys, noting every problem and every unknown key.
@@ -603,6 +636,63 @@ path = "/var/lib/gongkai/screen.db"
             assert!(all.contains(expected), "{expected} not in:\n{all}");
         }
         assert_eq!(problems.len(), 5, "{all}");
+    }
+
+    #[test]
+    fn mqtt_url_is_one_broker_or_a_list_of_them() {
+        let c = Config::parse(&good()).unwrap();
+        assert_eq!(
+            c.mqtt.urls,
+            [BrokerUrl::parse("mqtts://broker.example:8883").unwrap()]
+        );
+        let listed = good().replace(
+            "url = \"mqtts://broker.example:8883\"",
+            "url = [\"mqtt://a.example\", \"mqtts://b.example:8884\", \"mqtt://[::1]:1885\"]",
+        );
+        let c = Config::parse(&listed).unwrap();
+        let shown: Vec<String> = c.mqtt.urls.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "mqtt://a.example:1883",
+                "mqtts://b.example:8884",
+                "mqtt://[::1]:1885"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_broker_url_is_checked() {
+        let problems = |url: &str| {
+            let text = good().replace("url = \"mqtts://broker.example:8883\"", url);
+            Config::parse(&text).unwrap_err().0
+        };
+        let listed = problems(
+            r#"url = ["mqtt://a.example", "http://b.example", 7, "mqtt://a.example:1883", "mqtt://c/x"]"#,
+        );
+        assert_eq!(listed.len(), 4, "{listed:?}");
+        assert!(
+            listed[0].starts_with("mqtt.url[1]: scheme \"http\""),
+            "{listed:?}"
+        );
+        assert!(
+            listed[1].starts_with("mqtt.url[2] must be a string"),
+            "{listed:?}"
+        );
+        assert!(listed[2].contains("mqtt.url[3] \"mqtt://a.example:1883\" is listed twice"));
+        assert!(listed[3].starts_with("mqtt.url[4]:") && listed[3].contains("path"));
+        assert_eq!(
+            problems("url = []"),
+            ["mqtt.url must list at least one broker"]
+        );
+        assert_eq!(
+            problems("url = 1883"),
+            [
+                "mqtt.url must be a string like \"mqtts://broker.example:8883\", or mqtt.url a list of them"
+            ]
+        );
+        let missing = problems("");
+        assert_eq!(missing, ["missing mqtt.url"]);
     }
 
     #[test]

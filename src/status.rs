@@ -10,10 +10,31 @@
 //! an older screen leaves them out. No I/O here: the MQTT task publishes
 //! the bytes, `office::broker` fetches them.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::store::{Catalog, RejectionRecord};
+
+/// A running screen publishes its status at least this often (section 6).
+pub const STATUS_PERIOD: Duration = Duration::from_secs(60);
+/// An online status older than this is stale: three periods without one
+/// mean the screen is gone, even though its retained status says online.
+/// A broker publishes the will only while it lives: a cluster node that
+/// dies with the screen's connection loses it, and nothing else would
+/// ever replace that last "online".
+pub const STALE_AFTER: Duration = Duration::from_secs(3 * 60);
+
+/// What the office concludes from a retained status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Liveness {
+    Online,
+    /// Says online, but has not been renewed for [`STALE_AFTER`].
+    Stale,
+    Offline,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Showing {
@@ -165,6 +186,17 @@ impl StatusMessage {
         match self {
             StatusMessage::Online(s) => &s.community,
             StatusMessage::Offline(o) => &o.community,
+        }
+    }
+
+    /// Online only while the screen keeps its status fresh: by `updated_at`
+    /// as well as the will. A clock ahead of `now` counts as fresh: the
+    /// office cannot tell a fast clock from a live screen.
+    pub fn liveness(&self, now: OffsetDateTime) -> Liveness {
+        match self {
+            StatusMessage::Offline(_) => Liveness::Offline,
+            StatusMessage::Online(s) if now - s.updated_at > STALE_AFTER => Liveness::Stale,
+            StatusMessage::Online(_) => Liveness::Online,
         }
     }
 }
@@ -346,6 +378,28 @@ mod tests {
         assert_eq!(read.manifests[0].scope, "yanshan-street");
         assert_eq!(read.manifests[0].manifest.version, 9);
         assert_eq!(read.outbox_rejected, 0, "absent: none");
+    }
+
+    #[test]
+    fn an_online_status_not_renewed_for_three_minutes_is_stale() {
+        let written = status();
+        let at = written.updated_at;
+        let online = StatusMessage::Online(Box::new(written));
+        let after = |d: Duration| at + d;
+        assert_eq!(online.liveness(at), Liveness::Online);
+        assert_eq!(online.liveness(after(STATUS_PERIOD * 2)), Liveness::Online);
+        assert_eq!(online.liveness(after(STALE_AFTER)), Liveness::Online);
+        assert_eq!(
+            online.liveness(after(STALE_AFTER + Duration::from_secs(1))),
+            Liveness::Stale
+        );
+        assert_eq!(
+            online.liveness(at - time::Duration::hours(1)),
+            Liveness::Online,
+            "a screen whose clock runs ahead"
+        );
+        let will = StatusMessage::parse(&offline("lobby-3", "lixia-demo")).unwrap();
+        assert_eq!(will.liveness(at), Liveness::Offline);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use gongkai::office::{ServerConfig, intake, reply};
 use gongkai::protocol::feedback::REPLY_WORKING_DAYS;
 use gongkai::protocol::printable;
 use gongkai::protocol::topic::DEFAULT_PREFIX;
-use gongkai::status::StatusMessage;
+use gongkai::status::{Liveness, STALE_AFTER, StatusMessage};
 use gongkai::store::office::FeedbackRow;
 use gongkai::workdays::Calendar;
 
@@ -272,6 +272,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Publish { broker, key, files } => {
+            warn_dotted_ids(&files);
             let key = gongkai::office::sign::read_key(&key)?;
             let connect = broker.connect()?;
             let published = runtime()?.block_on(gongkai::office::publish(
@@ -674,9 +675,53 @@ fn print_cache(path: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Warns (and goes on) about notice ids with a `.`: valid in the protocol,
+/// but NATS 2.9 closes an MQTT connection on a topic that holds one, which
+/// would keep every screen on a NATS cluster from fetching the notice. A
+/// file that does not parse is left for `publish` to report.
+fn warn_dotted_ids(files: &[PathBuf]) {
+    for file in files {
+        let notice = std::fs::read(file)
+            .ok()
+            .and_then(|bytes| gongkai::protocol::Envelope::parse(&bytes).ok())
+            .and_then(|envelope| envelope.payload_bytes().ok())
+            .and_then(|payload| gongkai::protocol::Notice::from_payload(&payload).ok());
+        if let Some(notice) = notice.filter(|n| n.id.contains('.')) {
+            eprintln!(
+                "gongkai: warning: {}: notice id {:?} contains \".\": a NATS 2.9 broker \
+                 closes the connection of any screen that subscribes to its topic; \
+                 prefer ids without dots",
+                file.display(),
+                printable(&notice.id)
+            );
+        }
+    }
+}
+
+/// One screen of `gongkai status --json`: its retained status as read, and
+/// what the office concludes from it (`liveness`, beside `state`).
+#[derive(serde::Serialize)]
+struct Listed<'a> {
+    #[serde(flatten)]
+    entry: &'a FleetEntry,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    liveness: Option<Liveness>,
+}
+
 fn print_fleet(screens: &[FleetEntry], json: bool) -> anyhow::Result<()> {
+    let now = OffsetDateTime::now_utc();
     if json {
-        println!("{}", serde_json::to_string_pretty(screens)?);
+        let listed: Vec<Listed> = screens
+            .iter()
+            .map(|entry| Listed {
+                entry,
+                liveness: match entry {
+                    FleetEntry::Read(status) => Some(status.liveness(now)),
+                    FleetEntry::Unreadable { .. } => None,
+                },
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&listed)?);
         return Ok(());
     }
     if screens.is_empty() {
@@ -692,11 +737,12 @@ fn print_fleet(screens: &[FleetEntry], json: bool) -> anyhow::Result<()> {
     let note = |what: &str, text: &str| println!("{:<20} {what}: {}", "", printable(text));
     for entry in screens {
         match entry {
-            FleetEntry::Read(StatusMessage::Online(s)) => {
+            FleetEntry::Read(status @ StatusMessage::Online(s)) => {
+                let stale = status.liveness(now) == Liveness::Stale;
                 println!(
                     "{:<20} {:<8} {:<6} {:>6} {:>6} {:>8} {:>7}  {}",
                     printable(&s.screen),
-                    "online",
+                    if stale { "stale" } else { "online" },
                     printable(&s.mode),
                     s.active,
                     s.cached,
@@ -704,6 +750,15 @@ fn print_fleet(screens: &[FleetEntry], json: bool) -> anyhow::Result<()> {
                     s.manifest.missing,
                     gongkai::protocol::notice::rfc3339(s.updated_at),
                 );
+                if stale {
+                    note(
+                        "stale",
+                        &format!(
+                            "no status for over {} minutes: the screen is probably offline",
+                            STALE_AFTER.as_secs() / 60
+                        ),
+                    );
+                }
                 if let Some(rejection) = &s.last_rejection {
                     note("last rejection", &rejection.reason);
                 }

@@ -462,6 +462,7 @@ pub const MAX_SLOT_DWELLS: u32 = 30;
 /// What the broker's session for this screen subscribes to: when it changes
 /// (another broker, another scope followed), the old session is ended.
 fn topics_key(config: &Config) -> String {
+    let urls: Vec<String> = config.mqtt.urls.iter().map(ToString::to_string).collect();
     let filters: Vec<String> = config
         .follows()
         .all()
@@ -470,7 +471,7 @@ fn topics_key(config: &Config) -> String {
         .collect();
     format!(
         "{}|{}|{}",
-        config.mqtt.url,
+        urls.join(","),
         filters.join(","),
         config.screen.id
     )
@@ -484,7 +485,7 @@ fn screen_connect(config: &Config, topics: &TopicSpace) -> anyhow::Result<Connec
         .map(mqtt::read_secret)
         .transpose()?;
     Ok(Connect {
-        url: mqtt::BrokerUrl::parse(&config.mqtt.url).map_err(anyhow::Error::msg)?,
+        brokers: mqtt::Brokers::for_client(config.mqtt.urls.clone(), &config.screen.id),
         client_id: config.screen.id.clone(),
         username: config.mqtt.username.clone(),
         password,

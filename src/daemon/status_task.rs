@@ -9,13 +9,20 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::status::{Identity, ScreenStatus, Showing};
+use crate::status::{Identity, STATUS_PERIOD, ScreenStatus, Showing};
 use crate::store::Catalog;
 use crate::store::outbox::OutboxCounts;
 
-/// The status task: publishes the status on connect, at once on every
-/// change (coalesced to ten a second, so a burst ends with one message
-/// holding all of it), and at least every 60 s.
+/// The status task: publishes the status after every CONNACK, at once on
+/// every change (coalesced to ten a second, so a burst ends with one message
+/// holding all of it), and at least every [`STATUS_PERIOD`].
+///
+/// Every new connection gets the status again, changed or not: the broker
+/// (or the cluster node) that took over may hold an older one, or the
+/// offline will of the connection that was lost. The session task sets
+/// `connected` to true on each CONNACK only, so any change of `connected`
+/// that reads true is a new connection, even when the drop before it was
+/// too brief to be seen.
 pub(super) struct StatusTask {
     pub(super) client: AsyncClient,
     pub(super) topic: String,
@@ -46,7 +53,7 @@ impl StatusTask {
             cancel,
         } = self;
         const MIN_GAP: Duration = Duration::from_millis(100);
-        const PERIOD: Duration = Duration::from_secs(60);
+        const PERIOD: Duration = STATUS_PERIOD;
         let mut last: Option<ScreenStatus> = None;
         let mut last_sent = tokio::time::Instant::now();
         loop {
@@ -57,7 +64,13 @@ impl StatusTask {
                 r = display.changed() => if r.is_err() { return },
                 r = identify.changed() => if r.is_err() { return },
                 r = last_command.changed() => if r.is_err() { return },
-                r = connected.changed() => if r.is_err() { return },
+                r = connected.changed() => {
+                    if r.is_err() { return }
+                    if *connected.borrow() {
+                        // A new connection: publish whatever the last one got.
+                        last = None;
+                    }
+                }
                 r = outbox.changed() => if r.is_err() { return },
                 _ = tokio::time::sleep_until(last_sent + PERIOD) => {}
             }

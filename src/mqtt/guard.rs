@@ -22,6 +22,16 @@
 //! The relay serves one client connection at a time: a new one (rumqttc
 //! reconnecting) ends the old one and opens a new upstream connection, so
 //! reconnection, backoff and sessions stay rumqttc's and the event loop's.
+//!
+//! With several brokers (the nodes of a cluster), the relay is also where
+//! the next node is chosen, since it is the one that dials. rumqttc connects
+//! to the relay again only after its connection failed (refused, dropped,
+//! or no CONNACK in time), so every client connection after the relay's
+//! first goes to the next broker of the shared [`super::Brokers`]: the
+//! screen goes round the list, one node per failure, while the event loop
+//! keeps the backoff between attempts. The relay does not parse what the
+//! client sends to tell failures apart, and needs not: a client connects
+//! anew for no other reason.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -45,9 +55,9 @@ pub fn oversize_of(payload: &[u8]) -> Option<usize> {
 /// Where the relay connects to.
 #[derive(Clone)]
 pub struct Upstream {
-    pub host: String,
-    pub port: u16,
-    /// TLS towards the broker, when the URL says mqtts.
+    /// The brokers, and which one the next connection goes to.
+    pub brokers: super::Brokers,
+    /// TLS towards a broker whose URL says mqtts.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub connect_timeout: Duration,
 }
@@ -110,6 +120,7 @@ async fn serve(
     closing: tokio_util::sync::CancellationToken,
 ) {
     let mut current: Option<JoinHandle<()>> = None;
+    let mut first = true;
     loop {
         let accepted = tokio::select! {
             () = closing.cancelled() => {
@@ -128,9 +139,13 @@ async fn serve(
                 continue;
             }
         };
-        // The client reconnected, so its old connection is dead to it.
+        // The client reconnected, so its old connection is dead to it, and
+        // failed: the new one goes to the next broker.
         if let Some(old) = current.take() {
             old.abort();
+        }
+        if !std::mem::take(&mut first) {
+            upstream.brokers.advance();
         }
         current = Some(tokio::spawn(relay(client, upstream.clone(), limit)));
     }
@@ -139,17 +154,24 @@ async fn serve(
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
-async fn connect(upstream: &Upstream) -> io::Result<Box<dyn Stream>> {
-    let address = (upstream.host.as_str(), upstream.port);
+async fn connect(upstream: &Upstream, broker: &super::BrokerUrl) -> io::Result<Box<dyn Stream>> {
+    let address = (broker.host.as_str(), broker.port);
     let tcp = tokio::time::timeout(upstream.connect_timeout, TcpStream::connect(address))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
     // Acknowledgements are tiny packets; delaying them throttles the broker.
     tcp.set_nodelay(true)?;
-    let Some(tls) = &upstream.tls else {
-        return Ok(Box::new(tcp));
+    let tls = match (&upstream.tls, broker.tls) {
+        (_, false) => return Ok(Box::new(tcp)),
+        (Some(tls), true) => tls,
+        (None, true) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no TLS configuration for an mqtts broker",
+            ));
+        }
     };
-    let name = rustls::pki_types::ServerName::try_from(upstream.host.clone())
+    let name = rustls::pki_types::ServerName::try_from(broker.host.clone())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let connector = rumqttc::tokio_rustls::TlsConnector::from(tls.clone());
     let stream = tokio::time::timeout(upstream.connect_timeout, connector.connect(name, tcp))
@@ -160,16 +182,20 @@ async fn connect(upstream: &Upstream) -> io::Result<Box<dyn Stream>> {
 
 /// Relays one client connection until either side ends.
 async fn relay(client: UnixStream, upstream: Arc<Upstream>, limit: usize) {
-    let broker = match connect(&upstream).await {
+    let url = upstream.brokers.current().clone();
+    let count = upstream.brokers.urls().len();
+    if count > 1 {
+        tracing::info!(
+            "broker relay: connecting to {url} (broker {} of {count})",
+            upstream.brokers.position() + 1
+        );
+    }
+    let broker = match connect(&upstream, &url).await {
         Ok(broker) => broker,
         Err(e) => {
             // Dropping the client's connection makes rumqttc report the
             // failure and back off; say why here, since it cannot.
-            tracing::warn!(
-                "broker relay: cannot reach {}:{}: {e}",
-                upstream.host,
-                upstream.port
-            );
+            tracing::warn!("broker relay: cannot reach {url}: {e}");
             return;
         }
     };
@@ -342,6 +368,40 @@ mod tests {
                 .unwrap();
             assert_eq!(read, value);
         }
+    }
+
+    #[tokio::test]
+    async fn each_client_connection_after_the_first_goes_to_the_next_broker() {
+        let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+        let mut urls = Vec::new();
+        for node in 0..3 {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            urls.push(super::super::BrokerUrl::parse(&format!("mqtt://127.0.0.1:{port}")).unwrap());
+            let tx = accepted_tx.clone();
+            tokio::spawn(async move {
+                let mut held = Vec::new();
+                while let Ok((stream, _)) = listener.accept().await {
+                    held.push(stream);
+                    let _ = tx.send(node);
+                }
+            });
+        }
+        let brokers = super::super::Brokers::new(urls, 1);
+        let upstream = Upstream {
+            brokers: brokers.clone(),
+            tls: None,
+            connect_timeout: Duration::from_secs(5),
+        };
+        let guard = Guard::start(upstream, 1000).unwrap();
+        let mut reached = Vec::new();
+        let mut clients = Vec::new();
+        for _ in 0..4 {
+            clients.push(UnixStream::connect(guard.socket()).await.unwrap());
+            reached.push(accepted.recv().await.unwrap());
+        }
+        assert_eq!(reached, [1, 2, 0, 1]);
+        assert_eq!(brokers.position(), 1, "the position is shared");
     }
 
     #[tokio::test]

@@ -13,11 +13,23 @@
 //!
 //! Acknowledgements are manual: the ingest worker acks a publish only after
 //! the store committed what it decided, so a crash means redelivery, not loss.
+//!
+//! A screen may list several brokers: the nodes of one cluster (NATS with
+//! JetStream, EMQX), which share sessions and retained messages. It starts
+//! at the node its client id picks ([`first_broker`]), so that a fleet
+//! spreads over the nodes, and moves to the next node, round the list, after
+//! every failure: a refused or dropped connection, or no CONNACK within
+//! [`CONNECT_TIMEOUT`]. Between attempts it waits with full jitter from
+//! [`FIRST_RETRY`] up to [`MAX_RETRY`] ([`Reconnect`]). The session stays
+//! persistent, so a node that takes over finds the screen's subscriptions,
+//! and the session task resubscribes only when the broker kept none. Which
+//! node a connection goes to is the relay's choice ([`guard`]), since the
+//! relay holds the TCP connection: rumqttc only ever sees one Unix socket.
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -48,8 +60,18 @@ pub const MAX_INCOMING_PACKET: usize = GUARD_LIMIT + 1024;
 /// Room for acknowledgements of every message in flight.
 const REQUEST_CHANNEL: usize = 4096;
 /// How long a connection to the broker, with its TLS handshake and CONNACK,
-/// may take before it counts as failed.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// may take before it counts as failed and the next broker is tried. A NATS
+/// cluster holds CONNECTs for about 4 s while JetStream elects a new leader
+/// after losing a node: this leaves room for that, and no more.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(8);
+/// The wait before the first retry is drawn from zero to this (full jitter)...
+pub const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// ...and doubles with each failure up to this.
+pub const MAX_RETRY: Duration = Duration::from_secs(60);
+/// A connection that lasted this long was a success: the next failure waits
+/// the shortest time again. One that ends sooner (a broker that accepts and
+/// then closes the connection) keeps the waits growing.
+pub const STABLE_CONNECTION: Duration = Duration::from_secs(60);
 
 /// `mqtt://host[:port]` or `mqtts://host[:port]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,10 +103,100 @@ impl BrokerUrl {
     }
 }
 
+/// The canonical form, `mqtt://host:port` or `mqtts://host:port`.
+impl std::fmt::Display for BrokerUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// The brokers a client may use (one, or the nodes of a cluster) and which
+/// of them the next connection goes to.
+///
+/// The position is shared by every clone, and so by every relay started
+/// from one `Connect` and its clones: ending the old session on one broker
+/// (see [`discard_session`]) leaves the position where that worked, and the
+/// screen's connection starts there.
+#[derive(Debug, Clone)]
+pub struct Brokers {
+    urls: Arc<[BrokerUrl]>,
+    next: Arc<AtomicUsize>,
+}
+
+impl Brokers {
+    /// `urls` in order, starting at `first` (modulo their number).
+    ///
+    /// # Panics
+    /// If `urls` is empty: the configuration requires at least one.
+    pub fn new(urls: Vec<BrokerUrl>, first: usize) -> Self {
+        assert!(!urls.is_empty(), "at least one broker");
+        let first = first % urls.len();
+        Self {
+            urls: urls.into(),
+            next: Arc::new(AtomicUsize::new(first)),
+        }
+    }
+
+    /// One broker.
+    pub fn one(url: BrokerUrl) -> Self {
+        Self::new(vec![url], 0)
+    }
+
+    /// A screen's brokers, starting at the one its client id picks (see
+    /// [`first_broker`]), so that a fleet spreads over a cluster's nodes.
+    pub fn for_client(urls: Vec<BrokerUrl>, client_id: &str) -> Self {
+        let first = first_broker(client_id, urls.len());
+        Self::new(urls, first)
+    }
+
+    pub fn urls(&self) -> &[BrokerUrl] {
+        &self.urls
+    }
+
+    /// Where the next connection goes, as a position in [`Brokers::urls`].
+    pub fn position(&self) -> usize {
+        self.next.load(Ordering::Relaxed) % self.urls.len()
+    }
+
+    /// The broker the next connection goes to.
+    pub fn current(&self) -> &BrokerUrl {
+        &self.urls[self.position()]
+    }
+
+    /// After a failure: the next connection goes to the next broker, round
+    /// the list.
+    pub fn advance(&self) {
+        self.next.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The broker a client starts with: a stable hash of its id (FNV-1a, which
+/// no Rust release changes), modulo the number of brokers. Screens of a
+/// fleet have different ids, so they spread over a cluster's nodes instead
+/// of all crowding the first one listed.
+pub fn first_broker(client_id: &str, brokers: usize) -> usize {
+    if brokers == 0 {
+        return 0;
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in client_id.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % brokers as u64) as usize
+}
+
 /// How to reach and log in to a broker.
 #[derive(Debug, Clone)]
 pub struct Connect {
-    pub url: BrokerUrl,
+    /// Where to connect, and where the next connection goes (shared by
+    /// clones: see [`Brokers`]).
+    pub brokers: Brokers,
     pub client_id: String,
     pub username: Option<String>,
     pub password: Option<String>,
@@ -105,7 +217,7 @@ impl Connect {
         password: Option<String>,
     ) -> anyhow::Result<Self> {
         Ok(Self {
-            url: BrokerUrl::parse(url).map_err(anyhow::Error::msg)?,
+            brokers: Brokers::one(BrokerUrl::parse(url).map_err(anyhow::Error::msg)?),
             client_id: format!("gongkai-cli-{}", uuid::Uuid::new_v4().simple()),
             username,
             password,
@@ -120,10 +232,10 @@ impl Connect {
     /// (see [`guard`]); call inside a tokio runtime. Keep the `Guard` as long
     /// as the event loop: dropping it ends the connection.
     pub fn client(&self) -> anyhow::Result<(AsyncClient, EventLoop, Guard)> {
+        let any_tls = self.brokers.urls().iter().any(|u| u.tls);
         let upstream = guard::Upstream {
-            host: self.url.host.clone(),
-            port: self.url.port,
-            tls: match self.url.tls {
+            brokers: self.brokers.clone(),
+            tls: match any_tls {
                 true => Some(Arc::new(crate::tls::client_config(
                     self.ca_file.as_deref(),
                 )?)),
@@ -134,6 +246,8 @@ impl Connect {
         let guard = Guard::start(upstream, GUARD_LIMIT).context("starting the broker relay")?;
         let (client, mut eventloop) =
             AsyncClient::new(self.options(guard.socket())?, REQUEST_CHANNEL);
+        // rumqttc's timeout covers its connection to the relay and the
+        // CONNACK, so it is the whole budget of one attempt.
         let mut network = rumqttc::NetworkOptions::new();
         network.set_connection_timeout(CONNECT_TIMEOUT.as_secs());
         eventloop.set_network_options(network);
@@ -170,11 +284,57 @@ pub enum Link {
     SubscribeAcked,
 }
 
+/// When to try again after a failed attempt or a lost connection: full
+/// jitter from [`FIRST_RETRY`] up to [`MAX_RETRY`], starting over only after
+/// a connection that lasted [`STABLE_CONNECTION`]. Pure but for the random
+/// draw: `now` is passed in.
+#[derive(Debug, Clone)]
+pub struct Reconnect {
+    retry: Retry,
+    up_since: Option<Instant>,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Self {
+            retry: Retry::new(FIRST_RETRY, MAX_RETRY),
+            up_since: None,
+        }
+    }
+}
+
+impl Reconnect {
+    /// A CONNACK arrived.
+    pub fn connected(&mut self, now: Instant) {
+        self.up_since = Some(now);
+    }
+
+    /// An attempt failed or the connection was lost: the wait before the
+    /// next attempt.
+    pub fn failed(&mut self, now: Instant) -> Duration {
+        if self
+            .up_since
+            .take()
+            .is_some_and(|since| now.saturating_duration_since(since) >= STABLE_CONNECTION)
+        {
+            self.retry.reset();
+        }
+        self.retry.next_delay()
+    }
+
+    /// Failures counted since the last stable connection.
+    pub fn failures(&self) -> u32 {
+        self.retry.attempts()
+    }
+}
+
 /// Ends the session the broker keeps for `connect`'s client id, with its
 /// subscriptions and queued messages: a clean connection, then a clean
 /// disconnect. In MQTT 3.1.1 a session started clean lasts only as long as
 /// its connection, so a screen that wants a fresh *persistent* session first
 /// ends the old one this way and then connects with `clean_session = false`.
+/// It tries the broker `connect.brokers` points at; the caller moves on to
+/// the next after a failure.
 pub async fn discard_session(connect: &Connect) -> anyhow::Result<()> {
     let clean = Connect {
         clean_session: true,
@@ -194,12 +354,13 @@ pub async fn discard_session(connect: &Connect) -> anyhow::Result<()> {
         }
     })
     .await;
+    let broker = connect.brokers.current();
     match connected {
         Err(_) => bail!(
-            "the broker did not answer within {} s",
+            "{broker} did not answer within {} s",
             CONNECT_TIMEOUT.as_secs()
         ),
-        Ok(Err(e)) => return Err(e.into()),
+        Ok(Err(e)) => return Err(anyhow::Error::new(e).context(broker.to_string())),
         Ok(Ok(())) => {}
     }
     // The request channel has room: this only queues the DISCONNECT, which
@@ -224,7 +385,7 @@ pub struct EventLoopTask {
     /// Where connection changes go (the session task).
     pub links: mpsc::UnboundedSender<Link>,
     /// End the old session first (see [`discard_session`]), retrying until
-    /// the broker answers, before the first connection.
+    /// a broker answers, before the first connection.
     pub discard_first: Option<Connect>,
     pub stop: CancellationToken,
 }
@@ -239,7 +400,7 @@ impl EventLoopTask {
             discard_first,
             stop,
         } = self;
-        let mut backoff = Retry::new(Duration::from_millis(200), Duration::from_secs(30));
+        let mut reconnect = Reconnect::default();
         if let Some(connect) = discard_first {
             loop {
                 let result = tokio::select! {
@@ -249,7 +410,10 @@ impl EventLoopTask {
                 match result {
                     Ok(()) => break,
                     Err(e) => {
-                        let delay = backoff.next_delay();
+                        // The next attempt, and the screen's connection
+                        // after a success, go to the next broker.
+                        connect.brokers.advance();
+                        let delay = reconnect.failed(Instant::now());
                         tracing::warn!(
                             "broker connection (ending the old session): {e:#}; retrying in {:.1} s",
                             delay.as_secs_f64()
@@ -261,18 +425,23 @@ impl EventLoopTask {
                     }
                 }
             }
-            backoff.reset();
+            // Ending the session was a success: the first wait is short again.
+            reconnect = Reconnect::default();
         }
-        poll_event_loop(eventloop, publishes, links, stop, backoff).await
+        poll_event_loop(eventloop, publishes, links, stop, reconnect).await
     }
 }
 
+/// Polls until `stop` or a clean disconnect. After each error it waits, then
+/// polls again, which makes rumqttc connect to the relay anew; the relay
+/// takes every connection after its first one to the next broker (see
+/// [`guard`]), so each failure moves the screen round the list.
 async fn poll_event_loop(
     mut eventloop: EventLoop,
     publishes: mpsc::UnboundedSender<Publish>,
     links: mpsc::UnboundedSender<Link>,
     stop: CancellationToken,
-    mut backoff: Retry,
+    mut reconnect: Reconnect,
 ) {
     loop {
         let event = tokio::select! {
@@ -281,7 +450,7 @@ async fn poll_event_loop(
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                backoff.reset();
+                reconnect.connected(Instant::now());
                 let _ = links.send(Link::Connected {
                     session_present: ack.session_present,
                 });
@@ -299,7 +468,7 @@ async fn poll_event_loop(
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
             Ok(_) => {}
             Err(error) => {
-                let delay = backoff.next_delay();
+                let delay = reconnect.failed(Instant::now());
                 tracing::warn!(
                     "broker connection: {error}; retrying in {:.1} s",
                     delay.as_secs_f64()
@@ -546,10 +715,14 @@ impl SessionTask {
                 counters
                     .fetched
                     .fetch_add(step.subscribe.len() as u64, Ordering::Relaxed);
+                // QoS 0: a fetch only wants the retained copy, and one lost
+                // is asked for again next round. On NATS every QoS 1
+                // subscription is a JetStream consumer (about 0.5 s each to
+                // create, 63 per session, and none while a node is down).
                 let filters = step
                     .subscribe
                     .iter()
-                    .map(|topic| rumqttc::SubscribeFilter::new(topic.clone(), QoS::AtLeastOnce));
+                    .map(|topic| rumqttc::SubscribeFilter::new(topic.clone(), QoS::AtMostOnce));
                 if let Err(e) = client.subscribe_many(filters).await {
                     tracing::warn!("cannot subscribe for missing notices: {e}");
                 }
@@ -641,6 +814,92 @@ mod tests {
         );
         assert!(BrokerUrl::parse("http://x").is_err());
         assert!(BrokerUrl::parse("mqtt://x/path").is_err());
+    }
+
+    #[test]
+    fn broker_urls_print_in_their_canonical_form() {
+        for (text, canonical) in [
+            ("mqtt://127.0.0.1:1884", "mqtt://127.0.0.1:1884"),
+            ("mqtts://broker.example", "mqtts://broker.example:8883"),
+            ("tcp://b", "mqtt://b:1883"),
+            ("ssl://[::1]:9", "mqtts://[::1]:9"),
+        ] {
+            let url = BrokerUrl::parse(text).unwrap();
+            assert_eq!(url.to_string(), canonical);
+            assert_eq!(BrokerUrl::parse(canonical).unwrap(), url);
+        }
+    }
+
+    #[test]
+    fn the_first_broker_is_a_stable_hash_of_the_client_id_that_spreads_a_fleet() {
+        // FNV-1a of the id: these values must not change between releases,
+        // or every screen of a fleet would move at once on an upgrade.
+        assert_eq!(first_broker("lobby-1", 3), 1);
+        assert_eq!(first_broker("lobby-3", 3), 2);
+        assert_eq!(first_broker("", 3), 2);
+        assert_eq!(first_broker("lobby-1", 1), 0);
+        assert_eq!(first_broker("lobby-1", 0), 0);
+        let mut per_node = [0usize; 3];
+        for i in 0..300 {
+            per_node[first_broker(&format!("screen-{i}"), 3)] += 1;
+        }
+        assert!(
+            per_node.iter().all(|n| (80..=120).contains(n)),
+            "{per_node:?}"
+        );
+    }
+
+    fn urls(n: u16) -> Vec<BrokerUrl> {
+        (0..n)
+            .map(|i| BrokerUrl::parse(&format!("mqtt://node{i}:1883")).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn brokers_go_round_the_list_and_clones_share_the_position() {
+        let brokers = Brokers::new(urls(3), 4);
+        assert_eq!(
+            brokers.position(),
+            1,
+            "the first position is taken modulo 3"
+        );
+        let relay_copy = brokers.clone();
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            seen.push(relay_copy.current().host.clone());
+            brokers.advance();
+        }
+        assert_eq!(seen, ["node1", "node2", "node0", "node1"]);
+        let client = Brokers::for_client(urls(3), "lobby-3");
+        assert_eq!(client.current().host, "node2");
+        let single = Brokers::one(urls(1).remove(0));
+        single.advance();
+        assert_eq!(single.current().host, "node0");
+    }
+
+    #[test]
+    fn reconnect_waits_grow_to_a_minute_and_start_over_after_a_stable_connection() {
+        let t = Instant::now();
+        let mut r = Reconnect::default();
+        let mut ceilings = Vec::new();
+        for _ in 0..8 {
+            let ceiling = r.retry.ceiling();
+            assert!(r.failed(t) <= ceiling);
+            ceilings.push(ceiling.as_secs());
+        }
+        assert_eq!(ceilings, [1, 2, 4, 8, 16, 32, 60, 60]);
+        // A connection that ends at once was no success: waits keep growing.
+        r.connected(t);
+        r.failed(t + Duration::from_secs(5));
+        assert_eq!(r.failures(), 9);
+        // One that lasted is: the next wait is at most the first again.
+        r.connected(t);
+        let delay = r.failed(t + STABLE_CONNECTION);
+        assert_eq!(r.failures(), 1);
+        assert!(delay <= FIRST_RETRY);
+        // A failure without a connection in between never resets.
+        r.failed(t + STABLE_CONNECTION * 3);
+        assert_eq!(r.failures(), 2);
     }
 
     fn ids(n: usize) -> Vec<String> {

@@ -68,7 +68,7 @@ impl OneShotClient {
         };
         this.wait_for(CONNECT_TIMEOUT, |p| matches!(p, Packet::ConnAck(_)))
             .await
-            .with_context(|| format!("connecting to {}:{}", connect.url.host, connect.url.port))?;
+            .with_context(|| format!("connecting to {}", connect.brokers.current()))?;
         Ok(this)
     }
 

@@ -10,6 +10,7 @@
 mod common;
 
 mod cli;
+mod cluster;
 mod faults;
 mod feedback;
 mod hostile;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use gongkai::daemon::Daemon;
-use gongkai::mqtt::{BrokerUrl, Connect};
+use gongkai::mqtt::{BrokerUrl, Brokers, Connect};
 use gongkai::office::broker::OneShotClient;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
@@ -71,7 +71,7 @@ async fn mqtts_with_a_private_ca_and_a_password() {
 
     // The office publishes over TLS with its own credentials.
     let office = Connect {
-        url: BrokerUrl::parse(&url).unwrap(),
+        brokers: Brokers::one(BrokerUrl::parse(&url).unwrap()),
         client_id: format!("office-{c}"),
         username: Some("office".into()),
         password: Some("s3cret-office".into()),
