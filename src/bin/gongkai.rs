@@ -137,6 +137,23 @@ enum Command {
         #[command(subcommand)]
         command: OfficeCommand,
     },
+    /// Send a signed command to one screen and wait for its outcome in the screen's status.
+    Command {
+        #[command(flatten)]
+        broker: BrokerArgs,
+        /// An office or operator key the screen trusts.
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        community: String,
+        #[arg(long)]
+        screen: String,
+        /// screenshot, resync or identify.
+        action: String,
+        /// Seconds to wait for the screen's answer.
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
+    },
     /// The fleet: every screen's status of a community.
     Status {
         #[command(flatten)]
@@ -180,6 +197,15 @@ enum OfficeCommand {
         /// Show contact numbers in full; recorded in the office's audit trail.
         #[arg(long)]
         reveal_contact: bool,
+    },
+    /// Write the latest screenshot a screen uploaded to FILE.png.
+    Screenshot {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        screen: String,
+        #[arg(short, long)]
+        output: PathBuf,
     },
     /// Write a `reply` notice payload answering feedback receipts, ready to sign and publish.
     Reply {
@@ -342,7 +368,50 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             ))?;
             print_fleet(&screens, json)?;
         }
+        Command::Command {
+            broker,
+            key,
+            community,
+            screen,
+            action,
+            wait,
+        } => {
+            let action = gongkai::protocol::command::Action::parse(&action).with_context(|| {
+                format!("unknown action {action:?}: screenshot, resync or identify")
+            })?;
+            let key = gongkai::office::sign::read_key(&key)?;
+            let connect = broker.connect()?;
+            let topics = gongkai::protocol::TopicSpace::new(&broker.prefix, &community);
+            let last = runtime()?.block_on(gongkai::office::command::send_command(
+                &connect,
+                &topics,
+                &screen,
+                action,
+                &key,
+                std::time::Duration::from_secs(wait),
+            ))?;
+            println!("{} {} on {screen}: {}", last.action, last.id, last.result);
+            if last.result != "done" {
+                return Err(anyhow::anyhow!("the screen answered {}", last.result));
+            }
+        }
         Command::Office { command } => match command {
+            OfficeCommand::Screenshot {
+                config,
+                screen,
+                output,
+            } => {
+                let config = ServerConfig::load(&config)?;
+                let store = gongkai::store::office::OfficeStore::open(&config.database)?;
+                let Some((id, at, png)) = store.latest_screenshot(&screen)? else {
+                    return Err(anyhow::anyhow!("no screenshot of screen {screen} yet"));
+                };
+                write_new(&output, &png)?;
+                println!(
+                    "{}: screenshot of {screen} (command {id}, received {at})",
+                    output.display()
+                );
+            }
             OfficeCommand::Serve { config } => {
                 let config = ServerConfig::load(&config)?;
                 runtime()?.block_on(intake::serve(config, gongkai::shutdown_signal()))?;

@@ -89,6 +89,17 @@ impl OneShotClient {
         }
     }
 
+    /// Publishes at QoS 1, not retained, and waits for the broker's PUBACK.
+    pub async fn publish(&mut self, topic: &str, payload: Vec<u8>) -> anyhow::Result<()> {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await?;
+        self.wait_for(Duration::from_secs(30), |p| matches!(p, Packet::PubAck(_)))
+            .await
+            .with_context(|| format!("publishing {topic}"))?;
+        Ok(())
+    }
+
     /// Publishes retained at QoS 1 and waits for the broker's PUBACK.
     pub async fn publish_retained(&mut self, topic: &str, payload: Vec<u8>) -> anyhow::Result<()> {
         self.client

@@ -11,6 +11,7 @@
 
 pub mod body;
 pub mod broker;
+pub mod command;
 pub mod config;
 mod database;
 pub mod http;

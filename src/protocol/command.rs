@@ -3,7 +3,7 @@
 //! `now` is a parameter, and whether an id was executed before is the
 //! caller's to say (the screen keeps executed ids durably).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::envelope::{COMMAND_TYPE, Envelope};
@@ -46,17 +46,24 @@ impl Action {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct Payload {
-    id: String,
-    community: String,
+/// A command's payload as signed (section 5).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Payload {
+    #[serde(default = "schema_1")]
+    pub schema: u64,
+    pub id: String,
+    pub community: String,
     #[serde(default)]
-    screens: Vec<String>,
+    pub screens: Vec<String>,
     #[serde(with = "time::serde::rfc3339")]
-    issued_at: OffsetDateTime,
+    pub issued_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
-    expires_at: OffsetDateTime,
-    action: String,
+    pub expires_at: OffsetDateTime,
+    pub action: String,
+}
+
+fn schema_1() -> u64 {
+    1
 }
 
 /// A command that passed every rule but the once-only one.

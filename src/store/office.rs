@@ -330,6 +330,20 @@ impl OfficeStore {
         Ok(())
     }
 
+    /// The latest screenshot of `screen`: its command id, when it arrived,
+    /// and the PNG.
+    pub fn latest_screenshot(&self, screen: &str) -> Result<Option<(String, String, Vec<u8>)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT command_id, received_at, png FROM screenshots WHERE screen = ?1
+                 ORDER BY received_at DESC, rowid DESC LIMIT 1",
+                [screen],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?)
+    }
+
     /// Feedback received at `since` or later (all of it without), oldest
     /// first, each with the replies written to its receipt.
     pub fn feedback_rows(&self, since: Option<OffsetDateTime>) -> Result<Vec<FeedbackRow>> {

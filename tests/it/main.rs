@@ -11,6 +11,7 @@ mod common;
 
 mod cli;
 mod cluster;
+mod commands;
 mod faults;
 mod feedback;
 mod hostile;
