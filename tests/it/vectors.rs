@@ -291,7 +291,8 @@ fn v1_1_commands_execute_reject_or_ignore_as_the_vectors_say() {
         &time::format_description::well_known::Rfc3339,
     )
     .unwrap();
-    let mut executed = std::collections::HashSet::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut executed = Store::open(&tmp.path().join("screen.db")).unwrap();
     let mut failures = Vec::new();
     let steps = cases["cases"].as_array().unwrap();
     assert_eq!(steps.len(), 16);
@@ -307,12 +308,20 @@ fn v1_1_commands_execute_reject_or_ignore_as_the_vectors_say() {
             now,
         );
         let reason = case["reason"].as_str().unwrap().to_lowercase();
+        // Taken once, durably, by the screen's store: a redelivery is ignored.
         let outcome = match &verdict {
-            Ok(command) if executed.contains(&command.id) => "ignore".to_owned(),
-            Ok(command) => {
-                executed.insert(command.id.clone());
-                "execute".to_owned()
-            }
+            Ok(command) => match executed
+                .take_command(
+                    &command.id,
+                    command.action.as_str(),
+                    command.expires_at,
+                    now,
+                )
+                .unwrap()
+            {
+                true => "execute".to_owned(),
+                false => "ignore".to_owned(),
+            },
             Err(r) if r.to_string().to_lowercase().contains(&reason) => "reject".to_owned(),
             Err(r) => format!("reject for another reason: {r}"),
         };
