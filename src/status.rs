@@ -67,6 +67,14 @@ pub struct LastCommand {
     pub at: OffsetDateTime,
 }
 
+/// **[1.1]** The head of the proof-of-play chain (section 7).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlaysHead {
+    pub seq: u64,
+    pub hash: String,
+    pub unsent: u64,
+}
+
 /// **[1.1]** One followed scope's manifest, in `manifests`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScopeManifest {
@@ -139,6 +147,8 @@ pub struct ScreenStatus {
     pub display: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_command: Option<LastCommand>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plays: Option<PlaysHead>,
     /// **[1.1]** Every followed scope, the home community first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub manifests: Vec<ScopeManifest>,
@@ -241,6 +251,7 @@ impl ScreenStatus {
             manifest: ManifestStatus::of(catalog, &id.community),
             display: None,
             last_command: None,
+            plays: None,
             manifests: std::iter::once(&id.community)
                 .chain(&id.upper_scopes)
                 .map(|scope| ScopeManifest {
@@ -315,6 +326,7 @@ mod tests {
             },
             display: Some("quiet".into()),
             last_command: None,
+            plays: None,
             manifests: vec![ScopeManifest {
                 scope: "yanshan-street".into(),
                 manifest: ManifestStatus {

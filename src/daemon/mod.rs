@@ -173,6 +173,9 @@ impl Daemon {
         let (resync_tx, resync_rx) = mpsc::unbounded_channel();
         let (identify_tx, identify_rx) = watch::channel(false);
         let (last_command_tx, last_command_rx) = watch::channel(None);
+        let (plays_tx, plays_rx) = mpsc::unbounded_channel();
+        let (plays_head_tx, plays_head_rx) =
+            watch::channel(crate::store::plays::PlayLog::open(&config.store.path)?.head()?);
         let (publish_tx, publish_rx) = mpsc::unbounded_channel();
         let (link_tx, link_rx) = mpsc::unbounded_channel::<Link>();
         let counters = Arc::new(Counters::default());
@@ -249,6 +252,7 @@ impl Daemon {
             display: display_rx.clone(),
             identify: identify_rx.clone(),
             last_command: last_command_rx,
+            plays: plays_head_rx,
             connected: connected_rx.clone(),
             outbox: outbox_rx.clone(),
             cancel: cancel.clone(),
@@ -267,6 +271,7 @@ impl Daemon {
             quiet: config.display.quiet.clone(),
             display: display_tx,
             heartbeat: heartbeat.clone(),
+            plays: plays_tx,
             dwell: Duration::from_secs(config.display.dwell_seconds),
             pacer,
             catalog: catalog_rx.clone(),
@@ -309,6 +314,10 @@ impl Daemon {
         };
         let others = vec![
             tasks.spawn("commands", commands.run()),
+            tasks.spawn(
+                "plays",
+                record_plays(config.store.path.clone(), plays_rx, plays_head_tx),
+            ),
             tasks.spawn("status", async move {
                 status.run().await;
                 Ok(())
@@ -398,6 +407,42 @@ impl Daemon {
             tracing::warn!("the ingest thread did not finish in time");
         }
     }
+}
+
+/// Appends each play that ended to the chain, committed before the next,
+/// and keeps the head for the status. A commit that fails is retried; the
+/// plays behind it wait in the channel.
+async fn record_plays(
+    path: std::path::PathBuf,
+    mut plays: mpsc::UnboundedReceiver<crate::store::plays::Play>,
+    head: watch::Sender<Option<crate::protocol::plays::PlayRecord>>,
+) -> anyhow::Result<()> {
+    let log = Arc::new(std::sync::Mutex::new(crate::store::plays::PlayLog::open(
+        &path,
+    )?));
+    while let Some(play) = plays.recv().await {
+        let mut backoff =
+            crate::backoff::Retry::new(Duration::from_millis(200), Duration::from_secs(10));
+        loop {
+            let (log, play) = (log.clone(), play.clone());
+            let appended = tokio::task::spawn_blocking(move || {
+                log.lock().expect("play log lock").append(play)
+            })
+            .await?;
+            match appended {
+                Ok(record) => {
+                    head.send_replace(Some(record));
+                    break;
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::error!("cannot append to the play chain: {e}; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Follows the display state with the panel's backlight: off in quiet

@@ -26,6 +26,8 @@ pub(super) struct RotationTask {
     /// Beaten every second while the task runs: headless, the watchdog's
     /// pings depend on it.
     pub(super) heartbeat: crate::watchdog::Heartbeat,
+    /// Each slot that ends, for the proof-of-play chain.
+    pub(super) plays: mpsc::UnboundedSender<crate::store::plays::Play>,
     pub(super) dwell: Duration,
     pub(super) pacer: Option<mpsc::UnboundedReceiver<schedule::Key>>,
     pub(super) catalog: watch::Receiver<Catalog>,
@@ -40,6 +42,7 @@ impl RotationTask {
             quiet,
             display,
             heartbeat,
+            plays,
             dwell,
             mut pacer,
             mut catalog,
@@ -93,6 +96,7 @@ impl RotationTask {
                 None => {}
             }
             showing.send_replace(slot.clone());
+            let (started_at, started) = (OffsetDateTime::now_utc(), tokio::time::Instant::now());
             let slot_end = tokio::time::Instant::now()
                 + if pacer.is_some() {
                     dwell * MAX_SLOT_DWELLS
@@ -129,6 +133,18 @@ impl RotationTask {
                         }
                     }
                 }
+            }
+            // The slot was on screen: one record of the play chain.
+            if let Some(key) = &slot {
+                let _ = plays.send(crate::store::plays::Play {
+                    scope: key.scope.clone(),
+                    notice_id: key.id.clone(),
+                    version: key.version,
+                    started_at: crate::protocol::plays::millisecond_utc(started_at),
+                    duration_ms: started.elapsed().as_millis() as u64,
+                    pages_shown: 1,
+                    trigger: crate::protocol::plays::Trigger::Rotation,
+                });
             }
         }
     }
@@ -203,6 +219,7 @@ mod tests {
                 quiet: Vec::new(),
                 display: watch::channel(Display::On).0,
                 heartbeat: crate::watchdog::Heartbeat::new(),
+                plays: mpsc::unbounded_channel().0,
                 dwell,
                 pacer: Some(done_rx),
                 catalog: catalog_rx,

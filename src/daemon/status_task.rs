@@ -32,6 +32,7 @@ pub(super) struct StatusTask {
     pub(super) display: watch::Receiver<crate::schedule::Display>,
     pub(super) identify: watch::Receiver<bool>,
     pub(super) last_command: watch::Receiver<Option<crate::status::LastCommand>>,
+    pub(super) plays: watch::Receiver<Option<crate::protocol::plays::PlayRecord>>,
     pub(super) connected: watch::Receiver<bool>,
     pub(super) outbox: watch::Receiver<OutboxCounts>,
     pub(super) cancel: CancellationToken,
@@ -48,6 +49,7 @@ impl StatusTask {
             mut display,
             mut identify,
             mut last_command,
+            mut plays,
             mut connected,
             mut outbox,
             cancel,
@@ -64,6 +66,7 @@ impl StatusTask {
                 r = display.changed() => if r.is_err() { return },
                 r = identify.changed() => if r.is_err() { return },
                 r = last_command.changed() => if r.is_err() { return },
+                r = plays.changed() => if r.is_err() { return },
                 r = connected.changed() => {
                     if r.is_err() { return }
                     if *connected.borrow() {
@@ -100,6 +103,16 @@ impl StatusTask {
                 false => display.borrow_and_update().as_str().to_owned(),
             });
             status.last_command = last_command.borrow_and_update().clone();
+            status.plays = plays
+                .borrow_and_update()
+                .as_ref()
+                .map(|r| crate::status::PlaysHead {
+                    seq: r.seq,
+                    hash: r.hash.clone(),
+                    // Sending the chain to the office is not built yet: every
+                    // record is unsent.
+                    unsent: r.seq,
+                });
             let outbox_now = *outbox.borrow_and_update();
             status.outbox = outbox_now.pending;
             status.outbox_rejected = outbox_now.rejected;

@@ -14,6 +14,21 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// Records in one request at most.
 pub const MAX_PLAYS_PER_REQUEST: usize = 1000;
 
+/// `started_at` as the chain writes it: UTC, three fractional digits, `Z`.
+pub fn millisecond_utc(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
 /// What put a notice on screen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -237,6 +237,12 @@ ALTER TABLE replies3 RENAME TO replies;
 ALTER TABLE outbox ADD COLUMN notice_scope TEXT;
 -- Commands taken (section 5), kept until they expire so that a redelivery
 -- never runs one twice.
+-- The proof-of-play chain (section 7): append-only, one row per record.
+CREATE TABLE plays (
+    seq     INTEGER PRIMARY KEY,
+    record  TEXT    NOT NULL,
+    hash    TEXT    NOT NULL
+);
 CREATE TABLE commands (
     id          TEXT PRIMARY KEY,
     action      TEXT NOT NULL,
@@ -1260,6 +1266,7 @@ fn reject(
 
 pub mod office;
 pub mod outbox;
+pub mod plays;
 
 impl Store {
     /// The newest active reply notice that answers `receipt`, if the screen

@@ -58,20 +58,25 @@ async fn screenshot_identify_and_resync_run_once_each_and_report_back() {
     let screen = screen_id(&c);
     let token = office.token_file(&screen);
     let store = dir.path().join("screen.db");
-    let config =
-        gongkai::config::Config::parse(&screen_text(&url, &c, &store, &office, &token)).unwrap();
+    // A process of its own: a headless screenshot installs Slint's platform,
+    // one per process, and this test binary renders on a thread of its own.
+    let config = dir.path().join("screen.toml");
+    std::fs::write(&config, screen_text(&url, &c, &store, &office, &token)).unwrap();
     let mut publisher = publisher(&url).await;
     publisher
         .publish_retained(&topics(&c).notice("n1"), signed(&notice(&c, "n1", 1)))
         .await
         .unwrap();
-    let daemon = gongkai::daemon::Daemon::start(config).await.unwrap();
-    wait_for(&daemon, "the notice", |cat| cat.has("n1")).await;
-    let mut showing = daemon.showing.clone();
-    tokio::time::timeout(Duration::from_secs(10), showing.wait_for(|s| s.is_some()))
-        .await
-        .unwrap()
-        .unwrap();
+    let mut daemon = DaemonProcess::start(&config, &dir.path().join("log"));
+    let mut up = serde_json::Value::Null;
+    for _ in 0..100 {
+        up = status_of(&url, &c).await;
+        if up["showing"]["id"] == "n1" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(up["showing"]["id"], "n1", "{up}\n{}", daemon.log_text());
 
     // `gongkai command` with the operator key: the screen takes the
     // screenshot and uploads it; the office writes it out.
@@ -107,9 +112,10 @@ async fn screenshot_identify_and_resync_run_once_each_and_report_back() {
     .unwrap();
     assert!(
         out.status.success(),
-        "{}{}",
+        "{}{}\n{}",
         String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&out.stderr),
+        daemon.log_text()
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(": done"));
     let png = dir.path().join("shot.png");
@@ -181,7 +187,7 @@ async fn screenshot_identify_and_resync_run_once_each_and_report_back() {
     assert_eq!(status_of(&url, &c).await["last_command"], first, "run once");
 
     // A supervisor's signature is neither needed nor enough for a command.
-    let rejected = daemon.catalog.borrow().rejected;
+    let rejected = status_of(&url, &c).await["rejected"].as_u64().unwrap();
     let (_, forged) = gongkai::office::command::signed_command(
         &c,
         &screen,
@@ -191,16 +197,18 @@ async fn screenshot_identify_and_resync_run_once_each_and_report_back() {
     )
     .unwrap();
     publisher.publish(&topic, forged).await.unwrap();
-    wait_for(&daemon, "the refusal", |cat| cat.rejected == rejected + 1).await;
-    let reason = daemon
-        .catalog
-        .borrow()
-        .last_rejection
-        .clone()
-        .unwrap()
-        .reason;
+    let mut after = serde_json::Value::Null;
+    for _ in 0..50 {
+        after = status_of(&url, &c).await;
+        if after["rejected"].as_u64() == Some(rejected + 1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(after["rejected"].as_u64(), Some(rejected + 1), "{after}");
+    let reason = after["last_rejection"]["reason"].as_str().unwrap();
     assert!(reason.contains("missing office signature"), "{reason}");
-    assert!(daemon.catalog.borrow().missing().is_empty());
+    assert_eq!(after["manifest"]["missing"], 0);
     publisher.close().await;
-    daemon.shutdown().await;
+    daemon.kill9();
 }
