@@ -30,7 +30,7 @@ pub(super) enum Shooter {
     /// The UI thread, which takes the window's own frame.
     Ui(mpsc::UnboundedSender<ShotRequest>),
     /// No UI: the page the rotation shows, drawn headless.
-    Headless(HeadlessShooter),
+    Headless(Box<HeadlessShooter>),
 }
 
 /// What a headless screenshot draws from.

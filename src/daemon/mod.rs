@@ -296,12 +296,12 @@ impl Daemon {
         let (shots_tx, shots_rx) = mpsc::unbounded_channel();
         let shooter = match pacer_present {
             true => Shooter::Ui(shots_tx),
-            false => Shooter::Headless(HeadlessShooter {
+            false => Shooter::Headless(Box::new(HeadlessShooter {
                 config: config.clone(),
                 showing: showing_rx.clone(),
                 display: display_rx.clone(),
                 thread: None,
-            }),
+            })),
         };
         let commands = CommandTask {
             commands: command_rx,
