@@ -138,7 +138,9 @@ enum Command {
         command: OfficeCommand,
     },
     /// Send a signed command to one screen and wait for its outcome in the screen's status.
-    Command {
+    #[allow(clippy::enum_variant_names)] // `gongkai command`, as the verb reads
+    #[command(name = "command")]
+    SendCommand {
         #[command(flatten)]
         broker: BrokerArgs,
         /// An office or operator key the screen trusts.
@@ -368,7 +370,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             ))?;
             print_fleet(&screens, json)?;
         }
-        Command::Command {
+        Command::SendCommand {
             broker,
             key,
             community,
