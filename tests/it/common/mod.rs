@@ -271,6 +271,10 @@ pub struct Mosquitto {
     dir: tempfile::TempDir,
     child: Option<Child>,
     extra: String,
+    /// Save the persistence file after every change (the tests' broker, so
+    /// that a SIGKILL loses nothing), or as installed (every 30 minutes and
+    /// on the way out).
+    save_every_change: bool,
 }
 
 impl Mosquitto {
@@ -285,9 +289,33 @@ impl Mosquitto {
             dir: tempfile::tempdir().unwrap(),
             child: None,
             extra: extra.to_owned(),
+            save_every_change: true,
         };
         m.restart();
         Some(m)
+    }
+
+    /// Like [`Mosquitto::start`], but saving its persistence file as an
+    /// installed Mosquitto does (`autosave_interval` 1800 s, and at exit),
+    /// not after every change: what benchmarks measure.
+    pub fn start_stock(test: &str, extra: &str) -> Option<Mosquitto> {
+        if !tools(test, &["mosquitto"]) {
+            return None;
+        }
+        let mut m = Mosquitto {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            extra: extra.to_owned(),
+            save_every_change: false,
+        };
+        m.restart();
+        Some(m)
+    }
+
+    /// The broker process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The broker's own folder, for files its configuration names.
@@ -305,11 +333,22 @@ impl Mosquitto {
 
     /// (Re)starts the broker on the same port and persistence folder.
     pub fn restart(&mut self) {
+        self.restart_on(self.port);
+    }
+
+    /// (Re)starts the broker with its persistence folder, listening on
+    /// `port` alone: an office's own listener, say, while screens cannot
+    /// reach the broker on theirs.
+    pub fn restart_on(&mut self, port: u16) {
         let conf = format!(
             "listener {port} 127.0.0.1\n{anonymous}user root\npersistence true\n\
-             persistence_location {dir}/\nautosave_interval 1\nautosave_on_changes true\n\
+             persistence_location {dir}/\n{autosave}\
              log_dest file {dir}/mosquitto.log\n{extra}\n",
-            port = self.port,
+            autosave = if self.save_every_change {
+                "autosave_interval 1\nautosave_on_changes true\n"
+            } else {
+                ""
+            },
             anonymous = if self.extra.contains("allow_anonymous") {
                 ""
             } else {
@@ -327,10 +366,21 @@ impl Mosquitto {
             .spawn()
             .expect("starting mosquitto");
         self.child = Some(child);
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         eventually("mosquitto to listen", || {
             std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
         });
+    }
+
+    /// Stops the broker with SIGTERM, as a service manager does: it saves
+    /// its persistence file on the way out.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
     }
 
     /// Kills the broker with SIGKILL: no goodbye, no final save.
