@@ -13,6 +13,8 @@
 
 #[path = "../tests/it/common/mod.rs"]
 mod common;
+#[path = "fleet/nats.rs"]
+mod nats;
 
 use std::time::{Duration, Instant};
 
@@ -38,20 +40,26 @@ fn main() {
         println!("benchmarks run with `cargo bench --bench ingest`");
         return;
     }
-    let only_catch_up = std::env::args().any(|a| a == "catch-up");
+    let args: Vec<String> = std::env::args().collect();
+    let only_catch_up = args.iter().any(|a| a == "catch-up");
+    let wanted: Vec<String> = args
+        .iter()
+        .filter(|a| CASES.contains(&a.as_str()))
+        .cloned()
+        .collect();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         if Mosquitto::start_stock("bench", "").is_none() {
             return;
         }
-        let rows = catch_up_table().await;
+        let rows = catch_up_table(&wanted).await;
         print_table(&rows);
         if only_catch_up {
             return;
         }
         let notices = make_notices("bench-rss", 10_000);
         let broker = Mosquitto::start_stock("bench", RECOMMENDED).unwrap();
-        load(&broker, &notices, None).await;
+        load(&broker, &notices, false).await;
         resident_memory(&broker, &notices).await;
         publish_to_active().await;
     });
@@ -103,50 +111,98 @@ struct Row {
     /// `Err` with the state reached when the screen was not whole in time.
     whole_after: Result<Duration, String>,
     fetched: u64,
+    spent: Meter,
 }
 
-async fn catch_up_table() -> Vec<Row> {
+/// What the broker spent over a case: CPU seconds, and how many times it
+/// wrote its whole persistence file.
+#[derive(Default)]
+struct Meter {
+    cpu: f64,
+    saves: usize,
+}
+
+impl Meter {
+    fn read(broker: &Mosquitto) -> Meter {
+        Meter {
+            cpu: broker.pid().map_or(0.0, cpu_seconds),
+            saves: broker
+                .log_text()
+                .matches("Saving in-memory database")
+                .count(),
+        }
+    }
+
+    /// From `start` to now; `restarted` when the process is a new one since.
+    fn since(start: &Meter, broker: &Mosquitto, restarted: bool) -> Meter {
+        let now = Meter::read(broker);
+        Meter {
+            cpu: now.cpu - if restarted { 0.0 } else { start.cpu },
+            saves: now.saves - start.saves,
+        }
+    }
+}
+
+/// The catch-up cases, by the name that selects one
+/// (`cargo bench --bench ingest -- catch-up b c`).
+const CASES: &[&str] = &[
+    "a",
+    "a-save-every-change",
+    "b",
+    "c",
+    "d",
+    "10k",
+    "10k-recommended",
+    "a-nats",
+    "10k-nats",
+];
+
+async fn catch_up_table(wanted: &[String]) -> Vec<Row> {
+    // 2,000 notices, more than one manifest envelope lists (about 1,900):
+    // the manifests are paged (PROTOCOL 3.6), as `gongkai publish` writes
+    // them, and so are those of 10,000.
     let n = 2_000;
     let mut rows = Vec::new();
-    for settings in [Settings::Stock, Settings::SaveEveryChange] {
-        rows.push(fresh_install(settings, n, true).await);
-    }
-    rows.push(return_after_outage(Settings::Stock, n).await);
-    rows.push(broker_restart(Settings::Stock, n).await);
-    // Paged manifests (PROTOCOL 3.6) are what let a screen know it lacks
-    // some of 10,000 notices: one manifest envelope lists at most about
-    // 1,900. Until the office side can publish pages, the 10,000 case runs
-    // without a manifest, where only a broker that queues them all can
-    // deliver them (the stock broker drops past 1,000 and the screen cannot
-    // tell).
-    let large = 10_000;
-    if PAGED_MANIFESTS {
-        rows.push(fresh_install(Settings::Stock, large, true).await);
-        rows.push(fresh_install(Settings::Recommended, large, true).await);
-    } else {
-        rows.push(fresh_install(Settings::Recommended, large, false).await);
+    for case in CASES {
+        if !wanted.is_empty() && !wanted.iter().any(|w| w == case) {
+            continue;
+        }
+        rows.push(match *case {
+            "a" => fresh_install(Settings::Stock, n).await,
+            "a-save-every-change" => fresh_install(Settings::SaveEveryChange, n).await,
+            "b" => return_after_outage(Settings::Stock, n).await,
+            "c" => broker_restart(Settings::Stock, n).await,
+            "d" => published_while_online(Settings::Stock, n).await,
+            "10k" => fresh_install(Settings::Stock, 10_000).await,
+            "10k-recommended" => fresh_install(Settings::Recommended, 10_000).await,
+            "a-nats" => fresh_install_nats(n).await,
+            _ => fresh_install_nats(10_000).await,
+        });
     }
     rows
 }
 
-/// Whether the office can publish a paged manifest; see `catch_up_table`.
-const PAGED_MANIFESTS: bool = false;
-
 fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "{:<44} | {:<88} | {:>7} | {:>14} | {:>7}",
-        "case", "broker and its settings", "notices", "time to whole", "fetched"
+        "{:<46} | {:<86} | {:>7} | {:>13} | {:>7} | {:>10} | {:>8}",
+        "case",
+        "broker and its settings",
+        "notices",
+        "time to whole",
+        "fetched",
+        "broker CPU",
+        "db saves"
     );
-    println!("{}", "-".repeat(44 + 88 + 7 + 14 + 7 + 12));
+    println!("{}", "-".repeat(46 + 86 + 7 + 13 + 7 + 10 + 8 + 18));
     for r in rows {
         let time = match &r.whole_after {
             Ok(d) => format!("{:.2} s", d.as_secs_f64()),
             Err(_) => "NOT WHOLE".to_owned(),
         };
         println!(
-            "{:<44} | {:<88} | {:>7} | {:>14} | {:>7}",
-            r.case, r.broker, r.notices, time, r.fetched
+            "{:<46} | {:<86} | {:>7} | {:>13} | {:>7} | {:>8.2} s | {:>8}",
+            r.case, r.broker, r.notices, time, r.fetched, r.spent.cpu, r.spent.saves
         );
         if let Err(state) = &r.whole_after {
             println!("    after {} s: {state}", GIVE_UP.as_secs());
@@ -176,29 +232,36 @@ fn make_notices(scope: &str, n: usize) -> Notices {
     (c, all)
 }
 
-/// Publishes every notice retained, then (with `Some(version)`) the
-/// manifest listing them all, as an office does.
-async fn load(broker: &Mosquitto, notices: &Notices, manifest_version: Option<u64>) {
-    load_at(&broker.url(), notices, manifest_version).await
+/// Publishes every notice retained, then (with `manifest`) the manifest
+/// listing them, its pages first when one envelope cannot hold it: what
+/// `gongkai publish` does. Without, only the notices.
+async fn load(broker: &Mosquitto, notices: &Notices, manifest: bool) {
+    load_at(&broker.url(), notices, manifest).await
 }
 
-async fn load_at(url: &str, (c, all): &Notices, manifest_version: Option<u64>) {
+async fn load_at(url: &str, (c, all): &Notices, manifest: bool) {
+    if manifest {
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<std::path::PathBuf> = all
+            .iter()
+            .map(|(id, bytes)| {
+                let path = dir.path().join(format!("{id}.json"));
+                std::fs::write(&path, bytes).unwrap();
+                path
+            })
+            .collect();
+        let connect = gongkai::mqtt::Connect::cli(url, None, None).unwrap();
+        gongkai::office::publish(&connect, PREFIX, &office_key(), &files)
+            .await
+            .unwrap();
+        return;
+    }
     let mut client = publisher(url).await;
     let messages: Vec<(String, Vec<u8>)> = all
         .iter()
         .map(|(id, b)| (topics(c).notice(id), b.clone()))
         .collect();
     client.publish_retained_many(messages).await.unwrap();
-    if let Some(version) = manifest_version {
-        let entries: Vec<(String, u64, &[u8])> = all
-            .iter()
-            .map(|(id, b)| (id.clone(), 1, b.as_slice()))
-            .collect();
-        client
-            .publish_retained(&topics(c).manifest(), manifest(c, version, &entries))
-            .await
-            .unwrap();
-    }
     client.close().await;
 }
 
@@ -226,7 +289,8 @@ async fn whole(daemon: &Daemon, n: usize, version: Option<u64>) -> Result<(), St
         GIVE_UP,
         catalog.wait_for(|cat| {
             cat.items.len() == n
-                && cat.manifest.as_ref().map(|m| m.version) == version
+                && cat.manifests.values().next().map(|m| m.version) == version
+                && cat.manifests.values().all(|m| m.missing_pages().is_empty())
                 && cat.missing().is_empty()
         }),
     )
@@ -238,7 +302,7 @@ async fn whole(daemon: &Daemon, n: usize, version: Option<u64>) -> Result<(), St
             Err(format!(
                 "{} notices held, manifest version {:?}, {} missing",
                 cat.items.len(),
-                cat.manifest.as_ref().map(|m| m.version),
+                cat.manifests.values().next().map(|m| m.version),
                 cat.missing().len()
             ))
         }
@@ -246,30 +310,73 @@ async fn whole(daemon: &Daemon, n: usize, version: Option<u64>) -> Result<(), St
 }
 
 /// (a) A screen installed in a scope with `n` retained notices.
-async fn fresh_install(settings: Settings, n: usize, with_manifest: bool) -> Row {
+async fn fresh_install(settings: Settings, n: usize) -> Row {
     let broker = settings.start();
     let notices = make_notices("fresh", n);
-    let version = with_manifest.then_some(1);
-    load(&broker, &notices, version).await;
+    load(&broker, &notices, true).await;
     let dir = tempfile::tempdir().unwrap();
+    let meter = Meter::read(&broker);
     let start = Instant::now();
     let daemon = Daemon::start(config_for(&broker.url(), &notices.0, dir.path()))
         .await
         .unwrap();
-    let result = whole(&daemon, n, version).await;
+    let result = whole(&daemon, n, Some(1)).await;
     let elapsed = start.elapsed();
+    let spent = Meter::since(&meter, &broker, false);
     let fetched = fetched(&daemon);
     daemon.shutdown().await;
     Row {
-        case: match (n, with_manifest) {
-            (10_000, true) => "first connect, 10,000, paged manifest",
-            (10_000, false) => "first connect, 10,000, no manifest",
+        case: match n {
+            10_000 => "first connect, 10,000, paged manifest",
             _ => "(a) fresh install",
         },
         broker: settings.describe(),
         notices: n,
         whole_after: result.map(|()| elapsed),
         fetched,
+        spent,
+    }
+}
+
+/// (a) on a NATS JetStream cluster of three (see `nats`): the screen
+/// connects to one node, the office publishes through another.
+async fn fresh_install_nats(n: usize) -> Row {
+    let Some(cluster) = nats::Cluster::start(3) else {
+        return Row {
+            case: "(a) fresh install, NATS",
+            broker: "no nats-server",
+            notices: n,
+            whole_after: Err("not run".into()),
+            fetched: 0,
+            spent: Meter::default(),
+        };
+    };
+    let urls = cluster.urls();
+    cluster.wait_ready().await;
+    let notices = make_notices("fresh", n);
+    load_at(&urls[1], &notices, true).await;
+    let cpu: f64 = cluster.pids().into_iter().map(cpu_seconds).sum();
+    let dir = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let daemon = Daemon::start(config_for(&urls[0], &notices.0, dir.path()))
+        .await
+        .unwrap();
+    let result = whole(&daemon, n, Some(1)).await;
+    let elapsed = start.elapsed();
+    let cpu = cluster.pids().into_iter().map(cpu_seconds).sum::<f64>() - cpu;
+    let fetched = fetched(&daemon);
+    daemon.shutdown().await;
+    Row {
+        case: if n == 10_000 {
+            "first connect, 10,000, paged manifest, NATS"
+        } else {
+            "(a) fresh install, NATS"
+        },
+        broker: "NATS 2.9 cluster of 3, JetStream, MQTT stream and consumer replicas 3",
+        notices: n,
+        whole_after: result.map(|()| elapsed),
+        fetched,
+        spent: Meter { cpu, saves: 0 },
     }
 }
 
@@ -287,13 +394,15 @@ async fn return_after_outage(settings: Settings, n: usize) -> Row {
     whole(&daemon, 0, Some(1)).await.unwrap();
     daemon.shutdown().await;
 
-    load(&broker, &notices, Some(2)).await;
+    load(&broker, &notices, true).await;
+    let meter = Meter::read(&broker);
     let start = Instant::now();
     let daemon = Daemon::start(config_for(&broker.url(), c, dir.path()))
         .await
         .unwrap();
     let result = whole(&daemon, n, Some(2)).await;
     let elapsed = start.elapsed();
+    let spent = Meter::since(&meter, &broker, false);
     let fetched = fetched(&daemon);
     daemon.shutdown().await;
     Row {
@@ -302,6 +411,7 @@ async fn return_after_outage(settings: Settings, n: usize) -> Row {
         notices: n,
         whole_after: result.map(|()| elapsed),
         fetched,
+        spent,
     }
 }
 
@@ -325,12 +435,14 @@ async fn broker_restart(settings: Settings, n: usize) -> Row {
     connected.wait_for(|up| !*up).await.unwrap();
     let office = free_port();
     broker.restart_on(office);
-    load_at(&format!("mqtt://127.0.0.1:{office}"), &notices, Some(2)).await;
+    load_at(&format!("mqtt://127.0.0.1:{office}"), &notices, true).await;
     broker.stop();
+    let meter = Meter::read(&broker);
     broker.restart();
     let start = Instant::now();
     let result = whole(&daemon, n, Some(2)).await;
     let elapsed = start.elapsed();
+    let spent = Meter::since(&meter, &broker, true);
     let fetched = fetched(&daemon);
     daemon.shutdown().await;
     Row {
@@ -339,6 +451,38 @@ async fn broker_restart(settings: Settings, n: usize) -> Row {
         notices: n,
         whole_after: result.map(|()| elapsed),
         fetched,
+        spent,
+    }
+}
+
+/// (d) A screen online and whole while the office publishes `n` notices
+/// at once: more than the broker's queue for the screen holds, and the
+/// manifest comes last. Timed from the start of the publication.
+async fn published_while_online(settings: Settings, n: usize) -> Row {
+    let broker = settings.start();
+    let notices = make_notices("online", n);
+    let c = &notices.0;
+    empty_manifest(&broker.url(), c).await;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(config_for(&broker.url(), c, dir.path()))
+        .await
+        .unwrap();
+    whole(&daemon, 0, Some(1)).await.unwrap();
+    let meter = Meter::read(&broker);
+    let start = Instant::now();
+    load(&broker, &notices, true).await;
+    let result = whole(&daemon, n, Some(2)).await;
+    let elapsed = start.elapsed();
+    let spent = Meter::since(&meter, &broker, false);
+    let fetched = fetched(&daemon);
+    daemon.shutdown().await;
+    Row {
+        case: "(d) online while the office publishes at once",
+        broker: settings.describe(),
+        notices: n,
+        whole_after: result.map(|()| elapsed),
+        fetched,
+        spent,
     }
 }
 
@@ -398,9 +542,12 @@ async fn publish_to_active() {
             .unwrap();
         catalog
             .wait_for(|cat| {
-                cat.items
-                    .get(&id)
-                    .is_some_and(|item| item.is_active(&screen, time::OffsetDateTime::now_utc()))
+                cat.item(&c, &id).is_some_and(|item| {
+                    item.is_active(
+                        &gongkai::schedule::Audience::new(&screen, &c),
+                        time::OffsetDateTime::now_utc(),
+                    )
+                })
             })
             .await
             .unwrap();

@@ -18,14 +18,22 @@
 mod common;
 mod nats;
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
+use gongkai::config::Config;
 use gongkai::daemon::Daemon;
+use gongkai::schedule::Audience;
+use gongkai::store::Catalog;
 use tokio::task::JoinSet;
 
-/// Notices the scope holds before the measurements.
+/// Notices each community holds before the measurements.
 const BASE_NOTICES: usize = 20;
+/// Notices the street holds before the measurements.
+const STREET_NOTICES: usize = 5;
+/// Screens per community: a lobby screen per building, fifty buildings.
+const SCREENS_PER_COMMUNITY: usize = 50;
 /// How long a phase may take before the screens still waiting are counted
 /// as failed.
 const PHASE_LIMIT: Duration = Duration::from_secs(300);
@@ -149,24 +157,74 @@ impl Brokers {
 /// A screen of the fleet.
 struct Screen {
     id: String,
+    community: String,
     daemon: Daemon,
+}
+
+/// The street office's keys: a scope's own keys count in no other (PROTOCOL
+/// 3.7).
+fn street_office() -> gongkai::protocol::SecretKey {
+    gongkai::protocol::SecretKey::from_seed([4; 32])
+}
+
+fn street_supervisor() -> gongkai::protocol::SecretKey {
+    gongkai::protocol::SecretKey::from_seed([5; 32])
+}
+
+/// The configuration of a screen of `community` following `street`.
+fn fleet_config(url: &str, community: &str, street: &str, id: &str, store: &Path) -> Config {
+    Config::parse(&format!(
+        "{}\n[[follow]]\nscope = \"{street}\"\noffice = [\"{}\"]\nsupervisor = [\"{}\"]\n",
+        config_text(url, community, id, store),
+        street_office().public().to_base64(),
+        street_supervisor().public().to_base64(),
+    ))
+    .unwrap()
+}
+
+/// Where the fleet stands: what every screen must hold to be whole.
+#[derive(Clone)]
+struct Expected {
+    /// Notices per screen: its community's and the street's.
+    notices: usize,
+    /// The street's manifest version (each community's stays at 1).
+    street_version: u64,
 }
 
 async fn run(mut broker: Brokers, n: usize) {
     println!();
     println!("== {n} screens; broker: {}", broker.describe());
-    let c = format!("fleet-{}", free_port());
-    let office = broker.urls()[0].clone();
-    // The issue asks for a street-scope notice; the configuration has no
-    // followed scopes yet, so the notice goes to the home community.
-    let base: Vec<(String, Vec<u8>)> = (0..BASE_NOTICES)
-        .map(|i| {
-            let id = format!("base{i:02}");
-            let bytes = signed(&notice(&c, &id, 1));
-            (id, bytes)
-        })
+    if let Brokers::Nats(cluster) = &broker {
+        cluster.wait_ready().await;
+    }
+    let tag = free_port();
+    let street = format!("street-{tag}");
+    let communities: Vec<String> = (0..n.div_ceil(SCREENS_PER_COMMUNITY))
+        .map(|k| format!("c{k:03}-{tag}"))
         .collect();
-    publish_until_taken(&office, &c, &base, &base, 1).await;
+    let office = broker.urls()[0].clone();
+    let work = tempfile::tempdir().unwrap();
+    for c in &communities {
+        let notices: Vec<serde_json::Value> = (0..BASE_NOTICES)
+            .map(|i| notice(c, &format!("base{i:02}"), 1))
+            .collect();
+        publish_until_taken(
+            &office,
+            work.path(),
+            &notices,
+            &[&office_key(), &supervisor_key()],
+        )
+        .await;
+    }
+    let street_keys = [&street_office(), &street_supervisor()];
+    let street_base: Vec<serde_json::Value> = (0..STREET_NOTICES)
+        .map(|i| notice(&street, &format!("street{i:02}"), 1))
+        .collect();
+    publish_until_taken(&office, work.path(), &street_base, &street_keys).await;
+    let mut expected = Expected {
+        notices: BASE_NOTICES + STREET_NOTICES,
+        street_version: 1,
+    };
 
     let before = memory();
     let dir = tempfile::tempdir().unwrap();
@@ -174,26 +232,34 @@ async fn run(mut broker: Brokers, n: usize) {
     let started = Instant::now();
     let mut screens = Vec::with_capacity(n);
     for i in 0..n {
-        let id = format!("f{i:05}-{c}");
+        let community = communities[i / SCREENS_PER_COMMUNITY].clone();
+        let id = format!("s{i:05}-{tag}");
         let folder = dir.path().join(&id);
         std::fs::create_dir(&folder).unwrap();
-        let config = screen_config(
+        let config = fleet_config(
             &urls[i % urls.len()],
-            &c,
+            &community,
+            &street,
             &id,
             &folder.join("screen.db"),
         );
         let daemon = Daemon::start(config).await.unwrap();
-        screens.push(Screen { id, daemon });
+        screens.push(Screen {
+            id,
+            community,
+            daemon,
+        });
     }
     let all_started = started.elapsed();
     let cpu = broker.cpu_seconds();
-    let times = wait_each(&screens, started, |_, cat| {
-        holds(cat, BASE_NOTICES, 1)
-    })
-    .await;
+    let want = expected.clone();
+    let times = wait_each(&screens, started, move |_, cat| holds(cat, &want)).await;
     report(
-        &format!("first connect, {BASE_NOTICES} notices (daemons started in {:.1} s)", all_started.as_secs_f64()),
+        &format!(
+            "first connect, {} notices each (daemons started in {:.1} s)",
+            expected.notices,
+            all_started.as_secs_f64()
+        ),
         &times,
         broker.cpu_seconds() - cpu,
         started.elapsed(),
@@ -205,7 +271,7 @@ async fn run(mut broker: Brokers, n: usize) {
     let after = memory();
     let (threads, fds) = (threads(), open_files());
     println!(
-        "memory per screen: RSS {:.2} MiB, PSS {:.2} MiB (process RSS {:.0} MiB, PSS {:.0} MiB); {:.1} threads and {:.1} file descriptors per screen",
+        "memory per screen: RSS {:.2} MiB, PSS {:.2} MiB (process RSS {:.0} MiB, PSS {:.0} MiB); {:.2} threads and {:.1} file descriptors per screen",
         (after.rss - before.rss) / n as f64,
         (after.pss - before.pss) / n as f64,
         after.rss,
@@ -214,29 +280,34 @@ async fn run(mut broker: Brokers, n: usize) {
         fds as f64 / n as f64,
     );
 
-    // One notice, published as an office does: the notice, then the manifest.
-    let mut all = base.clone();
-    let live = ("live".to_owned(), signed(&notice(&c, "live", 1)));
-    all.push(live.clone());
+    // One street notice, published as the street office does: the notice,
+    // then the street's next manifest.
+    let live = notice(&street, "live", 1);
     let cpu = broker.cpu_seconds();
     let start = Instant::now();
-    publish_until_taken(&office, &c, &[live], &all, 2).await;
-    let times = wait_each(&screens, start, |screen, cat| {
-        cat.items.get("live").is_some_and(|item| {
-            item.is_active(screen, time::OffsetDateTime::now_utc())
+    publish_until_taken(&office, work.path(), &[live], &street_keys).await;
+    let in_street = street.clone();
+    let times = wait_each(&screens, start, move |screen, cat| {
+        cat.item(&in_street, "live").is_some_and(|item| {
+            item.is_active(
+                &Audience::new(&screen.id, &screen.community),
+                time::OffsetDateTime::now_utc(),
+            )
         })
     })
     .await;
     report(
-        "publish → active, one notice",
+        "publish → active, one street notice",
         &times,
         broker.cpu_seconds() - cpu,
         start.elapsed(),
     );
+    expected.notices += 1;
+    expected.street_version += 1;
 
-    // The reconnect storm: the broker goes down, the office publishes one
-    // notice while the screens cannot reach it, the broker comes back and
-    // every screen reconnects at once.
+    // The reconnect storm: the broker goes down, the street office
+    // publishes one notice while the screens cannot reach it, the broker
+    // comes back and every screen reconnects at once.
     broker.stop();
     let down = Instant::now();
     for screen in &screens {
@@ -247,15 +318,19 @@ async fn run(mut broker: Brokers, n: usize) {
         "broker stopped: every screen saw it within {:.1} s",
         down.elapsed().as_secs_f64()
     );
-    let storm = ("storm".to_owned(), signed(&notice(&c, "storm", 1)));
-    all.push(storm.clone());
     let office_during = broker.start_for_office();
-    publish_until_taken(&office_during, &c, &[storm], &all, 3).await;
+    if let Brokers::Nats(cluster) = &broker {
+        cluster.wait_ready_at(&office_during).await;
+    }
+    let storm = notice(&street, "storm", 1);
+    publish_until_taken(&office_during, work.path(), &[storm], &street_keys).await;
+    expected.notices += 1;
+    expected.street_version += 1;
     broker.stop();
     let start = Instant::now();
     broker.restart();
-    let total = all.len();
-    let times = wait_each(&screens, start, move |_, cat| holds(cat, total, 3)).await;
+    let want = expected.clone();
+    let times = wait_each(&screens, start, move |_, cat| holds(cat, &want)).await;
     report(
         "reconnect storm: broker restarted, all whole",
         &times,
@@ -274,30 +349,42 @@ async fn run(mut broker: Brokers, n: usize) {
     broker.stop();
 }
 
-/// Whether a screen holds `n` notices and manifest `version` with nothing
-/// missing.
-fn holds(cat: &gongkai::store::Catalog, n: usize, version: u64) -> bool {
-    cat.items.len() == n
-        && cat.manifest.as_ref().map(|m| m.version) == Some(version)
+/// Whether a screen holds what it should, both manifests, nothing missing.
+fn holds(cat: &Catalog, expected: &Expected) -> bool {
+    cat.items.len() == expected.notices
+        && cat.manifests.len() == 2
+        && cat
+            .manifests
+            .iter()
+            .any(|(scope, m)| scope.starts_with("street-") && m.version == expected.street_version)
         && cat.missing().is_empty()
 }
 
-/// How long after `since` each screen satisfied `ok` (given its id and
-/// catalog); `None`: not within [`PHASE_LIMIT`].
+/// A screen's id and community, for the conditions a phase waits for.
+struct Who {
+    id: String,
+    community: String,
+}
+
+/// How long after `since` each screen satisfied `ok`; `None`: not within
+/// [`PHASE_LIMIT`].
 async fn wait_each(
     screens: &[Screen],
     since: Instant,
-    ok: impl Fn(&str, &gongkai::store::Catalog) -> bool + Clone + Send + 'static,
+    ok: impl Fn(&Who, &Catalog) -> bool + Clone + Send + Sync + 'static,
 ) -> Vec<Option<Duration>> {
     let mut waits = JoinSet::new();
     for (i, screen) in screens.iter().enumerate() {
         let mut catalog = screen.daemon.catalog.clone();
         let ok = ok.clone();
-        let id = screen.id.clone();
+        let who = Who {
+            id: screen.id.clone(),
+            community: screen.community.clone(),
+        };
         waits.spawn(async move {
             let reached = tokio::time::timeout_at(
                 (since + PHASE_LIMIT).into(),
-                catalog.wait_for(|cat| ok(&id, cat)),
+                catalog.wait_for(|cat| ok(&who, cat)),
             )
             .await;
             (i, reached.is_ok().then(|| since.elapsed()))
@@ -345,13 +432,16 @@ fn failed(broker: &Brokers, screens: &[Screen]) {
     for screen in screens {
         connected += usize::from(*screen.daemon.connected.borrow());
         let cat = screen.daemon.catalog.borrow();
-        if shown < 5 && !cat.missing().is_empty() || cat.manifest.is_none() {
+        if shown < 5 && (!cat.missing().is_empty() || cat.manifests.len() < 2) {
             shown += 1;
             println!(
-                "    {}: {} notices, manifest {:?}, {} missing",
+                "    {}: {} notices, manifests {:?}, {} missing",
                 screen.id,
                 cat.items.len(),
-                cat.manifest.as_ref().map(|m| m.version),
+                cat.manifests
+                    .iter()
+                    .map(|(s, m)| (s, m.version))
+                    .collect::<Vec<_>>(),
                 cat.missing().len()
             );
         }
@@ -368,39 +458,33 @@ fn failed(broker: &Brokers, screens: &[Screen]) {
     }
 }
 
-/// Publishes `notices`, then the manifest `version` listing `listed`,
-/// reconnecting and retrying until the broker takes them (a restarted
-/// cluster takes a while to accept MQTT).
+/// Publishes `notices` as `gongkai publish` does (the notices, then the
+/// scope's next manifest, signed by the first key), retrying until the
+/// broker takes them (a restarted cluster takes a while to accept MQTT).
 async fn publish_until_taken(
     url: &str,
-    c: &str,
-    notices: &[(String, Vec<u8>)],
-    listed: &[(String, Vec<u8>)],
-    version: u64,
+    dir: &Path,
+    notices: &[serde_json::Value],
+    keys: &[&gongkai::protocol::SecretKey],
 ) {
-    let entries: Vec<(String, u64, &[u8])> = listed
+    let files: Vec<PathBuf> = notices
         .iter()
-        .map(|(id, b)| (id.clone(), 1, b.as_slice()))
+        .map(|p| {
+            let path = dir.join(format!(
+                "{}-{}.json",
+                p["community"].as_str().unwrap(),
+                p["id"].as_str().unwrap()
+            ));
+            std::fs::write(&path, signed_by(p, keys)).unwrap();
+            path
+        })
         .collect();
-    let manifest_bytes = manifest(c, version, &entries);
+    let connect = gongkai::mqtt::Connect::cli(url, None, None).unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let attempt = async {
-            let connect = gongkai::mqtt::Connect::cli(url, None, None)?;
-            let mut client = gongkai::office::broker::OneShotClient::connect(&connect).await?;
-            let messages = notices
-                .iter()
-                .map(|(id, b)| (topics(c).notice(id), b.clone()))
-                .collect();
-            client.publish_retained_many(messages).await?;
-            client
-                .publish_retained(&topics(c).manifest(), manifest_bytes.clone())
-                .await?;
-            client.close().await;
-            anyhow::Ok(())
-        };
-        match tokio::time::timeout(Duration::from_secs(20), attempt).await {
-            Ok(Ok(())) => return,
+        let attempt = gongkai::office::publish(&connect, PREFIX, keys[0], &files);
+        match tokio::time::timeout(Duration::from_secs(30), attempt).await {
+            Ok(Ok(_)) => return,
             Ok(Err(e)) => assert!(Instant::now() < deadline, "cannot publish: {e:#}"),
             Err(_) => assert!(Instant::now() < deadline, "cannot publish: timed out"),
         }
@@ -436,35 +520,6 @@ fn open_files() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
-/// A process's user and system CPU time, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // The command name in parentheses may hold spaces: count from after it.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    // Fields 14 and 15 of stat(5) are utime and stime; the first after the
-    // name is field 3.
-    let ticks: f64 = fields
-        .get(11..13)
-        .map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
-    ticks / clock_ticks()
-}
-
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 /// Each screen holds a dozen file descriptors (its store, the relay's
 /// sockets, the broker connection): raise the soft limit to the hard one
 /// when the fleet needs more than it allows (`prlimit`, as the code has no
@@ -476,7 +531,10 @@ fn raise_open_files(screens: usize) {
         .find(|l| l.starts_with("Max open files"))
         .and_then(|l| {
             let v: Vec<&str> = l.split_whitespace().collect();
-            Some((v.get(3)?.parse::<u64>().ok()?, v.get(4)?.parse::<u64>().ok()?))
+            Some((
+                v.get(3)?.parse::<u64>().ok()?,
+                v.get(4)?.parse::<u64>().ok()?,
+            ))
         })
     else {
         return;

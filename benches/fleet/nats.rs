@@ -4,6 +4,8 @@
 //! replicated three times. Stopping and starting keeps the JetStream state,
 //! as a restarted cluster would.
 
+#![allow(dead_code)]
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -94,7 +96,7 @@ impl Cluster {
             let log = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(self.log_path_of(&node.name))
+                .open(dir.join(format!("{}.log", node.name)))
                 .unwrap();
             node.child = Some(
                 Command::new("nats-server")
@@ -113,6 +115,39 @@ impl Cluster {
                 assert!(Instant::now() < deadline, "nats-server did not listen");
                 std::thread::sleep(Duration::from_millis(50));
             }
+        }
+    }
+
+    /// Waits until every node takes a QoS 1 publish over MQTT: JetStream has
+    /// a leader and the MQTT streams exist.
+    pub async fn wait_ready(&self) {
+        for url in self.urls() {
+            self.wait_ready_at(&url).await;
+        }
+    }
+
+    /// Waits until the node at `url` takes a QoS 1 publish over MQTT.
+    pub async fn wait_ready_at(&self, url: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let attempt = async {
+                let connect = gongkai::mqtt::Connect::cli(url, None, None)?;
+                let mut client = gongkai::office::broker::OneShotClient::connect(&connect).await?;
+                client
+                    .publish_retained("gongkai-bench/ready", Vec::new())
+                    .await?;
+                client.close().await;
+                anyhow::Ok(())
+            };
+            if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(10), attempt).await {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the NATS cluster did not take MQTT publishes: {}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 
