@@ -273,6 +273,10 @@ pub struct Mosquitto {
     dir: tempfile::TempDir,
     child: Option<Child>,
     extra: String,
+    /// Save the persistence file after every change (the tests' broker, so
+    /// that a SIGKILL loses nothing), or as installed (every 30 minutes and
+    /// on the way out).
+    save_every_change: bool,
 }
 
 impl Mosquitto {
@@ -287,9 +291,38 @@ impl Mosquitto {
             dir: tempfile::tempdir().unwrap(),
             child: None,
             extra: extra.to_owned(),
+            save_every_change: true,
         };
         m.restart();
         Some(m)
+    }
+
+    /// Like [`Mosquitto::start`], but saving its persistence file as an
+    /// installed Mosquitto does (`autosave_interval` 1800 s, and at exit),
+    /// not after every change: what benchmarks measure.
+    pub fn start_stock(test: &str, extra: &str) -> Option<Mosquitto> {
+        if !tools(test, &["mosquitto"]) {
+            return None;
+        }
+        let mut m = Mosquitto {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            extra: extra.to_owned(),
+            save_every_change: false,
+        };
+        m.restart();
+        Some(m)
+    }
+
+    /// What the broker logged (its log file holds every start).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+
+    /// The broker process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The broker's own folder, for files its configuration names.
@@ -307,11 +340,22 @@ impl Mosquitto {
 
     /// (Re)starts the broker on the same port and persistence folder.
     pub fn restart(&mut self) {
+        self.restart_on(self.port);
+    }
+
+    /// (Re)starts the broker with its persistence folder, listening on
+    /// `port` alone: an office's own listener, say, while screens cannot
+    /// reach the broker on theirs.
+    pub fn restart_on(&mut self, port: u16) {
         let conf = format!(
             "listener {port} 127.0.0.1\n{anonymous}user root\npersistence true\n\
-             persistence_location {dir}/\nautosave_interval 1\nautosave_on_changes true\n\
+             persistence_location {dir}/\n{autosave}\
              log_dest file {dir}/mosquitto.log\n{extra}\n",
-            port = self.port,
+            autosave = if self.save_every_change {
+                "autosave_interval 1\nautosave_on_changes true\n"
+            } else {
+                ""
+            },
             anonymous = if self.extra.contains("allow_anonymous") {
                 ""
             } else {
@@ -329,10 +373,21 @@ impl Mosquitto {
             .spawn()
             .expect("starting mosquitto");
         self.child = Some(child);
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         eventually("mosquitto to listen", || {
             std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
         });
+    }
+
+    /// Stops the broker with SIGTERM, as a service manager does: it saves
+    /// its persistence file on the way out.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
     }
 
     /// Kills the broker with SIGKILL: no goodbye, no final save.
@@ -348,6 +403,40 @@ impl Drop for Mosquitto {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A process's user and system CPU time so far, in seconds (0 once it is
+/// gone).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // The command name in parentheses may hold spaces: count from after it.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    // Fields 14 and 15 of stat(5) are utime and stime; the first after the
+    // name is field 3.
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
+    });
+    ticks / clock_ticks()
+}
+
+/// The unit of /proc's CPU times, per second.
+fn clock_ticks() -> f64 {
+    static TICKS: OnceLock<f64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 /// The real `gongkaid` binary, headless, with its stderr collected.
