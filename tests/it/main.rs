@@ -9,6 +9,7 @@
 
 mod common;
 
+mod acl;
 mod cli;
 mod faults;
 mod feedback;
@@ -17,6 +18,7 @@ mod kiosk;
 mod media;
 mod office;
 mod office_cli;
+mod package;
 mod render;
 mod scopes;
 mod screen;
