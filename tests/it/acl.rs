@@ -95,8 +95,8 @@ fn make_certificates(root: &Path) -> PathBuf {
 struct Broker {
     port: u16,
     ca: PathBuf,
-    _mosquitto: Mosquitto,
-    _root: tempfile::TempDir,
+    mosquitto: Mosquitto,
+    root: tempfile::TempDir,
 }
 
 impl Broker {
@@ -147,8 +147,8 @@ impl Broker {
         Some(Broker {
             port,
             ca,
-            _mosquitto: mosquitto,
-            _root: root,
+            mosquitto,
+            root,
         })
     }
 
@@ -220,6 +220,20 @@ impl Peer {
             seen: Vec::new(),
             barriers: 0,
         })
+    }
+
+    /// Waits until the broker closes this connection.
+    async fn closed(&mut self) {
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(10), self.packets.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{}: still connected after 10 s", self.name));
+            match next {
+                Some(Ok(Packet::Publish(p))) => self.seen.push(p),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return,
+            }
+        }
     }
 
     /// The next packet from the broker; PUBLISHes are also kept in `seen`.
@@ -610,6 +624,52 @@ async fn credentials_are_checked_and_bound_to_their_client_id_and_scope() {
         .publish(&topic("lixia-demo", "manifest"), b"street manifest", true)
         .await;
     assert!(office.retained(&topic("lixia-demo", "#")).await.is_empty());
+}
+
+/// A screen struck off (its roster line and password line deleted, the ACL
+/// made again) loses its access at the broker's reload: its connection is
+/// closed and it cannot connect again; the others carry on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_screen_struck_off_loses_its_access_at_a_reload() {
+    let Some(broker) = Broker::start("a_screen_struck_off_loses_its_access_at_a_reload") else {
+        return;
+    };
+    let mut stolen = broker.peer("lobby-1").await;
+    let mut kiosk = broker.peer("kiosk-1").await;
+    let kiosk_cmd = topic("lixia-demo", "screens/kiosk-1/cmd");
+    kiosk.subscribe(&kiosk_cmd).await;
+
+    let roster = broker.root.path().join("gongkai/roster");
+    let text = std::fs::read_to_string(shipped("roster.example")).unwrap();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("screen lobby-1 "))
+        .collect();
+    assert_eq!(kept.len() + 1, text.lines().count());
+    std::fs::write(&roster, kept.join("\n")).unwrap();
+    let (status, acl, errors) = gongkai_acl(&roster);
+    assert_eq!(status, 0, "{errors}");
+    assert!(!acl.contains("lobby-1"));
+    std::fs::write(broker.root.path().join("gongkai/acl"), acl).unwrap();
+    let deleted = Command::new("mosquitto_passwd")
+        .arg("-D")
+        .arg(broker.root.path().join("gongkai/passwords"))
+        .arg("lobby-1")
+        .status()
+        .unwrap();
+    assert!(deleted.success());
+    broker.mosquitto.reload();
+
+    stolen.closed().await;
+    assert!(
+        Peer::connect(&broker, Some(("lobby-1", &password("lobby-1"))), "lobby-1")
+            .await
+            .is_err(),
+        "a struck-off screen connected again"
+    );
+    let mut office = broker.peer("office-lixia").await;
+    office.publish(&kiosk_cmd, b"identify kiosk-1", false).await;
+    kiosk.until(&kiosk_cmd, b"identify kiosk-1").await;
 }
 
 /// `acl.example` is what `gongkai-acl` makes of `roster.example`, so the
