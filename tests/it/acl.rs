@@ -626,6 +626,76 @@ async fn credentials_are_checked_and_bound_to_their_client_id_and_scope() {
     assert!(office.retained(&topic("lixia-demo", "#")).await.is_empty());
 }
 
+/// The real daemon, as `lobby-1` of `lixia-demo` following `yanshan-street`
+/// with the shipped ACL: it connects over TLS with its password (its will
+/// on its own status), subscribes, takes a notice of each scope, and its
+/// status reaches the office. So the ACL grants everything a screen does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_screen_works_under_the_acl() {
+    let Some(broker) = Broker::start("a_real_screen_works_under_the_acl") else {
+        return;
+    };
+    let mut office = broker.peer("office-lixia").await;
+    let status = topic("lixia-demo", "screens/lobby-1/status");
+    office.subscribe(&status).await;
+    let home = common::notice("lixia-demo", "home-1", 1);
+    office
+        .publish(
+            &topic("lixia-demo", "notices/home-1"),
+            &common::signed(&home),
+            true,
+        )
+        .await;
+    let (street_office, street_supervisor) = (
+        gongkai::protocol::SecretKey::from_seed([4; 32]),
+        gongkai::protocol::SecretKey::from_seed([5; 32]),
+    );
+    let mut street = broker.peer("office-yanshan").await;
+    let upper = common::notice("yanshan-street", "street-1", 1);
+    street
+        .publish(
+            &topic("yanshan-street", "notices/street-1"),
+            &common::signed_by(&upper, &[&street_office, &street_supervisor]),
+            true,
+        )
+        .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("mqtt-password");
+    std::fs::write(&password_file, format!("{}\n", password("lobby-1"))).unwrap();
+    let url = format!("mqtts://localhost:{}", broker.port);
+    let text = common::config_text(&url, "lixia-demo", "lobby-1", &dir.path().join("screen.db"))
+        .replace(
+            &format!("url = \"{url}\""),
+            &format!(
+                "url = \"{url}\"\nusername = \"lobby-1\"\npassword_file = \"{}\"\nca_file = \"{}\"",
+                password_file.display(),
+                broker.ca.display()
+            ),
+        );
+    let text = format!(
+        "{text}\n[[follow]]\nscope = \"yanshan-street\"\noffice = [\"{}\"]\nsupervisor = [\"{}\"]\n",
+        street_office.public().to_base64(),
+        street_supervisor.public().to_base64()
+    );
+    let daemon = gongkai::daemon::Daemon::start(gongkai::config::Config::parse(&text).unwrap())
+        .await
+        .unwrap();
+    common::wait_for(&daemon, "a notice of each scope", |cat| {
+        use common::ById;
+        cat.has("home-1") && cat.has("street-1")
+    })
+    .await;
+    while !office
+        .on(&status)
+        .iter()
+        .any(|p| String::from_utf8_lossy(p).contains("\"online\""))
+    {
+        office.next().await;
+    }
+    daemon.shutdown().await;
+}
+
 /// A screen struck off (its roster line and password line deleted, the ACL
 /// made again) loses its access at the broker's reload: its connection is
 /// closed and it cannot connect again; the others carry on.

@@ -68,6 +68,7 @@ fn the_package_passes_lintian_and_installs_in_a_fresh_debian_root() {
         .collect();
     for dependency in [
         "systemd",
+        "udev",
         "libinput10",
         "libudev1",
         "libxkbcommon0",
