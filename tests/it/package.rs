@@ -253,10 +253,67 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// A fresh Debian root with /proc mounted; unmounted and removed on drop.
+/// A temporary folder for a Debian root. On drop, whatever is still mounted
+/// below it (our /proc, or what a failed debootstrap left) is unmounted
+/// first; if anything stays mounted the folder is left in place, as deleting
+/// through a mount would delete the host's files.
+struct Scratch(Option<tempfile::TempDir>);
+
+impl Scratch {
+    fn new(prefix: &str, parent: &Path) -> Scratch {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(parent)
+            .unwrap();
+        // A root directory like any other (tempdir makes it 0700, which
+        // would keep apt's unprivileged _apt user out).
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        Scratch(Some(dir))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.as_ref().unwrap().path()
+    }
+}
+
+/// Mount points at or below `path`, deepest first.
+fn mounts_below(path: &Path) -> Vec<String> {
+    let base = path.to_string_lossy().into_owned();
+    let table = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let mut found: Vec<String> = table
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        // /proc/mounts writes a space as \040.
+        .map(|m| m.replace("\\040", " "))
+        .filter(|m| *m == base || m.starts_with(&format!("{base}/")))
+        .collect();
+    found.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    found
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let dir = self.0.take().unwrap();
+        for mount in mounts_below(dir.path()) {
+            let ok = Command::new("umount").arg(&mount).status();
+            if !ok.is_ok_and(|s| s.success()) {
+                let _ = Command::new("umount").arg("-l").arg(&mount).status();
+            }
+        }
+        let left = mounts_below(dir.path());
+        if !left.is_empty() {
+            eprintln!(
+                "still mounted below {}: {left:?}; the folder is left in place",
+                dir.path().display()
+            );
+            let _ = dir.keep();
+        }
+    }
+}
+
+/// A fresh Debian root with /proc mounted.
 struct Root {
-    dir: Option<tempfile::TempDir>,
-    proc_mounted: bool,
+    dir: Scratch,
 }
 
 impl Root {
@@ -270,13 +327,7 @@ impl Root {
             make_base(&cache);
         }
         let started = Instant::now();
-        let dir = tempfile::Builder::new()
-            .prefix("gongkai-root-")
-            .tempdir_in(target_dir())
-            .unwrap();
-        // A root directory like any other (tempdir makes it 0700, which
-        // would keep apt's unprivileged _apt user out).
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dir = Scratch::new("gongkai-root-", &target_dir());
         run(Command::new("tar")
             .arg("-xf")
             .arg(&cache)
@@ -288,24 +339,19 @@ impl Root {
         );
         // The network as this machine has it.
         std::fs::copy("/etc/resolv.conf", dir.path().join("etc/resolv.conf")).unwrap();
-        let mut root = Root {
-            dir: Some(dir),
-            proc_mounted: false,
-        };
         run(Command::new("mount")
             .args(["-t", "proc", "proc"])
-            .arg(root.path("proc")));
-        root.proc_mounted = true;
-        root
+            .arg(dir.path().join("proc")));
+        Root { dir }
     }
 
     fn path(&self, relative: &str) -> PathBuf {
-        self.dir.as_ref().unwrap().path().join(relative)
+        self.dir.path().join(relative)
     }
 
     fn output(&self, args: &[&str]) -> Output {
         Command::new("chroot")
-            .arg(self.dir.as_ref().unwrap().path())
+            .arg(self.dir.path())
             .args(["/usr/bin/env", "-i"])
             .args([
                 "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
@@ -331,29 +377,6 @@ impl Root {
     }
 }
 
-impl Drop for Root {
-    fn drop(&mut self) {
-        let dir = self.dir.take().unwrap();
-        if self.proc_mounted {
-            let proc_dir = dir.path().join("proc");
-            let unmounted = Command::new("umount")
-                .arg(&proc_dir)
-                .status()
-                .is_ok_and(|s| s.success())
-                || Command::new("umount")
-                    .arg("-l")
-                    .arg(&proc_dir)
-                    .status()
-                    .is_ok_and(|s| s.success());
-            if !unmounted {
-                // Never delete through a mount: leave the root behind.
-                eprintln!("cannot unmount {}: left in place", proc_dir.display());
-                let _ = dir.keep();
-            }
-        }
-    }
-}
-
 /// `debootstrap --variant=minbase` into a temporary folder, then a tar of it
 /// at `cache` (written beside it first, so that an interrupted run leaves no
 /// half a cache).
@@ -362,10 +385,7 @@ fn make_base(cache: &Path) {
         .unwrap_or_else(|_| "http://deb.debian.org/debian".to_owned());
     std::fs::create_dir_all(cache.parent().unwrap()).unwrap();
     let started = Instant::now();
-    let dir = tempfile::Builder::new()
-        .prefix("debootstrap-")
-        .tempdir_in(cache.parent().unwrap())
-        .unwrap();
+    let dir = Scratch::new("debootstrap-", cache.parent().unwrap());
     run(Command::new("debootstrap")
         .args(["--variant=minbase", SUITE])
         .arg(dir.path())
