@@ -9,6 +9,7 @@
 
 mod common;
 
+mod acl;
 mod cli;
 mod cluster;
 mod commands;
@@ -19,6 +20,7 @@ mod kiosk;
 mod media;
 mod office;
 mod office_cli;
+mod package;
 mod render;
 mod scopes;
 mod screen;

@@ -390,6 +390,17 @@ impl Mosquitto {
         }
     }
 
+    /// Sends SIGHUP: Mosquitto rereads its password file, ACL file and
+    /// certificates, and applies them to the clients already connected.
+    pub fn reload(&self) {
+        let child = self.child.as_ref().expect("the broker runs");
+        let sent = Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -HUP mosquitto");
+    }
+
     /// Kills the broker with SIGKILL: no goodbye, no final save.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
