@@ -26,7 +26,7 @@ use gongkai::config::Config;
 use gongkai::daemon::Daemon;
 use gongkai::schedule::Audience;
 use gongkai::store::Catalog;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 /// Notices each community holds before the measurements.
 const BASE_NOTICES: usize = 20;
@@ -220,7 +220,8 @@ async fn run(mut broker: Brokers, n: usize) {
     let street_base: Vec<serde_json::Value> = (0..STREET_NOTICES)
         .map(|i| notice(&street, &format!("street{i:02}"), 1))
         .collect();
-    publish_until_taken(&office, work.path(), &street_base, &street_keys).await;
+    let mut street_listed =
+        publish_until_taken(&office, work.path(), &street_base, &street_keys).await;
     let mut expected = Expected {
         notices: BASE_NOTICES + STREET_NOTICES,
         street_version: 1,
@@ -229,8 +230,11 @@ async fn run(mut broker: Brokers, n: usize) {
     let before = memory();
     let dir = tempfile::tempdir().unwrap();
     let urls = broker.urls();
+    let cpu = broker.cpu_seconds();
     let started = Instant::now();
     let mut screens = Vec::with_capacity(n);
+    let mut starts = Vec::with_capacity(n);
+    let mut whole = Vec::with_capacity(n);
     for i in 0..n {
         let community = communities[i / SCREENS_PER_COMMUNITY].clone();
         let id = format!("s{i:05}-{tag}");
@@ -243,20 +247,22 @@ async fn run(mut broker: Brokers, n: usize) {
             &id,
             &folder.join("screen.db"),
         );
+        starts.push(Instant::now());
         let daemon = Daemon::start(config).await.unwrap();
-        screens.push(Screen {
+        let screen = Screen {
             id,
             community,
             daemon,
-        });
+        };
+        let want = expected.clone();
+        whole.push(watch(&screen, move |_, cat| holds(cat, &want)));
+        screens.push(screen);
     }
     let all_started = started.elapsed();
-    let cpu = broker.cpu_seconds();
-    let want = expected.clone();
-    let times = wait_each(&screens, started, move |_, cat| holds(cat, &want)).await;
+    let times = times_since(whole, &starts).await;
     report(
         &format!(
-            "first connect, {} notices each (daemons started in {:.1} s)",
+            "first connect, each from its start, {} notices each (daemons started one after another in {:.1} s)",
             expected.notices,
             all_started.as_secs_f64()
         ),
@@ -264,7 +270,8 @@ async fn run(mut broker: Brokers, n: usize) {
         broker.cpu_seconds() - cpu,
         started.elapsed(),
     );
-    if times.iter().any(Option::is_none) {
+    let first_connect_failed = times.iter().any(Option::is_none);
+    if first_connect_failed {
         failed(&broker, &screens);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -280,22 +287,56 @@ async fn run(mut broker: Brokers, n: usize) {
         fds as f64 / n as f64,
     );
 
+    if first_connect_failed {
+        println!("the fleet never was whole: the other figures are not measured");
+        stop(screens, broker).await;
+        return;
+    }
+
     // One street notice, published as the street office does: the notice,
-    // then the street's next manifest.
-    let live = notice(&street, "live", 1);
+    // then the street's next manifest. (Timed from the notice's PUBLISH:
+    // `gongkai publish` first reads the retained manifest back, which takes
+    // it most of a second.)
+    let live = signed_by(&notice(&street, "live", 1), &street_keys);
+    street_listed.push(("live".to_owned(), live.clone()));
+    let entries: Vec<(String, u64, &[u8])> = street_listed
+        .iter()
+        .map(|(id, b)| (id.clone(), 1, b.as_slice()))
+        .collect();
+    let street_manifest = manifest_signed_by(&street, 2, &entries, &street_office());
+    let mut client = publisher(&office).await;
+    let in_street = street.clone();
+    let active: Vec<_> = screens
+        .iter()
+        .map(|screen| {
+            let in_street = in_street.clone();
+            watch(screen, move |who, cat| {
+                cat.item(&in_street, "live").is_some_and(|item| {
+                    item.is_active(
+                        &Audience::new(&who.id, &who.community),
+                        time::OffsetDateTime::now_utc(),
+                    )
+                })
+            })
+        })
+        .collect();
     let cpu = broker.cpu_seconds();
     let start = Instant::now();
-    publish_until_taken(&office, work.path(), &[live], &street_keys).await;
-    let in_street = street.clone();
-    let times = wait_each(&screens, start, move |screen, cat| {
-        cat.item(&in_street, "live").is_some_and(|item| {
-            item.is_active(
-                &Audience::new(&screen.id, &screen.community),
-                time::OffsetDateTime::now_utc(),
-            )
-        })
-    })
-    .await;
+    client
+        .publish_retained(&topics(&street).notice("live"), live)
+        .await
+        .unwrap();
+    client
+        .publish_retained(&topics(&street).manifest(), street_manifest)
+        .await
+        .unwrap();
+    let published = start.elapsed();
+    let times = times_since(active, &vec![start; n]).await;
+    client.close().await;
+    println!(
+        "  (the office's two PUBLISHes were acknowledged after {:.2} s)",
+        published.as_secs_f64()
+    );
     report(
         "publish → active, one street notice",
         &times,
@@ -327,20 +368,38 @@ async fn run(mut broker: Brokers, n: usize) {
     expected.notices += 1;
     expected.street_version += 1;
     broker.stop();
+    let reconnected: Vec<_> = screens.iter().map(watch_connected).collect();
+    let whole: Vec<_> = screens
+        .iter()
+        .map(|screen| {
+            let want = expected.clone();
+            watch(screen, move |_, cat| holds(cat, &want))
+        })
+        .collect();
     let start = Instant::now();
     broker.restart();
-    let want = expected.clone();
-    let times = wait_each(&screens, start, move |_, cat| holds(cat, &want)).await;
+    let times = times_since(whole, &vec![start; n]).await;
     report(
         "reconnect storm: broker restarted, all whole",
         &times,
         broker.cpu_seconds(),
         start.elapsed(),
     );
+    report(
+        "  of which: reconnected (each screen's own backoff)",
+        &times_since(reconnected, &vec![start; n]).await,
+        f64::NAN,
+        start.elapsed(),
+    );
     if times.iter().any(Option::is_none) {
         failed(&broker, &screens);
     }
 
+    stop(screens, broker).await;
+}
+
+/// Shuts every screen down at once, then the broker.
+async fn stop(screens: Vec<Screen>, mut broker: Brokers) {
     let mut stopping = JoinSet::new();
     for screen in screens {
         stopping.spawn(screen.daemon.shutdown());
@@ -360,39 +419,56 @@ fn holds(cat: &Catalog, expected: &Expected) -> bool {
         && cat.missing().is_empty()
 }
 
+/// When the screen is connected again (`None`: not within [`PHASE_LIMIT`]),
+/// watched from now on.
+fn watch_connected(screen: &Screen) -> JoinHandle<Option<Instant>> {
+    let mut connected = screen.daemon.connected.clone();
+    // Seen down first: the broker is stopped when the watch begins.
+    connected.borrow_and_update();
+    tokio::spawn(async move {
+        let up = tokio::time::timeout(PHASE_LIMIT, connected.wait_for(|up| *up)).await;
+        matches!(up, Ok(Ok(_))).then(Instant::now)
+    })
+}
+
 /// A screen's id and community, for the conditions a phase waits for.
 struct Who {
     id: String,
     community: String,
 }
 
-/// How long after `since` each screen satisfied `ok`; `None`: not within
-/// [`PHASE_LIMIT`].
-async fn wait_each(
-    screens: &[Screen],
-    since: Instant,
-    ok: impl Fn(&Who, &Catalog) -> bool + Clone + Send + Sync + 'static,
+/// When the screen satisfies `ok` (`None`: not within [`PHASE_LIMIT`]),
+/// watched from now on.
+fn watch(
+    screen: &Screen,
+    ok: impl Fn(&Who, &Catalog) -> bool + Send + Sync + 'static,
+) -> JoinHandle<Option<Instant>> {
+    let mut catalog = screen.daemon.catalog.clone();
+    let who = Who {
+        id: screen.id.clone(),
+        community: screen.community.clone(),
+    };
+    tokio::spawn(async move {
+        let reached =
+            tokio::time::timeout(PHASE_LIMIT, catalog.wait_for(|cat| ok(&who, cat))).await;
+        matches!(reached, Ok(Ok(_))).then(Instant::now)
+    })
+}
+
+/// How long after its start each watch saw its condition hold.
+async fn times_since(
+    watches: Vec<JoinHandle<Option<Instant>>>,
+    starts: &[Instant],
 ) -> Vec<Option<Duration>> {
-    let mut waits = JoinSet::new();
-    for (i, screen) in screens.iter().enumerate() {
-        let mut catalog = screen.daemon.catalog.clone();
-        let ok = ok.clone();
-        let who = Who {
-            id: screen.id.clone(),
-            community: screen.community.clone(),
-        };
-        waits.spawn(async move {
-            let reached = tokio::time::timeout_at(
-                (since + PHASE_LIMIT).into(),
-                catalog.wait_for(|cat| ok(&who, cat)),
-            )
-            .await;
-            (i, reached.is_ok().then(|| since.elapsed()))
-        });
-    }
-    let mut times = vec![None; screens.len()];
-    while let Some(Ok((i, t))) = waits.join_next().await {
-        times[i] = t;
+    let mut times = Vec::with_capacity(watches.len());
+    for (watch, start) in watches.into_iter().zip(starts) {
+        times.push(
+            watch
+                .await
+                .ok()
+                .flatten()
+                .map(|at| at.saturating_duration_since(*start)),
+        );
     }
     times
 }
@@ -408,8 +484,17 @@ fn report(what: &str, times: &[Option<Duration>], broker_cpu: f64, interval: Dur
             .get(((reached.len() as f64 * q).ceil() as usize).saturating_sub(1))
             .map_or(f64::NAN, Duration::as_secs_f64)
     };
+    let cpu = if broker_cpu.is_nan() {
+        String::new()
+    } else {
+        format!(
+            "; broker CPU {broker_cpu:.1} s in {:.1} s ({:.0}% of a core)",
+            interval.as_secs_f64(),
+            100.0 * broker_cpu / interval.as_secs_f64()
+        )
+    };
     println!(
-        "{what}: p50 {:.2} s, p99 {:.2} s, max {:.2} s over {} screens{}; broker CPU {:.1} s in {:.1} s ({:.0}% of a core)",
+        "{what}: p50 {:.2} s, p99 {:.2} s, max {:.2} s over {} screens{}{cpu}",
         at(0.50),
         at(0.99),
         at(1.0),
@@ -419,9 +504,6 @@ fn report(what: &str, times: &[Option<Duration>], broker_cpu: f64, interval: Dur
         } else {
             String::new()
         },
-        broker_cpu,
-        interval.as_secs_f64(),
-        100.0 * broker_cpu / interval.as_secs_f64()
     );
 }
 
@@ -432,7 +514,7 @@ fn failed(broker: &Brokers, screens: &[Screen]) {
     for screen in screens {
         connected += usize::from(*screen.daemon.connected.borrow());
         let cat = screen.daemon.catalog.borrow();
-        if shown < 5 && (!cat.missing().is_empty() || cat.manifests.len() < 2) {
+        if shown < 3 && (!cat.missing().is_empty() || cat.manifests.len() < 2) {
             shown += 1;
             println!(
                 "    {}: {} notices, manifests {:?}, {} missing",
@@ -453,29 +535,48 @@ fn failed(broker: &Brokers, screens: &[Screen]) {
         .filter(|l| l.contains("[ERR]") || l.contains("[WRN]"))
         .collect();
     errors.dedup();
-    for line in errors.iter().rev().take(10).rev() {
+    if !errors.is_empty() {
+        println!(
+            "    broker: {} warnings and errors, {} of them \"NO quorum\", {} about MQTT; the first errors about MQTT:",
+            errors.len(),
+            errors.iter().filter(|l| l.contains("NO quorum")).count(),
+            errors
+                .iter()
+                .filter(|l| l.contains("MQTT") || l.contains("mqtt"))
+                .count(),
+        );
+    }
+    let mqtt_errors = errors
+        .iter()
+        .filter(|l| l.contains("[ERR]") && (l.contains("MQTT") || l.contains("mqtt")));
+    for line in mqtt_errors.take(3) {
         println!("    broker: {line}");
+    }
+    for line in errors.iter().rev().take(2).rev() {
+        println!("    broker (last): {line}");
     }
 }
 
 /// Publishes `notices` as `gongkai publish` does (the notices, then the
 /// scope's next manifest, signed by the first key), retrying until the
 /// broker takes them (a restarted cluster takes a while to accept MQTT).
+/// Returns each notice's id and envelope.
 async fn publish_until_taken(
     url: &str,
     dir: &Path,
     notices: &[serde_json::Value],
     keys: &[&gongkai::protocol::SecretKey],
-) {
+) -> Vec<(String, Vec<u8>)> {
+    let envelopes: Vec<(String, Vec<u8>)> = notices
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap().to_owned(), signed_by(p, keys)))
+        .collect();
     let files: Vec<PathBuf> = notices
         .iter()
-        .map(|p| {
-            let path = dir.join(format!(
-                "{}-{}.json",
-                p["community"].as_str().unwrap(),
-                p["id"].as_str().unwrap()
-            ));
-            std::fs::write(&path, signed_by(p, keys)).unwrap();
+        .zip(&envelopes)
+        .map(|(p, (id, bytes))| {
+            let path = dir.join(format!("{}-{id}.json", p["community"].as_str().unwrap()));
+            std::fs::write(&path, bytes).unwrap();
             path
         })
         .collect();
@@ -484,7 +585,7 @@ async fn publish_until_taken(
     loop {
         let attempt = gongkai::office::publish(&connect, PREFIX, keys[0], &files);
         match tokio::time::timeout(Duration::from_secs(30), attempt).await {
-            Ok(Ok(_)) => return,
+            Ok(Ok(_)) => return envelopes,
             Ok(Err(e)) => assert!(Instant::now() < deadline, "cannot publish: {e:#}"),
             Err(_) => assert!(Instant::now() < deadline, "cannot publish: timed out"),
         }

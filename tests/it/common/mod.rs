@@ -93,6 +93,16 @@ pub fn signed_by(payload: &serde_json::Value, keys: &[&SecretKey]) -> Vec<u8> {
 
 /// An office-signed manifest listing these envelopes.
 pub fn manifest(community: &str, version: u64, envelopes: &[(String, u64, &[u8])]) -> Vec<u8> {
+    manifest_signed_by(community, version, envelopes, &office_key())
+}
+
+/// A manifest listing these envelopes, signed by `key` (a scope's own).
+pub fn manifest_signed_by(
+    community: &str,
+    version: u64,
+    envelopes: &[(String, u64, &[u8])],
+    key: &SecretKey,
+) -> Vec<u8> {
     let manifest = Manifest {
         schema: 1,
         community: community.into(),
@@ -111,12 +121,7 @@ pub fn manifest(community: &str, version: u64, envelopes: &[(String, u64, &[u8])
         pages: None,
         reset: false,
     };
-    Envelope::sign_new(
-        MANIFEST_TYPE,
-        &serde_json::to_vec(&manifest).unwrap(),
-        &office_key(),
-    )
-    .to_bytes()
+    Envelope::sign_new(MANIFEST_TYPE, &serde_json::to_vec(&manifest).unwrap(), key).to_bytes()
 }
 
 /// Polls `ok` until it holds, failing the test after `timeout`.
