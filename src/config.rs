@@ -104,6 +104,10 @@ pub struct DisplayConfig {
 pub struct OfficeApi {
     pub url: String,
     pub token_file: Option<PathBuf>,
+    /// A PEM file of the certificates to trust for the office's HTTPS (a
+    /// private CA, or the office server's self-signed certificate) instead
+    /// of the system's CA bundle, as `mqtt.ca_file` is for the broker.
+    pub ca_file: Option<PathBuf>,
     /// How long one request to the office may take before it is retried.
     pub timeout_seconds: u64,
 }
@@ -256,10 +260,19 @@ impl Config {
         let office_url = s.string("url", office_section);
         let token_file = s.string("token_file", false).filter(|t| !t.is_empty());
         let timeout_seconds = s.integer("timeout_seconds", 1, 300);
+        let office_ca_file = s.string("ca_file", false).filter(|c| !c.is_empty());
         s.finish();
         if let Some(u) = &office_url {
-            if !url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
-                p.push(format!("office.url {u:?} must be an http(s) URL"));
+            match url::Url::parse(u) {
+                Ok(url) if url.scheme() == "https" => {}
+                Ok(url) if url.scheme() == "http" => {
+                    if office_ca_file.is_some() {
+                        p.push(format!(
+                            "office.ca_file is set but office.url {u:?} is plain http: use https://"
+                        ));
+                    }
+                }
+                _ => p.push(format!("office.url {u:?} must be an http(s) URL")),
             }
         }
 
@@ -308,6 +321,7 @@ impl Config {
             office: office_url.map(|url| OfficeApi {
                 url,
                 token_file: token_file.map(PathBuf::from),
+                ca_file: office_ca_file.map(PathBuf::from),
                 timeout_seconds: timeout_seconds.unwrap_or(20) as u64,
             }),
         })
