@@ -595,6 +595,27 @@ mod tests {
     const OFFICE: &str = "iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w=";
     const SUPERVISOR: &str = "gTl3Dqh9F19Wo1Rmw0x+zMuNipG07jeiXfYPW4/Js5Q=";
 
+    #[test]
+    fn the_office_api_may_trust_a_ca_file_over_https_only() {
+        let text = format!(
+            "{}[office]\nurl = \"https://office.example:8443\"\nca_file = \"/etc/gongkai/office-ca.pem\"\n",
+            good()
+        );
+        let office = Config::parse(&text).unwrap().office.unwrap();
+        assert_eq!(
+            office.ca_file.as_deref(),
+            Some(Path::new("/etc/gongkai/office-ca.pem"))
+        );
+        let text = format!(
+            "{}[office]\nurl = \"http://127.0.0.1:8080\"\nca_file = \"/etc/gongkai/office-ca.pem\"\n",
+            good()
+        );
+        let problems = Config::parse(&text).unwrap_err().0;
+        assert!(problems[0].contains("plain http"), "{problems:?}");
+        let text = format!("{}[office]\nurl = \"http://127.0.0.1:8080\"\n", good());
+        assert_eq!(Config::parse(&text).unwrap().office.unwrap().ca_file, None);
+    }
+
     fn good() -> String {
         format!(
             r#"
