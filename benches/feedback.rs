@@ -29,10 +29,11 @@ async fn outage(n: usize) {
     let token = office.token_file(&screen_id(&c));
     let store = dir.path().join("screen.db");
     let config = format!(
-        "{}\n[office]\nurl = \"{}\"\ntoken_file = \"{}\"\n",
+        "{}\n[office]\nurl = \"{}\"\ntoken_file = \"{}\"\n{}",
         config_text(&broker_url(), &c, &screen_id(&c), &store),
         office.url,
-        token.display()
+        token.display(),
+        office.screen_trust()
     );
     let daemon = gongkai::daemon::Daemon::start(gongkai::config::Config::parse(&config).unwrap())
         .await

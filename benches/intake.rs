@@ -1,6 +1,6 @@
 //! Benchmark of the office's intake, printed as figures (not asserted): how
 //! many feedback items per second a real `gongkai office serve` process
-//! stores, posted by 4 concurrent clients over loopback HTTP, first in
+//! stores, posted by 4 concurrent clients over loopback HTTPS, first in
 //! batches of 100 items and then one item per request. Every item is new
 //! and valid, so every request ends in a commit (`synchronous=FULL`).
 //!
@@ -39,8 +39,8 @@ fn main() {
     gongkai::tls::install_crypto_provider();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let batched = measure(&office.url, &token, BATCH, phase).await;
-        let single = measure(&office.url, &token, 1, phase).await;
+        let batched = measure(&office, &token, BATCH, phase).await;
+        let single = measure(&office, &token, 1, phase).await;
         println!(
             "intake: {:.0} items/s in batches of {BATCH} ({CLIENTS} clients, {} requests, {:.1} ms a request), {:.0} items/s one item per request ({CLIENTS} clients, {:.1} ms a request)",
             batched.items_per_second(),
@@ -70,7 +70,8 @@ impl Figures {
 }
 
 /// `CLIENTS` clients posting batches of `batch` new items for `phase`.
-async fn measure(url: &str, token: &str, batch: usize, phase: Duration) -> Figures {
+async fn measure(office: &OfficeServer, token: &str, batch: usize, phase: Duration) -> Figures {
+    let url = office.url.as_str();
     let items = Arc::new(AtomicU64::new(0));
     let requests = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -78,8 +79,8 @@ async fn measure(url: &str, token: &str, batch: usize, phase: Duration) -> Figur
     for _ in 0..CLIENTS {
         let (url, token) = (url.to_owned(), token.to_owned());
         let (items, requests) = (items.clone(), requests.clone());
+        let http = office.client();
         tasks.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
             while start.elapsed() < phase {
                 let body = json!({"screen": "bench-1", "community": "bench-demo",
                                   "items": (0..batch).map(|_| item()).collect::<Vec<_>>()});

@@ -104,6 +104,10 @@ pub struct DisplayConfig {
 pub struct OfficeApi {
     pub url: String,
     pub token_file: Option<PathBuf>,
+    /// A PEM file of the certificates to trust for the office's HTTPS (a
+    /// private CA, or the office server's self-signed certificate) instead
+    /// of the system's CA bundle, as `mqtt.ca_file` is for the broker.
+    pub ca_file: Option<PathBuf>,
     /// How long one request to the office may take before it is retried.
     pub timeout_seconds: u64,
 }
@@ -256,10 +260,19 @@ impl Config {
         let office_url = s.string("url", office_section);
         let token_file = s.string("token_file", false).filter(|t| !t.is_empty());
         let timeout_seconds = s.integer("timeout_seconds", 1, 300);
+        let office_ca_file = s.string("ca_file", false).filter(|c| !c.is_empty());
         s.finish();
         if let Some(u) = &office_url {
-            if !url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
-                p.push(format!("office.url {u:?} must be an http(s) URL"));
+            match url::Url::parse(u) {
+                Ok(url) if url.scheme() == "https" => {}
+                Ok(url) if url.scheme() == "http" => {
+                    if office_ca_file.is_some() {
+                        p.push(format!(
+                            "office.ca_file is set but office.url {u:?} is plain http: use https://"
+                        ));
+                    }
+                }
+                _ => p.push(format!("office.url {u:?} must be an http(s) URL")),
             }
         }
 
@@ -308,6 +321,7 @@ impl Config {
             office: office_url.map(|url| OfficeApi {
                 url,
                 token_file: token_file.map(PathBuf::from),
+                ca_file: office_ca_file.map(PathBuf::from),
                 timeout_seconds: timeout_seconds.unwrap_or(20) as u64,
             }),
         })
@@ -580,6 +594,27 @@ mod tests {
 
     const OFFICE: &str = "iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w=";
     const SUPERVISOR: &str = "gTl3Dqh9F19Wo1Rmw0x+zMuNipG07jeiXfYPW4/Js5Q=";
+
+    #[test]
+    fn the_office_api_may_trust_a_ca_file_over_https_only() {
+        let text = format!(
+            "{}[office]\nurl = \"https://office.example:8443\"\nca_file = \"/etc/gongkai/office-ca.pem\"\n",
+            good()
+        );
+        let office = Config::parse(&text).unwrap().office.unwrap();
+        assert_eq!(
+            office.ca_file.as_deref(),
+            Some(Path::new("/etc/gongkai/office-ca.pem"))
+        );
+        let text = format!(
+            "{}[office]\nurl = \"http://127.0.0.1:8080\"\nca_file = \"/etc/gongkai/office-ca.pem\"\n",
+            good()
+        );
+        let problems = Config::parse(&text).unwrap_err().0;
+        assert!(problems[0].contains("plain http"), "{problems:?}");
+        let text = format!("{}[office]\nurl = \"http://127.0.0.1:8080\"\n", good());
+        assert_eq!(Config::parse(&text).unwrap().office.unwrap().ca_file, None);
+    }
 
     fn good() -> String {
         format!(

@@ -197,7 +197,7 @@ impl SyncTask {
             cancel.cancelled().await;
             return;
         };
-        let client = match http_client(Duration::from_secs(office.timeout_seconds)) {
+        let client = match http_client(&office) {
             Ok(client) => client,
             Err(e) => {
                 tracing::error!("feedback sync cannot start: {e:#}");
@@ -350,13 +350,28 @@ pub(crate) fn read_token(path: &std::path::Path) -> Result<String, String> {
     })
 }
 
-pub(crate) fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
+/// The client of the office's API: its timeout, and its `ca_file` (only
+/// those certificates are trusted) or the system's roots.
+pub(crate) fn http_client(office: &OfficeApi) -> anyhow::Result<reqwest::Client> {
+    use anyhow::Context as _;
     crate::tls::install_crypto_provider();
-    Ok(reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
-        .timeout(timeout)
-        .user_agent(concat!("gongkaid/", env!("CARGO_PKG_VERSION")))
-        .build()?)
+        .timeout(Duration::from_secs(office.timeout_seconds))
+        .user_agent(concat!("gongkaid/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = &office.ca_file {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("reading the office's CA file {}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("parsing the office's CA file {}", path.display()))?;
+        anyhow::ensure!(
+            !certs.is_empty(),
+            "the office's CA file {} holds no certificate",
+            path.display()
+        );
+        builder = builder.tls_certs_only(certs);
+    }
+    Ok(builder.build()?)
 }
 
 /// One request with a batch.

@@ -172,8 +172,7 @@ fn draw(config: &crate::config::Config, key: Option<Key>, dark: bool) -> anyhow:
 /// `PUT /api/v1/screenshots/{id}` (section 7), retried on a network error
 /// or a busy office.
 async fn upload(office: &OfficeApi, id: &str, png: Vec<u8>) -> Result<(), String> {
-    let client = crate::sync::http_client(Duration::from_secs(office.timeout_seconds))
-        .map_err(|e| format!("{e:#}"))?;
+    let client = crate::sync::http_client(office).map_err(|e| format!("{e:#}"))?;
     let url = format!(
         "{}/api/v1/screenshots/{id}",
         office.url.trim_end_matches('/')

@@ -33,6 +33,7 @@ use crate::store::outbox::OutboxCounts;
 use crate::store::{Catalog, Store};
 
 mod command_task;
+mod follower;
 mod ingest;
 mod media_task;
 mod rotation;
@@ -42,6 +43,7 @@ use command_task::{CommandTask, HeadlessShooter, Shooter};
 use ingest::{IngestWorker, check_stored};
 
 pub use command_task::{IDENTIFY_FOR, ShotRequest};
+pub use follower::Follower;
 use media_task::MediaTask;
 use rotation::RotationTask;
 use status_task::StatusTask;
@@ -225,10 +227,10 @@ impl Daemon {
             connected: connected_tx,
             counters: counters.clone(),
             batch: config.mqtt.fetch_batch,
-            offline_status: (
+            offline_status: Some((
                 topics.status(&config.screen.id),
                 status::offline(&config.screen.id, &config.screen.community),
-            ),
+            )),
             cancel: cancel.clone(),
         };
         let session = tasks.spawn("MQTT session", async move {

@@ -688,8 +688,9 @@ pub struct SessionTask {
     pub counters: Arc<Counters>,
     /// Exact-topic subscriptions per catch-up batch.
     pub batch: usize,
-    /// The topic and payload of the goodbye.
-    pub offline_status: (String, Vec<u8>),
+    /// The topic and payload of the goodbye; `None` for a client that
+    /// publishes no status (the office's follow).
+    pub offline_status: Option<(String, Vec<u8>)>,
     pub cancel: CancellationToken,
 }
 
@@ -801,8 +802,7 @@ impl SessionTask {
             }
         }
         // Say goodbye: a clean disconnect suppresses the will, so publish it ourselves.
-        if is_connected {
-            let (topic, payload) = offline_status;
+        if let (true, Some((topic, payload))) = (is_connected, offline_status) {
             let _ = client.publish(topic, QoS::AtLeastOnce, true, payload).await;
         }
         let _ = client.disconnect().await;

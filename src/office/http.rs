@@ -8,6 +8,9 @@
 //! - at most `max_connections` connections are served at once; the next
 //!   waits in the kernel's accept queue until one ends, which every
 //!   timeout below guarantees soon;
+//! - over HTTPS, the TLS handshake must end within `header_timeout` too,
+//!   so a client that connects and sends nothing, or trickles its
+//!   ClientHello, holds its slot no longer than a slow plain client;
 //! - a request's headers must arrive within `header_timeout`, counted from
 //!   the first poll, so a client trickling header bytes (slowloris) is cut
 //!   off. Hyper starts the same timer when a kept-alive connection waits for
@@ -34,6 +37,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 /// How long requests in flight may still take once shutdown begins.
@@ -101,12 +105,13 @@ enum Event {
     Shutdown,
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then ends every
-/// connection within `SHUTDOWN_GRACE`.
+/// Serves `router` on `listener`, over TLS when `tls` is given, until
+/// `shutdown` resolves, then ends every connection within `SHUTDOWN_GRACE`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: &Limits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut http = http1::Builder::new();
@@ -139,6 +144,10 @@ pub async fn serve(
             Event::Accepted(stream, slot) => {
                 connections.spawn(connection(
                     stream,
+                    Handshake {
+                        tls: tls.clone(),
+                        within: limits.header_timeout(),
+                    },
                     router.clone(),
                     http.clone(),
                     stop.clone(),
@@ -172,18 +181,55 @@ pub async fn serve(
     }
 }
 
+/// The TLS handshake a connection must finish first, if any, and how long
+/// it may take.
+struct Handshake {
+    tls: Option<TlsAcceptor>,
+    within: Duration,
+}
+
 /// One client connection, holding its `slot` until it ends.
 async fn connection(
     stream: tokio::net::TcpStream,
+    handshake: Handshake,
+    router: Router,
+    http: http1::Builder,
+    stop: CancellationToken,
+    slot: OwnedSemaphorePermit,
+) {
+    // Answers are small and written whole: no reason to wait for acks.
+    let _ = stream.set_nodelay(true);
+    let Some(acceptor) = handshake.tls else {
+        return serve_connection(stream, router, http, stop, slot).await;
+    };
+    let accepted = tokio::select! {
+        accepted = tokio::time::timeout(handshake.within, acceptor.accept(stream)) => accepted,
+        () = stop.cancelled() => return,
+    };
+    match accepted {
+        Ok(Ok(stream)) => serve_connection(stream, router, http, stop, slot).await,
+        // A client that speaks no TLS, or distrusts the certificate: the
+        // log says so at debug level, as for any client that goes away.
+        Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+        Err(_) => tracing::debug!(
+            "TLS handshake not finished within {:?}: connection closed",
+            handshake.within
+        ),
+    }
+}
+
+/// HTTP/1.1 on an established connection, plain or TLS.
+async fn serve_connection<Io>(
+    io: Io,
     router: Router,
     http: http1::Builder,
     stop: CancellationToken,
     _slot: OwnedSemaphorePermit,
-) {
-    // Answers are small and written whole: no reason to wait for acks.
-    let _ = stream.set_nodelay(true);
+) where
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = TowerToHyperService::new(router);
-    let mut served = std::pin::pin!(http.serve_connection(TokioIo::new(stream), service));
+    let mut served = std::pin::pin!(http.serve_connection(TokioIo::new(io), service));
     let result = tokio::select! {
         result = served.as_mut() => result,
         () = stop.cancelled() => {

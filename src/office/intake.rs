@@ -292,11 +292,25 @@ async fn sweep_contacts(app: &App) {
 }
 
 /// Serves until `shutdown` resolves, then finishes the requests in flight
-/// (within `office::http::SHUTDOWN_GRACE`; the rest are dropped).
+/// (within `office::http::SHUTDOWN_GRACE`; the rest are dropped). Over
+/// HTTPS unless office.toml asks for plain HTTP on loopback; with a broker,
+/// the office follows its scopes there and serves their public pages.
 pub async fn serve(
     config: ServerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let tls = match super::certificate::Identity::for_config(&config)? {
+        Some(identity) => {
+            let made = if identity.made_now { "made now, " } else { "" };
+            println!(
+                "TLS certificate {} ({made}SHA-256 fingerprint {})",
+                identity.cert_file.display(),
+                identity.fingerprint
+            );
+            Some(tokio_rustls::TlsAcceptor::from(identity.server_config()?))
+        }
+        None => None,
+    };
     let store = OfficeStore::open(&config.database)?;
     let (database, database_thread) = Database::start(store)?;
     // Numbers past their time are gone before the server even listens.
@@ -305,6 +319,13 @@ pub async fn serve(
         reading: Reading::new(config.limits.body_timeout()),
     };
     sweep_contacts(&app).await;
+    // Enrolled people's keys join office.toml's here, once the office
+    // database holds them.
+    let mut follower = super::follow::start(&config, &[]).await?;
+    let pages = match &follower {
+        Some(_) => super::public::PublicPages::open(&config.follow_store())?,
+        None => super::public::PublicPages::none(),
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -320,13 +341,41 @@ pub async fn serve(
             }
         }
     });
-    tracing::info!("office intake listening on {}", listener.local_addr()?);
-    println!("listening on {}", listener.local_addr()?);
-    super::http::serve(listener, router(app), &config.limits, shutdown).await;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(
+        "office server listening on {scheme}://{}",
+        listener.local_addr()?
+    );
+    println!("listening on {scheme}://{}", listener.local_addr()?);
+    // A follow that fails ends the server, as a failed task ends a screen:
+    // public pages that silently stopped following would go stale.
+    let mut failures = follower.as_mut().and_then(|f| f.failures.take());
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
+    let stop = async move {
+        let failure = match failures.as_mut() {
+            Some(failures) => tokio::select! {
+                () = shutdown => None,
+                failure = failures.next() => Some(failure),
+            },
+            None => {
+                shutdown.await;
+                None
+            }
+        };
+        let _ = failed_tx.send(failure);
+    };
+    let routes = router(app).merge(super::public::router(pages));
+    super::http::serve(listener, routes, &config.limits, tls, stop).await;
+    if let Some(follower) = follower {
+        follower.shutdown().await;
+    }
     // The router (dropped with every connection) and the sweeper hold the
     // last senders: once both are gone, the database thread ends.
     sweeper.abort();
     let _ = sweeper.await;
     let _ = tokio::task::spawn_blocking(move || database_thread.join()).await;
-    Ok(())
+    match failed_rx.await {
+        Ok(Some(failure)) => Err(anyhow::anyhow!("{failure}")),
+        _ => Ok(()),
+    }
 }

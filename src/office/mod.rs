@@ -5,18 +5,24 @@
 //!
 //! One concept a file: `sign` and `broker` (notices out, statuses in);
 //! `config` (office.toml); `intake` (the HTTP handlers) over `http` (the
-//! accept loop), `body` (reading bodies under limits), `input` (pure checks)
-//! and `database` (the thread that owns the office's SQLite); `staff`
+//! accept loop, plain or TLS), `certificate` (the server's TLS identity),
+//! `body` (reading bodies under limits), `input` (pure checks) and
+//! `database` (the thread that owns the office's SQLite); `follow` (the
+//! scopes the office follows on its broker, with their keys) and `public`
+//! (the public pages built from what that follow accepted); `staff`
 //! (tokens, listing and export, reply deadlines) and `reply` (reply notices).
 
 pub mod body;
 pub mod broker;
+pub mod certificate;
 pub mod command;
 pub mod config;
 mod database;
+pub mod follow;
 pub mod http;
 pub mod input;
 pub mod intake;
+pub mod public;
 pub mod reply;
 pub mod sign;
 pub mod staff;

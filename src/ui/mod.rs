@@ -141,7 +141,7 @@ impl Images {
 }
 
 /// Whether a table cell reads as a number (an amount, a count, a share).
-fn is_numeric(cell: &str) -> bool {
+pub fn is_numeric(cell: &str) -> bool {
     let cell = cell.trim();
     !cell.is_empty()
         && cell.chars().any(|c| c.is_ascii_digit())

@@ -94,7 +94,7 @@ fn config_text_with(
     c: &str,
     screen: &str,
     store: &Path,
-    office: &str,
+    office: &OfficeServer,
     token: &Path,
 ) -> String {
     let quoted: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
@@ -103,8 +103,10 @@ fn config_text_with(
         &format!("url = [{}]", quoted.join(", ")),
     );
     format!(
-        "{base}\n[office]\nurl = \"{office}\"\ntoken_file = \"{}\"\ntimeout_seconds = 5\n",
-        token.display()
+        "{base}\n[office]\nurl = \"{}\"\ntoken_file = \"{}\"\ntimeout_seconds = 5\n{}",
+        office.url,
+        token.display(),
+        office.screen_trust()
     )
 }
 
@@ -287,7 +289,7 @@ async fn fails_over_in_the_middle_of_catch_up_and_ends_whole(mut brokers: Broker
     let office_url = brokers.office_url();
     publish(&office_url, &c, &first, &first, 1).await;
 
-    let text = config_text_with(&urls, &c, &screen, &store, &office.url, &token);
+    let text = config_text_with(&urls, &c, &screen, &store, &office, &token);
     let daemon = Daemon::start(gongkai::config::Config::parse(&text).unwrap())
         .await
         .unwrap();

@@ -43,9 +43,10 @@ fn screen_text(url: &str, c: &str, store: &Path, office: &OfficeServer, token: &
             operator_key().public().to_base64()
         ),
     ) + &format!(
-        "width = 640\nheight = 360\n[office]\nurl = \"{}\"\ntoken_file = \"{}\"\n",
+        "width = 640\nheight = 360\n[office]\nurl = \"{}\"\ntoken_file = \"{}\"\n{}",
         office.url,
-        token.display()
+        token.display(),
+        office.screen_trust()
     )
 }
 

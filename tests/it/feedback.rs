@@ -29,17 +29,21 @@ fn office_receipts(office: &OfficeServer) -> (BTreeSet<String>, u64) {
     (receipts, office.stored())
 }
 
+/// A screen's configuration sending feedback to `office_url` (the office
+/// or a proxy in front of it), trusting `office`'s certificate.
 fn config_with_office(
     community: &str,
     store: &Path,
+    office: &OfficeServer,
     office_url: &str,
     token: &Path,
     timeout: u64,
 ) -> String {
     format!(
-        "{}\n[office]\nurl = \"{office_url}\"\ntoken_file = \"{}\"\ntimeout_seconds = {timeout}\n",
+        "{}\n[office]\nurl = \"{office_url}\"\ntoken_file = \"{}\"\ntimeout_seconds = {timeout}\n{}",
         config_text(&broker_url(), community, &screen_id(community), store),
-        token.display()
+        token.display(),
+        office.screen_trust()
     )
 }
 
@@ -79,11 +83,12 @@ fn submit(store: &Path, n: usize) -> BTreeSet<String> {
 async fn screen_with_office(
     community: &str,
     store: &Path,
+    office: &OfficeServer,
     office_url: &str,
     token: &Path,
     timeout: u64,
 ) -> Daemon {
-    let text = config_with_office(community, store, office_url, token, timeout);
+    let text = config_with_office(community, store, office, office_url, token, timeout);
     Daemon::start(gongkai::config::Config::parse(&text).unwrap())
         .await
         .unwrap()
@@ -107,14 +112,7 @@ async fn a_thousand_items_queued_while_the_office_is_down_arrive_exactly_once() 
     let c = community("outage");
     let token = office.token_file(&screen_id(&c));
     let store = dir.path().join("screen.db");
-    let daemon = screen_with_office(
-        &c,
-        &store,
-        &format!("http://127.0.0.1:{}", office.port),
-        &token,
-        5,
-    )
-    .await;
+    let daemon = screen_with_office(&c, &store, &office, &office.url, &token, 5).await;
     let receipts = queue(&daemon, &store, 1000).await;
     let outbox = daemon.outbox.clone();
     wait_until("the outbox to count them", Duration::from_secs(10), || {
@@ -163,7 +161,7 @@ enum Fault {
 }
 
 /// Reads one HTTP/1.1 request (headers and Content-Length body).
-async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+async fn read_request(stream: &mut OfficeStream) -> Option<Vec<u8>> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
@@ -191,32 +189,51 @@ async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
     }
 }
 
-/// A proxy in front of the office on `office`'s port that meets its
-/// connections with `faults`, in order, and passes the rest through.
-/// Returns its base URL.
-async fn faulty_proxy(office: u16, faults: Vec<Fault>) -> String {
+/// A proxy in front of `office` that meets its connections with
+/// `faults`, in order, and passes the rest through. It ends TLS with the
+/// office's own certificate and speaks TLS to the office, so that it sees
+/// and makes plain HTTP. Returns its base URL.
+async fn faulty_proxy(office: &OfficeServer, faults: Vec<Fault>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(proxy(listener, office, faults));
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let tls = {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let cert = CertificateDer::from_pem_file(office.path("office-cert.pem")).unwrap();
+        let key = PrivateKeyDer::from_pem_file(office.path("office-key.pem")).unwrap();
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap();
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    };
+    tokio::spawn(proxy(listener, tls, office.connector(), faults));
     url
 }
 
-async fn proxy(listener: tokio::net::TcpListener, office: u16, faults: Vec<Fault>) {
+async fn proxy(
+    listener: tokio::net::TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    office: OfficeConnector,
+    faults: Vec<Fault>,
+) {
     let seen = Arc::new(AtomicUsize::new(0));
     loop {
-        let Ok((mut client, _)) = listener.accept().await else {
+        let Ok((tcp, _)) = listener.accept().await else {
             return;
         };
         let n = seen.fetch_add(1, Ordering::SeqCst);
         let fault = faults.get(n).copied().unwrap_or(Fault::Pass);
+        let (tls, office) = (tls.clone(), office.clone());
         tokio::spawn(async move {
+            let Ok(client) = tls.accept(tcp).await else {
+                return;
+            };
+            let mut client: OfficeStream = Box::new(client);
             match fault {
                 Fault::Pass => {
-                    if let Ok(mut upstream) =
-                        tokio::net::TcpStream::connect(("127.0.0.1", office)).await
-                    {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                    }
+                    let mut upstream = office.connect().await;
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
                 }
                 Fault::ServerError | Fault::BadRequest => {
                     if read_request(&mut client).await.is_some() {
@@ -245,9 +262,7 @@ async fn proxy(listener: tokio::net::TcpListener, office: u16, faults: Vec<Fault
                     let Some(request) = read_request(&mut client).await else {
                         return;
                     };
-                    let mut upstream = tokio::net::TcpStream::connect(("127.0.0.1", office))
-                        .await
-                        .unwrap();
+                    let mut upstream = office.connect().await;
                     upstream.write_all(&request).await.unwrap();
                     let mut answer = vec![0u8; 65536];
                     let n = upstream.read(&mut answer).await.unwrap();
@@ -266,7 +281,7 @@ async fn errors_timeouts_and_cut_answers_are_retried_without_duplicates() {
     let c = community("faults");
     let token = office.token_file(&screen_id(&c));
     let proxy = faulty_proxy(
-        office.port,
+        &office,
         vec![
             Fault::ServerError,
             Fault::Silence,
@@ -277,7 +292,7 @@ async fn errors_timeouts_and_cut_answers_are_retried_without_duplicates() {
     )
     .await;
     let store = dir.path().join("screen.db");
-    let daemon = screen_with_office(&c, &store, &proxy, &token, 1).await;
+    let daemon = screen_with_office(&c, &store, &office, &proxy, &token, 1).await;
     let mut receipts = BTreeSet::new();
     for _ in 0..3 {
         receipts.extend(queue(&daemon, &store, 150).await);
@@ -345,13 +360,7 @@ async fn no_committed_item_is_lost_when_the_daemon_is_killed_twenty_times() {
     let config = dir.path().join("screen.toml");
     std::fs::write(
         &config,
-        config_with_office(
-            &c,
-            &store,
-            &format!("http://127.0.0.1:{}", office.port),
-            &token,
-            5,
-        ),
+        config_with_office(&c, &store, &office, &office.url, &token, 5),
     )
     .unwrap();
     let log = dir.path().join("gongkaid.log");
@@ -443,9 +452,9 @@ async fn a_refused_item_is_parked_and_a_refused_token_stops_sending() {
     let c = community("refused");
     let token = office.token_file(&screen_id(&c));
     // The batch is refused (so it is split), then the first item alone.
-    let proxy = faulty_proxy(office.port, vec![Fault::BadRequest, Fault::BadRequest]).await;
+    let proxy = faulty_proxy(&office, vec![Fault::BadRequest, Fault::BadRequest]).await;
     let store = dir.path().join("screen.db");
-    let daemon = screen_with_office(&c, &store, &proxy, &token, 5).await;
+    let daemon = screen_with_office(&c, &store, &office, &proxy, &token, 5).await;
     let receipts = queue(&daemon, &store, 5).await;
     let outbox = daemon.outbox.clone();
     wait_until("four accepted, one parked", Duration::from_secs(20), || {
@@ -484,14 +493,7 @@ async fn a_refused_item_is_parked_and_a_refused_token_stops_sending() {
     let wrong = dir.path().join("wrong-token");
     std::fs::write(&wrong, "not-the-token").unwrap();
     let store = dir.path().join("screen2.db");
-    let daemon = screen_with_office(
-        &c,
-        &store,
-        &format!("http://127.0.0.1:{}", office.port),
-        &wrong,
-        5,
-    )
-    .await;
+    let daemon = screen_with_office(&c, &store, &office, &office.url, &wrong, 5).await;
     queue(&daemon, &store, 3).await;
     let outbox = daemon.outbox.clone();
     wait_until("the refusal to show", Duration::from_secs(20), || {
@@ -520,14 +522,7 @@ async fn an_unreadable_token_file_is_retried_not_taken_for_a_refusal() {
     let issued = office.token_file(&screen_id(&c));
     let token = dir.path().join("not-yet.token");
     let store = dir.path().join("screen.db");
-    let daemon = screen_with_office(
-        &c,
-        &store,
-        &format!("http://127.0.0.1:{}", office.port),
-        &token,
-        5,
-    )
-    .await;
+    let daemon = screen_with_office(&c, &store, &office, &office.url, &token, 5).await;
     queue(&daemon, &store, 3).await;
     let outbox = daemon.outbox.clone();
     wait_until("the outbox to count them", Duration::from_secs(10), || {

@@ -1,5 +1,5 @@
 //! The office's intake server as a real process (`gongkai office serve`) on
-//! loopback, spoken to over HTTP with reqwest: tokens, idempotent feedback,
+//! loopback, spoken to over HTTPS with reqwest: tokens, idempotent feedback,
 //! and malformed, oversized and unauthorised requests that store nothing.
 
 use crate::common;
@@ -13,16 +13,11 @@ fn item(id: &str) -> serde_json::Value {
            "kind": "rating", "rating": 3, "reasons": ["clear"], "text": "", "contact": ""})
 }
 
-fn client() -> reqwest::Client {
-    gongkai::tls::install_crypto_provider();
-    reqwest::Client::new()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn feedback_is_stored_once_and_bad_requests_store_nothing() {
     let office = OfficeServer::running();
     let token = office.token("lobby-3");
-    let http = client();
+    let http = office.client();
     let post = |body: serde_json::Value, token: &str| {
         http.post(format!("{}/api/v1/feedback", office.url))
             .bearer_auth(token)
@@ -120,6 +115,7 @@ async fn feedback_is_stored_once_and_bad_requests_store_nothing() {
 
 use std::time::{Duration, Instant};
 
+use common::OfficeStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -165,7 +161,7 @@ impl Answer {
 
 /// Reads one answer; panics if none (and no close) comes `within`: the
 /// server must never leave a client hanging.
-async fn read_answer(stream: &mut TcpStream, within: Duration) -> Answer {
+async fn read_answer(stream: &mut OfficeStream, within: Duration) -> Answer {
     let read = async {
         let mut buf = Vec::new();
         let mut chunk = [0u8; 8192];
@@ -196,7 +192,11 @@ async fn read_answer(stream: &mut TcpStream, within: Duration) -> Answer {
 
 /// Waits until the server closes `stream` (EOF or reset); how long after
 /// `since` that was.
-async fn closed_after(stream: &mut TcpStream, since: Instant, within: Duration) -> Duration {
+async fn closed_after<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    since: Instant,
+    within: Duration,
+) -> Duration {
     let mut chunk = [0u8; 1024];
     tokio::time::timeout(within, async {
         loop {
@@ -212,10 +212,8 @@ async fn closed_after(stream: &mut TcpStream, since: Instant, within: Duration) 
 }
 
 /// A connection that carried one good feedback request and is kept alive.
-async fn kept_alive(office: &OfficeServer, token: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(("127.0.0.1", office.port))
-        .await
-        .unwrap();
+async fn kept_alive(office: &OfficeServer, token: &str) -> OfficeStream {
+    let mut stream = office.connector().connect().await;
     let id = uuid::Uuid::now_v7().to_string();
     let body = feedback_batch("lobby-3", "lixia-demo", &[&id]).to_string();
     let head = head("POST", "/api/v1/feedback", Some(token), JSON, body.len());
@@ -238,7 +236,8 @@ fn feedback_batch(screen: &str, community: &str, ids: &[&str]) -> serde_json::Va
 async fn still_served(office: &OfficeServer, token: &str, within: Duration) -> Duration {
     let start = Instant::now();
     let id = uuid::Uuid::now_v7().to_string();
-    let response = client()
+    let response = office
+        .client()
         .post(format!("{}/api/v1/feedback", office.url))
         .bearer_auth(token)
         .json(&feedback_batch("lobby-3", "lixia-demo", &[&id]))
@@ -258,12 +257,12 @@ async fn stalled(
     n: usize,
     head: impl Fn() -> String,
     sent: impl Fn(usize) -> usize,
-) -> Vec<TcpStream> {
+) -> Vec<OfficeStream> {
     let mut opening = tokio::task::JoinSet::new();
     for i in 0..n {
-        let (port, head, sent) = (office.port, head(), sent(i));
+        let (connector, head, sent) = (office.connector(), head(), sent(i));
         opening.spawn(async move {
-            let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let mut stream = connector.connect().await;
             stream.write_all(head.as_bytes()).await.unwrap();
             let body = vec![0u8; sent];
             let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&body)).await;
@@ -372,9 +371,11 @@ async fn slowloris_silent_and_idle_connections_are_closed_by_the_server() {
     let office = OfficeServer::running_with("[limits]\nheader_timeout_seconds = 2\n");
     let token = office.token("lobby-3");
     let port = office.port;
-    // Header bytes trickling in, one every 100 ms, for ever.
+    let connector = office.connector();
+    // Header bytes trickling in, one every 100 ms, for ever (after the TLS
+    // handshake).
     let slowloris = tokio::spawn(async move {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut stream = connector.connect().await;
         let start = Instant::now();
         let text = "POST /api/v1/feedback HTTP/1.1\r\nhost: office\r\nx-padding: ".to_owned()
             + &"a".repeat(10_000);
@@ -390,7 +391,8 @@ async fn slowloris_silent_and_idle_connections_are_closed_by_the_server() {
         }
         start.elapsed()
     });
-    // A connection that sends nothing.
+    // A connection that sends nothing, not even the TLS ClientHello: the
+    // handshake is under the header timeout too.
     let mut silent = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let silent_since = Instant::now();
     // A kept-alive connection after one good request.
@@ -441,7 +443,7 @@ async fn connections_past_the_cap_wait_for_a_slot() {
 async fn sigterm_ends_the_server_within_ten_seconds_whatever_clients_do() {
     let mut office = OfficeServer::running();
     let token = office.token("lobby-3");
-    let port = office.port;
+    let connector = office.connector();
     let _tokenless = stalled(
         &office,
         100,
@@ -468,8 +470,9 @@ async fn sigterm_ends_the_server_within_ten_seconds_whatever_clients_do() {
     // Slowloris clients, still trickling when the signal comes.
     let mut trickling = Vec::new();
     for _ in 0..20 {
+        let connector = connector.clone();
         trickling.push(tokio::spawn(async move {
-            let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let mut stream = connector.connect().await;
             for byte in b"POST /api/v1/feedback HTTP/1.1\r\nhost: office\r\nx-padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
                 if stream.write_all(&[*byte]).await.is_err() {
                     return;
@@ -527,7 +530,7 @@ fn play(i: usize) -> serde_json::Value {
 async fn plays_are_refused_whole_unless_every_record_is_in_range() {
     let office = OfficeServer::running();
     let token = office.token_in("lobby-3", "lixia-demo");
-    let http = client();
+    let http = office.client();
     let post = |plays: Vec<serde_json::Value>, community: &str| {
         http.post(format!("{}/api/v1/plays", office.url))
             .bearer_auth(&token)
@@ -615,7 +618,7 @@ async fn plays_are_refused_whole_unless_every_record_is_in_range() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_screen_sends_only_for_its_own_community() {
     let office = OfficeServer::running();
-    let http = client();
+    let http = office.client();
     let post = |token: String, screen: &'static str, community: &'static str| {
         let id = uuid::Uuid::now_v7().to_string();
         http.post(format!("{}/api/v1/feedback", office.url))
@@ -691,7 +694,7 @@ async fn a_screen_sends_only_for_its_own_community() {
 async fn five_spellings_of_one_id_are_stored_once() {
     let office = OfficeServer::running();
     let token = office.token("lobby-3");
-    let http = client();
+    let http = office.client();
     let canonical = "0192f1e4-7b7a-7cc3-9a51-6b3f4f0b2a30";
     let spellings = [
         "0192F1E4-7B7A-7CC3-9A51-6B3F4F0B2A30",
@@ -758,7 +761,7 @@ fn png_of(width: u32, height: u32) -> Vec<u8> {
 async fn screenshots_are_whole_png_headers_and_bodies_say_their_type() {
     let office = OfficeServer::running();
     let token = office.token("lobby-3");
-    let http = client();
+    let http = office.client();
     let put = |body: Vec<u8>, content_type: &str| {
         http.put(format!(
             "{}/api/v1/screenshots/{}",
@@ -833,8 +836,8 @@ async fn screenshots_are_whole_png_headers_and_bodies_say_their_type() {
 
 /// Sends `head` and `body` whole before reading anything, as a client that
 /// does not look for an early answer would, and returns what came back.
-async fn send_whole(port: u16, head: String, body: Vec<u8>) -> Answer {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+async fn send_whole(office: &OfficeServer, head: String, body: Vec<u8>) -> Answer {
+    let mut stream = office.connector().connect().await;
     let write = async {
         stream.write_all(head.as_bytes()).await?;
         stream.write_all(&body).await
@@ -853,17 +856,16 @@ async fn send_whole(port: u16, head: String, body: Vec<u8>) -> Answer {
 async fn oversized_bodies_are_read_then_answered_413() {
     let office = OfficeServer::running();
     let token = office.token("lobby-3");
-    let port = office.port;
     let png = |n| head("PUT", &screenshot_path(), Some(&token), "image/png", n);
 
-    let answer = send_whole(port, png(20 * MIB), vec![0; 20 * MIB]).await;
+    let answer = send_whole(&office, png(20 * MIB), vec![0; 20 * MIB]).await;
     let Answer::Status(413, body) = &answer else {
         panic!("20 MiB screenshot: {answer:?}");
     };
     assert!(body.contains("larger than"), "{body}");
 
     // Past what the office drains: a 413, or a close, never a hang.
-    let answer = send_whole(port, png(40 * MIB), vec![0; 40 * MIB]).await;
+    let answer = send_whole(&office, png(40 * MIB), vec![0; 40 * MIB]).await;
     eprintln!("40 MiB screenshot: {answer:?}");
     assert!(
         matches!(answer, Answer::Status(413, _) | Answer::Closed),
@@ -872,7 +874,7 @@ async fn oversized_bodies_are_read_then_answered_413() {
 
     // A JSON body past 1 MiB, declared or not, the same.
     let json_head = |n| head("POST", "/api/v1/feedback", Some(&token), JSON, n);
-    let answer = send_whole(port, json_head(2 * MIB), vec![b' '; 2 * MIB]).await;
+    let answer = send_whole(&office, json_head(2 * MIB), vec![b' '; 2 * MIB]).await;
     assert_eq!(answer.status(), Some(413), "{answer:?}");
     let chunked = format!(
         "POST /api/v1/feedback HTTP/1.1\r\nhost: office\r\nauthorization: Bearer {token}\r\n\
@@ -885,7 +887,7 @@ async fn oversized_bodies_are_read_then_answered_413() {
         body.extend_from_slice(b"\r\n");
     }
     body.extend_from_slice(b"0\r\n\r\n");
-    let answer = send_whole(port, chunked, body).await;
+    let answer = send_whole(&office, chunked, body).await;
     assert_eq!(answer.status(), Some(413), "chunked: {answer:?}");
 
     // And the server is none the worse.

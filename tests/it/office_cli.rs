@@ -96,7 +96,7 @@ async fn staff_list_export_reveal_and_answer_feedback() {
     let office = OfficeServer::running();
     let token = office.token("lobby-3");
     gongkai::tls::install_crypto_provider();
-    let http = reqwest::Client::new();
+    let http = office.client();
 
     // A fresh opinion with a contact number, over HTTP.
     let text = "希望增加健身器材, 并修好 \"东门\"";

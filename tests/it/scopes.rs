@@ -206,10 +206,11 @@ async fn feedback_about_a_street_notice_reaches_the_office_with_its_scope() {
     let store = dir.path().join("screen.db");
     let token = office.token_file(&screen_id(&c));
     let text = format!(
-        "{}\n[office]\nurl = \"{}\"\ntoken_file = \"{}\"\n",
+        "{}\n[office]\nurl = \"{}\"\ntoken_file = \"{}\"\n{}",
         following(&broker_url(), &c, &street, &store),
         office.url,
-        token.display()
+        token.display(),
+        office.screen_trust()
     );
     let daemon = gongkai::daemon::Daemon::start(gongkai::config::Config::parse(&text).unwrap())
         .await

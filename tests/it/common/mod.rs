@@ -708,14 +708,34 @@ pub fn held_items(path: &Path) -> Vec<gongkai::schedule::Item> {
 /// The office's intake server (`gongkai office serve`) as a process of a
 /// test's own, on a port chosen beforehand (so screens can be pointed at it
 /// while it is down), with its configuration and database in a folder of
-/// its own.
+/// its own. It serves HTTPS with a certificate made for the test (for
+/// `localhost` and 127.0.0.1), which `ca_file` holds for screens and
+/// clients to trust; `plain_with` makes one that speaks plain HTTP on
+/// loopback.
 pub struct OfficeServer {
     child: Option<Child>,
     pub port: u16,
     pub url: String,
     pub config: PathBuf,
     pub database: PathBuf,
+    /// The PEM certificate a client trusts to reach it; `None` for plain HTTP.
+    pub ca_file: Option<PathBuf>,
     dir: tempfile::TempDir,
+}
+
+/// A self-signed certificate for `localhost`, 127.0.0.1 and ::1, and its
+/// key, as PEM files `cert` and `key`.
+pub fn self_signed_certificate(cert: &Path, key: &Path) {
+    let names = ["localhost", "127.0.0.1", "::1"]
+        .map(str::to_owned)
+        .to_vec();
+    let pair = rcgen::KeyPair::generate().unwrap();
+    let made = rcgen::CertificateParams::new(names)
+        .unwrap()
+        .self_signed(&pair)
+        .unwrap();
+    std::fs::write(cert, made.pem()).unwrap();
+    std::fs::write(key, pair.serialize_pem()).unwrap();
 }
 
 impl OfficeServer {
@@ -725,16 +745,50 @@ impl OfficeServer {
     }
 
     /// Configured with `extra` at the end of office.toml (a `[limits]`
-    /// table, say), not started.
+    /// table, say), not started: HTTPS with a certificate of the test's.
     pub fn with_config(extra: &str) -> OfficeServer {
         let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (
+            dir.path().join("office-cert.pem"),
+            dir.path().join("office-key.pem"),
+        );
+        self_signed_certificate(&cert, &key);
+        let tls = format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            cert.display(),
+            key.display()
+        );
+        OfficeServer::configured(dir, "https", &tls, extra, Some(cert))
+    }
+
+    /// Plain HTTP on loopback (`plain_http = true`), not started.
+    pub fn plain_with(extra: &str) -> OfficeServer {
+        let dir = tempfile::tempdir().unwrap();
+        OfficeServer::configured(dir, "http", "plain_http = true\n", extra, None)
+    }
+
+    /// HTTPS with the certificate the server makes itself at its first
+    /// start (office.toml names none), not started.
+    pub fn self_signed_with(extra: &str) -> OfficeServer {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("office.db.tls-cert.pem");
+        OfficeServer::configured(dir, "https", "", extra, Some(cert))
+    }
+
+    fn configured(
+        dir: tempfile::TempDir,
+        scheme: &str,
+        transport: &str,
+        extra: &str,
+        ca_file: Option<PathBuf>,
+    ) -> OfficeServer {
         let port = free_port();
         let database = dir.path().join("office.db");
         let config = dir.path().join("office.toml");
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\n{extra}",
+                "listen = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\n{transport}{extra}",
                 database.display()
             ),
         )
@@ -742,9 +796,10 @@ impl OfficeServer {
         OfficeServer {
             child: None,
             port,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
             config,
             database,
+            ca_file,
             dir,
         }
     }
@@ -761,23 +816,76 @@ impl OfficeServer {
         office
     }
 
+    /// Starts the server and waits until it listens; what it prints goes
+    /// to `log_text`. Panics with that text if it exits first.
     pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("server.log"))
+            .unwrap();
         self.child = Some(
             Command::new(env!("CARGO_BIN_EXE_gongkai"))
                 .args(["office", "serve", "--config"])
                 .arg(&self.config)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .env("RUST_LOG", "info")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
                 .spawn()
                 .unwrap(),
         );
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                panic!(
+                    "the office server exited ({status}) before listening:\n{}",
+                    self.log_text()
+                );
+            }
             assert!(
                 Instant::now() < deadline,
                 "the office server did not listen"
             );
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What the server printed and logged, over every start.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.path("server.log")).unwrap_or_default()
+    }
+
+    /// An HTTP client that trusts the server's certificate.
+    pub fn client(&self) -> reqwest::Client {
+        gongkai::tls::install_crypto_provider();
+        let mut builder = reqwest::Client::builder();
+        if let Some(ca) = &self.ca_file {
+            let pem = std::fs::read(ca).unwrap();
+            builder = builder.tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).unwrap());
+        }
+        builder.build().unwrap()
+    }
+
+    /// What a screen's `[office]` section needs to reach this server
+    /// (`ca_file` when it speaks HTTPS), after `url` and `token_file`.
+    pub fn screen_trust(&self) -> String {
+        match &self.ca_file {
+            Some(ca) => format!("ca_file = \"{}\"\n", ca.display()),
+            None => String::new(),
+        }
+    }
+
+    /// Connects as a client of its own would: TLS (trusting `ca_file`)
+    /// or plain, as the server speaks.
+    pub fn connector(&self) -> OfficeConnector {
+        OfficeConnector {
+            port: self.port,
+            tls: self.ca_file.as_deref().map(|ca| {
+                tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+                    gongkai::tls::client_config(Some(ca)).unwrap(),
+                ))
+            }),
         }
     }
 
@@ -881,6 +989,34 @@ impl Drop for OfficeServer {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+/// A byte stream to the office server, TLS or plain.
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+pub type OfficeStream = Box<dyn Stream>;
+
+/// Opens connections to an office server as raw clients do, with the TLS
+/// handshake done when the server speaks HTTPS.
+#[derive(Clone)]
+pub struct OfficeConnector {
+    port: u16,
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+impl OfficeConnector {
+    pub async fn connect(&self) -> OfficeStream {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        match &self.tls {
+            None => Box::new(tcp),
+            Some(tls) => {
+                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                Box::new(tls.connect(name, tcp).await.unwrap())
+            }
         }
     }
 }
