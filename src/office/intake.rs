@@ -30,7 +30,8 @@ use time::OffsetDateTime;
 
 use crate::protocol::feedback::{FeedbackBatch, MAX_ITEMS};
 use crate::protocol::sha256_hex;
-use crate::store::office::{OfficeStore, TokenHolder};
+use crate::store::office::{OfficeStore, PlaysOutcome, TokenHolder};
+use serde_json::json;
 
 use super::body::{Budget, Reading, Refusal, Upload, require_content_type};
 use super::config::ServerConfig;
@@ -221,11 +222,51 @@ async fn plays(State(app): State<App>, headers: HeaderMap, body: Body) -> Respon
             return Err(error(StatusCode::BAD_REQUEST, problem));
         }
         let screen = holder.screen.clone();
-        let stored = app.run(|tx| Job::Plays(plays, screen, tx)).await?;
-        Ok(Json(serde_json::json!({ "stored": stored })))
+        let (count, first) = (plays.plays.len(), plays.plays.first().map(|r| r.seq));
+        let outcome = app.run(|tx| Job::Plays(plays, screen, tx)).await?;
+        Ok(plays_answer(&holder.screen, count, first, outcome))
     }
     .await;
     upload.answer(result).await
+}
+
+/// The answer to a batch of chain records (section 7, play chain), logged
+/// for the office: a restart, a gap and a refusal are what staff may need
+/// to look into.
+fn plays_answer(screen: &str, count: usize, first: Option<u64>, outcome: PlaysOutcome) -> Response {
+    match outcome {
+        PlaysOutcome::Stored {
+            stored,
+            next_seq,
+            restarted,
+        } => {
+            if let Some(chain) = restarted {
+                tracing::warn!(
+                    "{screen}: the screen began its play chain again at seq 1 (its store was lost?); \
+                     the chains before are kept, this is chain {chain}"
+                );
+            }
+            tracing::info!("{screen}: {count} play records ({stored} new), next seq {next_seq}");
+            Json(json!({ "stored": stored, "next_seq": next_seq })).into_response()
+        }
+        PlaysOutcome::Gap { next_seq } => {
+            let error = format!(
+                "the batch starts at seq {} but the office lacks records from seq {next_seq}: \
+                 send from there",
+                first.unwrap_or_default()
+            );
+            tracing::info!("{screen}: {error}");
+            (
+                StatusCode::CONFLICT,
+                Json(json!({ "error": error, "next_seq": next_seq })),
+            )
+                .into_response()
+        }
+        PlaysOutcome::Refused { reason } => {
+            tracing::warn!("{screen}: play records refused, conflict recorded: {reason}");
+            Refusal::new(StatusCode::BAD_REQUEST, reason).into_response()
+        }
+    }
 }
 
 async fn screenshot(
