@@ -6,7 +6,9 @@
 //! - the MQTT *event loop* and *session* tasks (see [`crate::mqtt`]);
 //! - the *status* task publishes section 6 status, coalesced;
 //! - the *rotation* task walks the active set on the clock and says what is
-//!   showing (the UI, where there is one, follows it);
+//!   showing (the UI, where there is one, follows it); each slot that ends
+//!   is a record of the proof-of-play chain, which the *plays* task commits
+//!   and the *plays sync* task sends to the office (see [`crate::sync`]);
 //! - the *ui io* task reads, decodes and commits for the UI (see
 //!   [`crate::ui_io`]), so the UI thread only draws.
 //!
@@ -176,6 +178,8 @@ impl Daemon {
         let (plays_tx, plays_rx) = mpsc::unbounded_channel();
         let (plays_head_tx, plays_head_rx) =
             watch::channel(crate::store::plays::PlayLog::open(&config.store.path)?.head()?);
+        let (plays_sent_tx, plays_sent_rx) =
+            watch::channel(crate::sync::plays::PlaysSent::default());
         let (publish_tx, publish_rx) = mpsc::unbounded_channel();
         let (link_tx, link_rx) = mpsc::unbounded_channel::<Link>();
         let counters = Arc::new(Counters::default());
@@ -252,7 +256,8 @@ impl Daemon {
             display: display_rx.clone(),
             identify: identify_rx.clone(),
             last_command: last_command_rx,
-            plays: plays_head_rx,
+            plays: plays_head_rx.clone(),
+            plays_sent: plays_sent_rx,
             connected: connected_rx.clone(),
             outbox: outbox_rx.clone(),
             cancel: cancel.clone(),
@@ -264,6 +269,15 @@ impl Daemon {
             community: config.screen.community.clone(),
             wake: feedback_wake.clone(),
             counts: outbox_tx,
+            cancel: cancel.clone(),
+        };
+        let plays_sync = crate::sync::plays::PlaysSyncTask {
+            store: config.store.path.clone(),
+            office: config.office.clone(),
+            screen: config.screen.id.clone(),
+            community: config.screen.community.clone(),
+            head: plays_head_rx,
+            sent: plays_sent_tx,
             cancel: cancel.clone(),
         };
         let rotation = RotationTask {
@@ -318,6 +332,7 @@ impl Daemon {
                 "plays",
                 record_plays(config.store.path.clone(), plays_rx, plays_head_tx),
             ),
+            tasks.spawn("plays sync", plays_sync.run()),
             tasks.spawn("status", async move {
                 status.run().await;
                 Ok(())

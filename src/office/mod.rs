@@ -7,7 +7,8 @@
 //! `config` (office.toml); `intake` (the HTTP handlers) over `http` (the
 //! accept loop), `body` (reading bodies under limits), `input` (pure checks)
 //! and `database` (the thread that owns the office's SQLite); `staff`
-//! (tokens, listing and export, reply deadlines) and `reply` (reply notices).
+//! (tokens, listing and export, reply deadlines), `reply` (reply notices) and
+//! `plays` (what the proof-of-play chains say, and whether they are whole).
 
 pub mod body;
 pub mod broker;
@@ -17,6 +18,7 @@ mod database;
 pub mod http;
 pub mod input;
 pub mod intake;
+pub mod plays;
 pub mod reply;
 pub mod sign;
 pub mod staff;
