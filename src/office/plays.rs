@@ -116,6 +116,20 @@ fn local(at: OffsetDateTime, offset: time::UtcOffset) -> String {
     )
 }
 
+fn count(n: usize, what: &str) -> String {
+    match n {
+        1 => format!("1 {what}"),
+        n => format!("{n} {what}s"),
+    }
+}
+
+/// `+08:00`.
+fn offset_text(offset: time::UtcOffset) -> String {
+    let (h, m, _) = offset.as_hms();
+    let sign = if offset.is_negative() { '-' } else { '+' };
+    format!("{sign}{:02}:{:02}", h.unsigned_abs(), m.unsigned_abs())
+}
+
 /// `1 h 02 min 03 s`, `4 min 05 s`, `12.5 s`.
 pub fn human_duration(ms: u64) -> String {
     let s = ms / 1000;
@@ -167,10 +181,11 @@ pub fn notice_report(
     } else {
         writeln!(
             out,
-            "notice {id}: {} plays on {} screens{since_text}, {} on screen in total",
-            plays.len(),
-            screens.len(),
-            human_duration(total)
+            "notice {id}: {} on {}{since_text}, {} on screen in total (times UTC{})",
+            count(plays.len(), "play"),
+            count(screens.len(), "screen"),
+            human_duration(total),
+            offset_text(offset)
         )?;
     }
     // The windows of the versions played.
@@ -229,9 +244,9 @@ pub fn notice_report(
         };
         writeln!(
             out,
-            "screen {screen} ({}): {} plays, {}; {verdict}",
+            "screen {screen} ({}): {}, {}; {verdict}",
             plays[0].community,
-            plays.len(),
+            count(plays.len(), "play"),
             human_duration(total)
         )?;
         out.push_str(&lines);
