@@ -90,7 +90,7 @@ fn online_head(url: &str, c: &str) -> bool {
     let connect = gongkai::mqtt::Connect::cli(url, None, None).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let fleet = runtime
-        .block_on(gongkai::office::fleet_status(&connect, PREFIX, &c))
+        .block_on(gongkai::office::fleet_status(&connect, PREFIX, c))
         .unwrap_or_default();
     fleet.iter().any(|entry| {
         matches!(entry, gongkai::office::broker::FleetEntry::Read(
