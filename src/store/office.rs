@@ -96,6 +96,9 @@ CREATE TABLE play_chains (
     chain      INTEGER NOT NULL,
     community  TEXT    NOT NULL,
     begun_at   TEXT    NOT NULL,
+    -- Records held: with the highest seq, it tells a whole chain from one
+    -- with holes without counting it on every batch.
+    held       INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (screen, chain)
 );
 CREATE TABLE chain_plays (
@@ -115,6 +118,11 @@ CREATE TABLE chain_plays (
     PRIMARY KEY (screen, chain, seq)
 ) WITHOUT ROWID;
 CREATE INDEX chain_plays_notice ON chain_plays (notice_id);
+-- Whoever deletes records (a person, a tool, a partial restore), the count
+-- stays true, so that the office asks the screen for them again.
+CREATE TRIGGER chain_plays_deleted AFTER DELETE ON chain_plays BEGIN
+    UPDATE play_chains SET held = held - 1 WHERE screen = OLD.screen AND chain = OLD.chain;
+END;
 -- Batches refused for a wrong hash, a broken link or a fork: what was
 -- held stays, and each distinct refusal is kept here with how often it
 -- came.

@@ -113,18 +113,34 @@ fn current_chain(tx: &Transaction<'_>, screen: &str) -> Result<Option<u64>> {
         .map(|c| c as u64))
 }
 
-/// The first seq the chain lacks: one past the last record when nothing
-/// is missing before it (the usual case, told by a count), else the first
-/// hole (records lost from the office's database), so that the screen
-/// sends them again.
-fn first_missing(tx: &Transaction<'_>, screen: &str, chain: u64) -> Result<u64> {
+/// How many records a chain holds, and its highest seq.
+#[derive(Debug, Clone, Copy)]
+struct Extent {
+    count: u64,
+    last: u64,
+}
+
+fn extent(tx: &Transaction<'_>, screen: &str, chain: u64) -> Result<Extent> {
     let (count, last): (i64, i64) = tx.query_row(
-        "SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM chain_plays WHERE screen = ?1 AND chain = ?2",
+        "SELECT held, (SELECT COALESCE(MAX(seq), 0) FROM chain_plays
+                       WHERE screen = ?1 AND chain = ?2)
+         FROM play_chains WHERE screen = ?1 AND chain = ?2",
         params![screen, chain as i64],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    if count == last {
-        return Ok(last as u64 + 1);
+    Ok(Extent {
+        count: count as u64,
+        last: last as u64,
+    })
+}
+
+/// The first seq the chain lacks: one past the last record when nothing
+/// is missing before it (the usual case, told by the count), else the
+/// first hole (records lost from the office's database), so that the
+/// screen sends them again.
+fn first_missing(tx: &Transaction<'_>, screen: &str, chain: u64, extent: Extent) -> Result<u64> {
+    if extent.count == extent.last {
+        return Ok(extent.last + 1);
     }
     let has_first = tx
         .query_row(
@@ -148,6 +164,37 @@ fn first_missing(tx: &Transaction<'_>, screen: &str, chain: u64) -> Result<u64> 
     Ok(hole as u64)
 }
 
+/// The hashes held at `seqs` (a range, and record 1).
+fn held_hashes(
+    tx: &Transaction<'_>,
+    screen: &str,
+    chain: u64,
+    from: u64,
+    to: u64,
+) -> Result<HashMap<u64, String>> {
+    let mut held = HashMap::new();
+    let mut query = tx.prepare_cached(
+        "SELECT seq, hash FROM chain_plays WHERE screen = ?1 AND chain = ?2
+         AND seq BETWEEN ?3 AND ?4",
+    )?;
+    for (lo, hi) in [(1, 1), (from, to)] {
+        let rows = query.query_map(
+            params![
+                screen,
+                chain as i64,
+                lo.min(i64::MAX as u64) as i64,
+                hi.min(i64::MAX as u64) as i64
+            ],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)),
+        )?;
+        for row in rows {
+            let (seq, hash) = row?;
+            held.insert(seq, hash);
+        }
+    }
+    Ok(held)
+}
+
 fn insert_records(
     tx: &Transaction<'_>,
     screen: &str,
@@ -161,6 +208,7 @@ fn insert_records(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?;
     let mut stored = 0;
+    // Counted here, not by a trigger: one update a batch, not one a record.
     for r in records {
         stored += insert.execute(params![
             screen,
@@ -178,6 +226,10 @@ fn insert_records(
             received_at
         ])?;
     }
+    tx.execute(
+        "UPDATE play_chains SET held = held + ?3 WHERE screen = ?1 AND chain = ?2",
+        params![screen, chain as i64, stored as i64],
+    )?;
     Ok(stored)
 }
 
@@ -199,32 +251,22 @@ impl OfficeStore {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let chain = current_chain(&tx, screen)?;
+        let before = match chain {
+            Some(chain) => extent(&tx, screen, chain)?,
+            None => Extent { count: 0, last: 0 },
+        };
         let next_seq = match chain {
-            Some(chain) => first_missing(&tx, screen, chain)?,
+            Some(chain) => first_missing(&tx, screen, chain, before)?,
             None => 1,
         };
         // The hashes the verdict may ask for, read at once: record 1 (a
         // restart?), the one before the batch (its link) and the batch's own.
-        let mut held: HashMap<u64, String> = HashMap::new();
-        if let (Some(chain), Some(first), Some(last)) = (chain, batch.first(), batch.last()) {
-            let mut query = tx.prepare_cached(
-                "SELECT seq, hash FROM chain_plays WHERE screen = ?1 AND chain = ?2
-                 AND (seq = 1 OR seq BETWEEN ?3 AND ?4)",
-            )?;
-            let rows = query.query_map(
-                params![
-                    screen,
-                    chain as i64,
-                    first.seq.saturating_sub(1) as i64,
-                    last.seq.min(i64::MAX as u64) as i64
-                ],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)),
-            )?;
-            for row in rows {
-                let (seq, hash) = row?;
-                held.insert(seq, hash);
+        let held = match (chain, batch.first(), batch.last()) {
+            (Some(chain), Some(first), Some(last)) => {
+                held_hashes(&tx, screen, chain, first.seq.saturating_sub(1), last.seq)?
             }
-        }
+            _ => HashMap::new(),
+        };
         let verdict = judge(batch, next_seq, |seq| held.get(&seq).cloned());
         let outcome = match verdict {
             ChainVerdict::Gap { next_seq } => PlaysOutcome::Gap { next_seq },
@@ -274,9 +316,13 @@ impl OfficeStore {
                     }
                 };
                 let stored = insert_records(&tx, screen, chain, batch, &at)?;
+                let after = Extent {
+                    count: before.count + stored as u64,
+                    last: before.last.max(batch.last().map_or(0, |r| r.seq)),
+                };
                 PlaysOutcome::Stored {
                     stored,
-                    next_seq: first_missing(&tx, screen, chain)?,
+                    next_seq: first_missing(&tx, screen, chain, after)?,
                     restarted: None,
                 }
             }
@@ -284,9 +330,13 @@ impl OfficeStore {
                 let new = chain.map_or(1, |c| c + 1);
                 begin_chain(&tx, screen, new, community, &at)?;
                 let stored = insert_records(&tx, screen, new, batch, &at)?;
+                let after = Extent {
+                    count: stored as u64,
+                    last: batch.last().map_or(0, |r| r.seq),
+                };
                 PlaysOutcome::Stored {
                     stored,
-                    next_seq: first_missing(&tx, screen, new)?,
+                    next_seq: first_missing(&tx, screen, new, after)?,
                     restarted: Some(new),
                 }
             }
