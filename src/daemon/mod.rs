@@ -130,7 +130,7 @@ impl Daemon {
 
     async fn start_inner(
         config: Config,
-        pacer: Option<mpsc::UnboundedReceiver<schedule::Key>>,
+        pacer: Option<mpsc::UnboundedReceiver<FromUi>>,
     ) -> anyhow::Result<(Daemon, UiParts)> {
         crate::tls::install_crypto_provider();
         let pacer_present = pacer.is_some();
@@ -508,11 +508,24 @@ pub struct UiLink {
     pub identify: watch::Receiver<bool>,
     /// Counts media that landed in the cache.
     pub media: watch::Receiver<u64>,
-    /// Where the UI says a rotation slot has shown all its pages.
-    pub slot_done: mpsc::UnboundedSender<schedule::Key>,
+    /// Where the UI says a rotation slot has shown all its pages, and what
+    /// was on the glass (see [`FromUi`]).
+    pub slot_done: mpsc::UnboundedSender<FromUi>,
     /// Where the UI asks for notice bodies and images, commits feedback
     /// and looks up replies (see [`crate::ui_io`]).
     pub io: crate::ui_io::UiIo,
+}
+
+/// What the UI tells the rotation task, in the order it happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FromUi {
+    /// Page `page` (from 0) of the slot's notice is on the glass.
+    SlotPage { key: schedule::Key, page: usize },
+    /// The slot's notice showed all its pages (or left the glass).
+    SlotDone(schedule::Key),
+    /// A notice a resident opened on a kiosk left the glass: a play of its
+    /// own in the chain (trigger `touch`).
+    Touch(crate::store::plays::Play),
 }
 
 /// A slot the UI never reports done ends after this many dwell times (the
