@@ -10,7 +10,7 @@
 //! - a `400` means the office refuses the chain (a fork: this store is not
 //!   the one it was, or records were changed). Nothing the screen can send
 //!   changes that, so it says so in its status and log, and asks again
-//!   rarely (`REFUSED_RETRY`), never in a hot loop;
+//!   rarely (a minute at least, up to an hour), never in a hot loop;
 //! - network errors, `429` and `5xx` are retried with the feedback's
 //!   backoff; a `401` waits `UNAUTHORIZED_WAIT`; an unreadable token file
 //!   is the screen's own problem, retried with backoff.
@@ -34,9 +34,10 @@ use crate::config::OfficeApi;
 use crate::protocol::plays::{MAX_PLAYS_PER_REQUEST, PlayRecord};
 use crate::store::plays::PlayLog;
 
-/// Asking again after the office refused the chain: from a minute to an
-/// hour. A person has to look at a fork; asking is only so that the screen
-/// notices when they have.
+/// Asking again after the office refused the chain: at least a minute,
+/// then up to an hour more, with jitter. A person has to look at a fork;
+/// asking is only so that the screen notices when they have.
+const REFUSED_FLOOR: Duration = Duration::from_secs(60);
 const REFUSED_RETRY: Backoff = Backoff {
     first: Duration::from_secs(60),
     cap: Duration::from_secs(3600),
@@ -272,7 +273,7 @@ impl PlaysSyncTask {
                 }
                 Action::Refused(reason) => {
                     refusals = refusals.saturating_add(1);
-                    let wait = REFUSED_RETRY.delay(refusals, &mut rand::thread_rng());
+                    let wait = REFUSED_FLOOR + REFUSED_RETRY.delay(refusals, &mut rand::thread_rng());
                     tracing::error!(
                         "the office refuses the play chain from seq {first}: {reason}; the records \
                          stay on the screen, asked again in {} s",

@@ -84,17 +84,18 @@ fn office_plays(office: &OfficeServer, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// Whether the screen of `c` has an online status with a chain head
-/// retained.
-fn online_head(url: &str, c: &str) -> bool {
+/// The chain head in the retained online status of the screen of `c`.
+fn status_head(url: &str, c: &str) -> Option<gongkai::status::PlaysHead> {
     let connect = gongkai::mqtt::Connect::cli(url, None, None).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let fleet = runtime
         .block_on(gongkai::office::fleet_status(&connect, PREFIX, c))
         .unwrap_or_default();
-    fleet.iter().any(|entry| {
-        matches!(entry, gongkai::office::broker::FleetEntry::Read(
-            gongkai::status::StatusMessage::Online(s)) if s.plays.is_some())
+    fleet.into_iter().find_map(|entry| match entry {
+        gongkai::office::broker::FleetEntry::Read(gongkai::status::StatusMessage::Online(s)) => {
+            s.plays
+        }
+        _ => None,
     })
 }
 
@@ -122,7 +123,7 @@ fn a_screen_killed_again_and_again_delivers_its_whole_chain_and_it_verifies() {
     });
     // The running screen's status, with its head, retained.
     eventually("an online status with the chain's head", || {
-        online_head(&url, &c)
+        status_head(&url, &c).is_some()
     });
     let (ok, report) = office_plays(&office, &["--verify", "--broker", &url]);
     assert!(ok, "{report}");
@@ -222,9 +223,22 @@ fn lost_office_records_are_sent_again_and_a_fork_and_a_restart_are_reported() {
             .log_text()
             .contains("the office refuses the play chain")
     });
+    // The screen says so in its status, and does not ask again at once.
+    eventually("the refusal in the screen's status", || {
+        status_head(&url, &c).is_some_and(|h| h.refused.is_some_and(|r| r.contains("forks")))
+    });
     let (chain, held) = office_chain(&office, &screen);
     assert_eq!(chain, 1);
     assert_eq!(held[..], held_before[..], "what the office held stays");
+    let conflicts = OfficeStore::open(&office.database)
+        .unwrap()
+        .play_conflicts()
+        .unwrap();
+    assert_eq!(
+        conflicts.iter().map(|k| k.times).sum::<u64>(),
+        1,
+        "asked once, not in a loop: {conflicts:?}"
+    );
     let (ok, report) = office_plays(&office, &["--verify", "--broker", &url]);
     assert!(!ok, "{report}");
     assert!(report.contains("forks the chain held"), "{report}");
