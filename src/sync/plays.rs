@@ -273,7 +273,8 @@ impl PlaysSyncTask {
                 }
                 Action::Refused(reason) => {
                     refusals = refusals.saturating_add(1);
-                    let wait = REFUSED_FLOOR + REFUSED_RETRY.delay(refusals, &mut rand::thread_rng());
+                    let wait =
+                        REFUSED_FLOOR + REFUSED_RETRY.delay(refusals, &mut rand::thread_rng());
                     tracing::error!(
                         "the office refuses the play chain from seq {first}: {reason}; the records \
                          stay on the screen, asked again in {} s",
