@@ -273,3 +273,81 @@ fn lost_office_records_are_sent_again_and_a_fork_and_a_restart_are_reported() {
     let store = OfficeStore::open(&office.database).unwrap();
     assert_eq!(store.chain_records(&screen, 1).unwrap(), held_before);
 }
+
+/// A real `gongkaid` in a window (under Xvfb) pages a long notice: the
+/// play records count the pages it showed, not one a slot.
+#[test]
+fn a_screen_in_a_window_records_the_pages_it_showed() {
+    let Some(x) = Xvfb::start("plays-window", 640, 360) else {
+        return;
+    };
+    let url = broker_url();
+    let c = community("plays-window");
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("screen.db");
+    let config = dir.path().join("screen.toml");
+    std::fs::write(
+        &config,
+        config_text(&url, &c, &screen_id(&c), &store).replace(
+            "dwell_seconds = 2",
+            "dwell_seconds = 1\nwidth = 640\nheight = 360\nfullscreen = false",
+        ),
+    )
+    .unwrap();
+    let mut long = notice(&c, "long", 1);
+    long["body"] = (1..=24)
+        .map(|i| {
+            serde_json::json!({"type": "paragraph",
+                "text": format!("第{i}项：根据居务公开制度，现将本季度社区公共事务的办理情况公开如下，请居民监督。")})
+        })
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut p = publisher(&url).await;
+        p.publish_retained(&topics(&c).notice("long"), signed(&long))
+            .await
+            .unwrap();
+        p.close().await;
+    });
+    let log = dir.path().join("log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gongkaid"))
+        .arg("--config")
+        .arg(&config)
+        .env("DISPLAY", &x.display)
+        .env_remove("WAYLAND_DISPLAY")
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let played = loop {
+        let records = match store.exists() {
+            true => PlayLog::open(&store)
+                .and_then(|l| l.records(1, 100))
+                .unwrap_or_default(),
+            false => Vec::new(),
+        };
+        if let Some(r) = records.first() {
+            break r.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+            "no play recorded:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    eprintln!("the first play: {played:?}");
+    assert_eq!(played.notice_id, "long");
+    assert!(
+        played.pages_shown >= 3,
+        "a notice of 24 paragraphs on a 640×360 screen: {played:?}"
+    );
+    // At least the base dwell a page.
+    assert!(
+        played.duration_ms >= 1000 * u64::from(played.pages_shown),
+        "{played:?}"
+    );
+}
