@@ -13,6 +13,11 @@
 //!   value out of range (`office::input`), and nothing of it is stored;
 //! - a feedback item is stored once by id, whichever way the UUID is
 //!   spelled: a screen retrying gets it accepted again, never twice;
+//! - play records (protocol 1.1's chain) are judged against the chain the
+//!   office holds for the screen: `200 {"stored", "next_seq"}` when they
+//!   continue it (a retry stores nothing twice) or begin a new one at seq
+//!   1, `409 {"error", "next_seq"}` past a gap, `400` for a wrong hash, a
+//!   broken link or a fork, which is recorded and stores nothing;
 //! - handlers never touch SQLite: they send jobs to the thread of
 //!   `office::database` and answer only after its commit.
 //!
