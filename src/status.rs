@@ -73,6 +73,10 @@ pub struct PlaysHead {
     pub seq: u64,
     pub hash: String,
     pub unsent: u64,
+    /// Why the office refuses the chain, while it does (beyond section 6:
+    /// a fork or a changed record needs a person).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 /// **[1.1]** One followed scope's manifest, in `manifests`.

@@ -30,22 +30,24 @@ use crate::config::OfficeApi;
 use crate::protocol::feedback::{FeedbackBatch, FeedbackItem, FeedbackResponse};
 use crate::store::outbox::{Outbox, OutboxCounts};
 
+pub mod plays;
+
 /// Items in one request.
 pub const BATCH: usize = 100;
 /// Retries of a network error or a busy office: 0.5 s doubling to 5 s, so a
 /// queue reaches an office within seconds of its return.
-const RETRY: Backoff = Backoff {
+pub(crate) const RETRY: Backoff = Backoff {
     first: Duration::from_millis(500),
     cap: Duration::from_secs(5),
 };
 /// The longest `Retry-After` obeyed.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 /// The wait after a `401`: a wrong token needs a person, so asking more
 /// often would only fill the office's log; a submission does not cut it
 /// short, and the items wait in the outbox.
 pub const UNAUTHORIZED_WAIT: Duration = Duration::from_secs(600);
 /// An idle outbox is looked at this often (a submission wakes it at once).
-const IDLE_CHECK: Duration = Duration::from_secs(30);
+pub(crate) const IDLE_CHECK: Duration = Duration::from_secs(30);
 
 /// The office's answer to one request, as the task saw it.
 #[derive(Debug)]
@@ -374,6 +376,24 @@ pub(crate) fn http_client(office: &OfficeApi) -> anyhow::Result<reqwest::Client>
     Ok(builder.build()?)
 }
 
+/// The `Retry-After` of an answer, in seconds (the form the office uses).
+pub(crate) fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// The `error` of a JSON answer, or the status code.
+pub(crate) fn error_message(body: &[u8], code: u16) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("HTTP {code}"))
+}
+
 /// One request with a batch.
 async fn send(
     client: &reqwest::Client,
@@ -397,12 +417,7 @@ async fn send(
         Err(e) => return Reply::Network(e.to_string()),
     };
     let code = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+    let retry_after = retry_after(&response);
     let body = match response.bytes().await {
         Ok(b) => b,
         // The connection broke mid-answer: nothing is known, so retry.
@@ -414,10 +429,7 @@ async fn send(
             Err(e) => Reply::Network(format!("unreadable answer: {e}")),
         };
     }
-    let message = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["error"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| format!("HTTP {code}"));
+    let message = error_message(&body, code);
     Reply::Status {
         code,
         retry_after,

@@ -209,6 +209,35 @@ enum OfficeCommand {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Proof of play: where and when a notice was shown (--notice), or whether every screen's play chain is whole (--verify; exits 1 if not).
+    Plays {
+        #[arg(long)]
+        config: PathBuf,
+        /// The notice: on which screens it was shown, when, for how long, inside its window or not.
+        #[arg(long, required_unless_present = "verify", conflicts_with = "verify")]
+        notice: Option<String>,
+        /// Only plays that started since: RFC 3339, or a date YYYY-MM-DD (local midnight).
+        #[arg(long, requires = "notice")]
+        since: Option<String>,
+        /// Signed notice files the office keeps, for their windows.
+        #[arg(long = "envelope", requires = "notice")]
+        envelopes: Vec<PathBuf>,
+        /// Check every chain end to end, and against the head each screen last published.
+        #[arg(long)]
+        verify: bool,
+        /// Broker URL: windows of the notices retained there (--notice), the screens' statuses (--verify).
+        #[arg(long)]
+        broker: Option<String>,
+        /// Topic prefix.
+        #[arg(long, default_value = DEFAULT_PREFIX)]
+        prefix: String,
+        /// MQTT user name.
+        #[arg(long, requires = "broker")]
+        username: Option<String>,
+        /// File holding the MQTT password.
+        #[arg(long, requires = "username")]
+        password_file: Option<PathBuf>,
+    },
     /// Write a `reply` notice payload answering feedback receipts, ready to sign and publish.
     Reply {
         #[arg(long)]
@@ -412,6 +441,97 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 println!(
                     "{}: screenshot of {screen} (command {id}, received {at})",
                     output.display()
+                );
+            }
+            OfficeCommand::Plays {
+                config,
+                notice,
+                since,
+                envelopes,
+                verify,
+                broker,
+                prefix,
+                username,
+                password_file,
+            } => {
+                let config = ServerConfig::load(&config)?;
+                let store = gongkai::store::office::OfficeStore::open(&config.database)?;
+                let connect = broker
+                    .as_deref()
+                    .map(|url| {
+                        BrokerArgs {
+                            broker: url.to_owned(),
+                            prefix: prefix.clone(),
+                            username: username.clone(),
+                            password_file: password_file.clone(),
+                        }
+                        .connect()
+                    })
+                    .transpose()?;
+                if verify {
+                    let statuses = match &connect {
+                        Some(connect) => {
+                            let mut communities: Vec<String> = store
+                                .play_chains()?
+                                .into_iter()
+                                .map(|c| c.community)
+                                .collect();
+                            communities.sort();
+                            communities.dedup();
+                            Some(
+                                runtime()?.block_on(gongkai::office::plays::retained_statuses(
+                                    connect,
+                                    &prefix,
+                                    &communities,
+                                ))?,
+                            )
+                        }
+                        None => None,
+                    };
+                    let verification = gongkai::office::plays::verify(&store, statuses.as_deref())?;
+                    print!("{}", verification.report);
+                    if !verification.passed {
+                        eprintln!("gongkai: play chains failed verification");
+                        return Ok(ExitCode::from(1));
+                    }
+                    return Ok(ExitCode::SUCCESS);
+                }
+                let id = notice.expect("clap requires --notice without --verify");
+                let since = since
+                    .as_deref()
+                    .map(|s| staff::parse_since(s, local_offset()))
+                    .transpose()?;
+                let mut windows = envelopes
+                    .iter()
+                    .map(|f| gongkai::office::plays::window_of_file(f))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                if let Some(connect) = &connect {
+                    let mut scopes: Vec<String> = store
+                        .notice_plays(&id, since)?
+                        .into_iter()
+                        .map(|p| p.record.scope)
+                        .collect();
+                    scopes.sort();
+                    scopes.dedup();
+                    windows.extend(runtime()?.block_on(
+                        gongkai::office::plays::retained_windows(connect, &prefix, &scopes, &id),
+                    )?);
+                }
+                let source = match (connect.is_some(), envelopes.is_empty()) {
+                    (true, _) => "not retained on the broker nor in an --envelope file",
+                    (false, false) => "in no --envelope file; --broker reads the retained notice",
+                    (false, true) => "pass --broker or --envelope FILE for windows",
+                };
+                print!(
+                    "{}",
+                    gongkai::office::plays::notice_report(
+                        &store,
+                        &id,
+                        since,
+                        &windows,
+                        source,
+                        local_offset()
+                    )?
                 );
             }
             OfficeCommand::Serve { config } => {

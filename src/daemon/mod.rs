@@ -6,7 +6,9 @@
 //! - the MQTT *event loop* and *session* tasks (see [`crate::mqtt`]);
 //! - the *status* task publishes section 6 status, coalesced;
 //! - the *rotation* task walks the active set on the clock and says what is
-//!   showing (the UI, where there is one, follows it);
+//!   showing (the UI, where there is one, follows it); each slot that ends
+//!   is a record of the proof-of-play chain, which the *plays* task commits
+//!   and the *plays sync* task sends to the office (see [`crate::sync`]);
 //! - the *ui io* task reads, decodes and commits for the UI (see
 //!   [`crate::ui_io`]), so the UI thread only draws.
 //!
@@ -130,7 +132,7 @@ impl Daemon {
 
     async fn start_inner(
         config: Config,
-        pacer: Option<mpsc::UnboundedReceiver<schedule::Key>>,
+        pacer: Option<mpsc::UnboundedReceiver<FromUi>>,
     ) -> anyhow::Result<(Daemon, UiParts)> {
         crate::tls::install_crypto_provider();
         let pacer_present = pacer.is_some();
@@ -178,6 +180,8 @@ impl Daemon {
         let (plays_tx, plays_rx) = mpsc::unbounded_channel();
         let (plays_head_tx, plays_head_rx) =
             watch::channel(crate::store::plays::PlayLog::open(&config.store.path)?.head()?);
+        let (plays_sent_tx, plays_sent_rx) =
+            watch::channel(crate::sync::plays::PlaysSent::default());
         let (publish_tx, publish_rx) = mpsc::unbounded_channel();
         let (link_tx, link_rx) = mpsc::unbounded_channel::<Link>();
         let counters = Arc::new(Counters::default());
@@ -254,7 +258,8 @@ impl Daemon {
             display: display_rx.clone(),
             identify: identify_rx.clone(),
             last_command: last_command_rx,
-            plays: plays_head_rx,
+            plays: plays_head_rx.clone(),
+            plays_sent: plays_sent_rx,
             connected: connected_rx.clone(),
             outbox: outbox_rx.clone(),
             cancel: cancel.clone(),
@@ -266,6 +271,15 @@ impl Daemon {
             community: config.screen.community.clone(),
             wake: feedback_wake.clone(),
             counts: outbox_tx,
+            cancel: cancel.clone(),
+        };
+        let plays_sync = crate::sync::plays::PlaysSyncTask {
+            store: config.store.path.clone(),
+            office: config.office.clone(),
+            screen: config.screen.id.clone(),
+            community: config.screen.community.clone(),
+            head: plays_head_rx,
+            sent: plays_sent_tx,
             cancel: cancel.clone(),
         };
         let rotation = RotationTask {
@@ -320,6 +334,7 @@ impl Daemon {
                 "plays",
                 record_plays(config.store.path.clone(), plays_rx, plays_head_tx),
             ),
+            tasks.spawn("plays sync", plays_sync.run()),
             tasks.spawn("status", async move {
                 status.run().await;
                 Ok(())
@@ -495,11 +510,24 @@ pub struct UiLink {
     pub identify: watch::Receiver<bool>,
     /// Counts media that landed in the cache.
     pub media: watch::Receiver<u64>,
-    /// Where the UI says a rotation slot has shown all its pages.
-    pub slot_done: mpsc::UnboundedSender<schedule::Key>,
+    /// Where the UI says a rotation slot has shown all its pages, and what
+    /// was on the glass (see [`FromUi`]).
+    pub slot_done: mpsc::UnboundedSender<FromUi>,
     /// Where the UI asks for notice bodies and images, commits feedback
     /// and looks up replies (see [`crate::ui_io`]).
     pub io: crate::ui_io::UiIo,
+}
+
+/// What the UI tells the rotation task, in the order it happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FromUi {
+    /// Page `page` (from 0) of the slot's notice is on the glass.
+    SlotPage { key: schedule::Key, page: usize },
+    /// The slot's notice showed all its pages (or left the glass).
+    SlotDone(schedule::Key),
+    /// A notice a resident opened on a kiosk left the glass: a play of its
+    /// own in the chain (trigger `touch`).
+    Touch(crate::store::plays::Play),
 }
 
 /// A slot the UI never reports done ends after this many dwell times (the

@@ -29,7 +29,8 @@ pub(super) struct RotationTask {
     /// Each slot that ends, for the proof-of-play chain.
     pub(super) plays: mpsc::UnboundedSender<crate::store::plays::Play>,
     pub(super) dwell: Duration,
-    pub(super) pacer: Option<mpsc::UnboundedReceiver<schedule::Key>>,
+    /// The UI's reports: pages shown, slots done, kiosk plays.
+    pub(super) pacer: Option<mpsc::UnboundedReceiver<super::FromUi>>,
     pub(super) catalog: watch::Receiver<Catalog>,
     pub(super) showing: watch::Sender<Option<schedule::Key>>,
     pub(super) cancel: CancellationToken,
@@ -96,7 +97,12 @@ impl RotationTask {
                 None => {}
             }
             showing.send_replace(slot.clone());
-            let (started_at, started) = (OffsetDateTime::now_utc(), tokio::time::Instant::now());
+            // When the slot began, and (paced by a UI) when its first page
+            // reached the glass and how many pages did.
+            let paced = pacer.is_some();
+            let mut on_glass: Option<(OffsetDateTime, tokio::time::Instant)> =
+                (!paced).then(|| (OffsetDateTime::now_utc(), tokio::time::Instant::now()));
+            let mut pages_shown: u32 = if paced { 0 } else { 1 };
             let slot_end = tokio::time::Instant::now()
                 + if pacer.is_some() {
                     dwell * MAX_SLOT_DWELLS
@@ -113,9 +119,17 @@ impl RotationTask {
                     _ = cancel.cancelled() => return,
                     _ = beat.tick() => heartbeat.beat(),
                     _ = tokio::time::sleep_until(slot_end), if slot.is_some() => break,
-                    done = recv_opt(&mut pacer) => match done {
+                    from_ui = recv_opt(&mut pacer) => match from_ui {
+                        Some(super::FromUi::SlotPage { key, page }) if Some(&key) == slot.as_ref() => {
+                            on_glass.get_or_insert_with(|| (OffsetDateTime::now_utc(), tokio::time::Instant::now()));
+                            pages_shown = pages_shown.max(page as u32 + 1);
+                        }
                         // The UI showed every page of this slot's notice.
-                        Some(key) if Some(&key) == slot.as_ref() => break,
+                        Some(super::FromUi::SlotDone(key)) if Some(&key) == slot.as_ref() => break,
+                        Some(super::FromUi::Touch(play)) => {
+                            let _ = plays.send(play);
+                        }
+                        // About an earlier slot.
                         Some(_) => {}
                         // The UI is gone: fall back to the dwell time.
                         None => pacer = None,
@@ -134,15 +148,19 @@ impl RotationTask {
                     }
                 }
             }
-            // The slot was on screen: one record of the play chain.
-            if let Some(key) = &slot {
+            // The slot was on screen: one record of the play chain, from its
+            // first page on the glass, with the pages that were. A slot the
+            // UI never showed (a kiosk in use, a notice that could not be
+            // read) was seen by nobody and is not a play. Without a UI
+            // nothing is paged: the slot counts as one page for its dwell.
+            if let (Some(key), Some((started_at, started))) = (&slot, on_glass) {
                 let _ = plays.send(crate::store::plays::Play {
                     scope: key.scope.clone(),
                     notice_id: key.id.clone(),
                     version: key.version,
                     started_at: crate::protocol::plays::millisecond_utc(started_at),
                     duration_ms: started.elapsed().as_millis() as u64,
-                    pages_shown: 1,
+                    pages_shown: pages_shown.max(1),
                     trigger: crate::protocol::plays::Trigger::Rotation,
                 });
             }
@@ -238,11 +256,11 @@ mod tests {
             // A notice of three pages: the UI takes 3 dwells, then says so.
             tokio::time::sleep(dwell * 3).await;
             done_tx
-                .send(schedule::Key {
+                .send(super::super::FromUi::SlotDone(schedule::Key {
                     scope: "c".into(),
                     id,
                     version: 1,
-                })
+                }))
                 .unwrap();
             order.push(next().await);
         }
@@ -264,6 +282,83 @@ mod tests {
         let after = next().await;
         assert_ne!(after, "u", "urgent takes every other slot, not every slot");
         assert_eq!(started.elapsed(), dwell * MAX_SLOT_DWELLS);
+        cancel.cancel();
+        task.await.unwrap();
+    }
+
+    /// The play chain's records of a rotation paced by a UI, on virtual
+    /// time: the pages the UI reported and the time from the first one on
+    /// the glass; a slot the UI never showed is no play; a notice opened on
+    /// the kiosk is a touch play of its own.
+    #[tokio::test(start_paused = true)]
+    async fn plays_count_the_pages_the_ui_showed() {
+        use super::super::FromUi;
+        use crate::protocol::plays::Trigger;
+        let dwell = Duration::from_secs(12);
+        let (_catalog_tx, catalog_rx) = watch::channel(catalog(&[
+            item("a", Priority::Normal),
+            item("b", Priority::Normal),
+        ]));
+        let (showing_tx, mut showing_rx) = watch::channel(None);
+        let (ui_tx, ui_rx) = mpsc::unbounded_channel();
+        let (plays_tx, mut plays_rx) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(
+            RotationTask {
+                screen: Audience::new("lobby", "c"),
+                quiet: Vec::new(),
+                display: watch::channel(Display::On).0,
+                heartbeat: crate::watchdog::Heartbeat::new(),
+                plays: plays_tx,
+                dwell,
+                pacer: Some(ui_rx),
+                catalog: catalog_rx,
+                showing: showing_tx,
+                cancel: cancel.clone(),
+            }
+            .run(),
+        );
+        let mut next = async || -> schedule::Key {
+            showing_rx.changed().await.unwrap();
+            showing_rx.borrow_and_update().clone().unwrap()
+        };
+        // The first slot: loaded after 2 s, three pages of 12 s each.
+        let first = next().await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for page in 0..3 {
+            ui_tx
+                .send(FromUi::SlotPage {
+                    key: first.clone(),
+                    page,
+                })
+                .unwrap();
+            tokio::time::sleep(dwell).await;
+        }
+        ui_tx.send(FromUi::SlotDone(first.clone())).unwrap();
+        let second = next().await;
+        let play = plays_rx.recv().await.unwrap();
+        assert_eq!(
+            (play.notice_id.as_str(), play.pages_shown),
+            (first.id.as_str(), 3)
+        );
+        assert_eq!(play.duration_ms, 36_000, "from the first page on the glass");
+        assert_eq!(play.trigger, Trigger::Rotation);
+        // The second slot never reaches the glass (the kiosk is in use);
+        // meanwhile a resident reads a notice for 40 s.
+        let touch = crate::store::plays::Play {
+            scope: "c".into(),
+            notice_id: "b".into(),
+            version: 1,
+            started_at: "2026-10-08T01:02:03.456Z".into(),
+            duration_ms: 40_000,
+            pages_shown: 2,
+            trigger: Trigger::Touch,
+        };
+        ui_tx.send(FromUi::Touch(touch.clone())).unwrap();
+        assert_eq!(plays_rx.recv().await.unwrap(), touch);
+        ui_tx.send(FromUi::SlotDone(second)).unwrap();
+        let _third = next().await;
+        assert!(plays_rx.try_recv().is_err(), "a slot nobody saw is no play");
         cancel.cancel();
         task.await.unwrap();
     }

@@ -33,6 +33,8 @@ pub(super) struct StatusTask {
     pub(super) identify: watch::Receiver<bool>,
     pub(super) last_command: watch::Receiver<Option<crate::status::LastCommand>>,
     pub(super) plays: watch::Receiver<Option<crate::protocol::plays::PlayRecord>>,
+    /// How far the office has the chain.
+    pub(super) plays_sent: watch::Receiver<crate::sync::plays::PlaysSent>,
     pub(super) connected: watch::Receiver<bool>,
     pub(super) outbox: watch::Receiver<OutboxCounts>,
     pub(super) cancel: CancellationToken,
@@ -50,6 +52,7 @@ impl StatusTask {
             mut identify,
             mut last_command,
             mut plays,
+            mut plays_sent,
             mut connected,
             mut outbox,
             cancel,
@@ -67,6 +70,7 @@ impl StatusTask {
                 r = identify.changed() => if r.is_err() { return },
                 r = last_command.changed() => if r.is_err() { return },
                 r = plays.changed() => if r.is_err() { return },
+                r = plays_sent.changed() => if r.is_err() { return },
                 r = connected.changed() => {
                     if r.is_err() { return }
                     if *connected.borrow() {
@@ -103,20 +107,20 @@ impl StatusTask {
                 false => display.borrow_and_update().as_str().to_owned(),
             });
             status.last_command = last_command.borrow_and_update().clone();
+            let sent = plays_sent.borrow_and_update().clone();
             status.plays = plays
                 .borrow_and_update()
                 .as_ref()
                 .map(|r| crate::status::PlaysHead {
                     seq: r.seq,
                     hash: r.hash.clone(),
-                    // Sending the chain to the office is not built yet: every
-                    // record is unsent.
-                    unsent: r.seq,
+                    unsent: r.seq.saturating_sub(sent.acknowledged),
+                    refused: sent.refused.clone(),
                 });
             let outbox_now = *outbox.borrow_and_update();
             status.outbox = outbox_now.pending;
             status.outbox_rejected = outbox_now.rejected;
-            status.office_unauthorized = outbox_now.unauthorized;
+            status.office_unauthorized = outbox_now.unauthorized || sent.unauthorized;
             let due = match &last {
                 None => true,
                 Some(prev) => status.differs_from(prev) || last_sent.elapsed() >= PERIOD,

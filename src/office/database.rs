@@ -19,7 +19,8 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
 use crate::protocol::feedback::{FeedbackBatch, FeedbackResponse, ItemRejection};
-use crate::store::office::{FeedbackBatchRef, OfficeStore, Play, TokenHolder};
+use crate::protocol::plays::PlayRecord;
+use crate::store::office::{FeedbackBatchRef, OfficeStore, PlaysOutcome, TokenHolder};
 
 use super::input::feedback_problem;
 
@@ -33,20 +34,21 @@ pub enum Job {
     /// Binds an unbound screen to a community; answers the one it has.
     Bind(String, String, Answer<Option<String>>),
     Feedback(FeedbackBatch, Answer<FeedbackResponse>),
-    /// Play records of the screen named second.
-    Plays(PlaysBody, String, Answer<usize>),
+    /// Play chain records of the screen named second, judged against its
+    /// chain and stored if they continue it.
+    Plays(PlaysBody, String, Answer<PlaysOutcome>),
     /// A screenshot: screen, command id, PNG.
     Screenshot(String, String, Bytes, Answer<()>),
     /// Wipes the contact numbers of items answered before this time.
     WipeContacts(OffsetDateTime, Answer<usize>),
 }
 
-/// `POST /api/v1/plays`.
+/// `POST /api/v1/plays`: the 1.0 body, with 1.1's chain records.
 #[derive(Debug, Deserialize)]
 pub struct PlaysBody {
     pub screen: String,
     pub community: String,
-    pub plays: Vec<Play>,
+    pub plays: Vec<PlayRecord>,
 }
 
 /// Why a job has no result.
@@ -129,7 +131,12 @@ fn run_job(store: &mut OfficeStore, job: Job) {
         Job::Plays(body, screen, reply) => {
             let _ = reply.send(
                 store
-                    .add_plays(&screen, &body.community, &body.plays)
+                    .add_chain_plays(
+                        &screen,
+                        &body.community,
+                        &body.plays,
+                        OffsetDateTime::now_utc(),
+                    )
                     .map_err(Into::into),
             );
         }

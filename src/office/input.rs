@@ -1,5 +1,7 @@
 //! The office's checks of what screens send, beyond parsing: one spelling
-//! per id, proof-of-play records within their ranges, screenshots that are
+//! per id, proof-of-play records within their ranges and in their form (the
+//! chain itself, hashes and links, is judged against what is held by
+//! `protocol::plays::judge`), screenshots that are
 //! PNG images of a sane size, and the content types of bodies. Pure: no
 //! I/O, no clock; the intake server calls these and turns a problem into a
 //! refusal.
@@ -10,10 +12,13 @@
 //! slash) must never reach it.
 
 use crate::protocol::feedback::FeedbackItem;
-use crate::store::office::Play;
+use crate::protocol::plays::PlayRecord;
 
 /// Play records in one request at most (PROTOCOL.md section 7, play chain).
-pub const MAX_PLAYS: usize = 1000;
+pub const MAX_PLAYS: usize = crate::protocol::plays::MAX_PLAYS_PER_REQUEST;
+/// Pages of one play at most: a notice of 256 KiB in pages of a few
+/// hundred characters has fewer.
+pub const MAX_PAGES_SHOWN: u32 = 10_000;
 /// The longest play taken: a day. A notice is on screen for seconds or
 /// minutes; anything longer is a broken clock, not a play.
 pub const MAX_PLAY_DURATION_MS: u64 = 24 * 60 * 60 * 1000;
@@ -58,8 +63,8 @@ pub fn feedback_problem(item: &FeedbackItem) -> Option<String> {
 
 /// Why a batch of plays cannot be taken, naming the record and its field.
 /// A batch is taken whole or not at all: the answer `{"stored": N}` has no
-/// room for records refused one by one.
-pub fn plays_problem(plays: &[Play]) -> Option<String> {
+/// room for records refused one by one, and a chain has no room for holes.
+pub fn plays_problem(plays: &[PlayRecord]) -> Option<String> {
     plays
         .iter()
         .enumerate()
@@ -67,7 +72,19 @@ pub fn plays_problem(plays: &[Play]) -> Option<String> {
 }
 
 /// What is wrong with one play record, starting with the field's name.
-fn play_problem(play: &Play) -> Option<String> {
+fn play_problem(play: &PlayRecord) -> Option<String> {
+    if !(1..=MAX_VERSION).contains(&play.seq) {
+        return Some(format!(
+            "seq {} is not between 1 and {MAX_VERSION}",
+            play.seq
+        ));
+    }
+    if !crate::protocol::is_valid_id(&play.scope) {
+        return Some(format!(
+            "scope {:?} does not match the id pattern",
+            play.scope
+        ));
+    }
     if !crate::protocol::is_valid_id(&play.notice_id) {
         return Some(format!(
             "notice_id {:?} does not match the id pattern",
@@ -80,19 +97,28 @@ fn play_problem(play: &Play) -> Option<String> {
             play.version
         ));
     }
-    if time::OffsetDateTime::parse(
-        &play.started_at,
-        &time::format_description::well_known::Rfc3339,
-    )
-    .is_err()
-    {
-        return Some(format!("started_at {:?} is not RFC 3339", play.started_at));
+    if !crate::protocol::plays::is_millisecond_utc(&play.started_at) {
+        return Some(format!(
+            "started_at {:?} is not UTC with three fractional digits and Z",
+            play.started_at
+        ));
     }
     if play.duration_ms > MAX_PLAY_DURATION_MS {
         return Some(format!(
             "duration_ms {} is longer than a day ({MAX_PLAY_DURATION_MS})",
             play.duration_ms
         ));
+    }
+    if !(1..=MAX_PAGES_SHOWN).contains(&play.pages_shown) {
+        return Some(format!(
+            "pages_shown {} is not between 1 and {MAX_PAGES_SHOWN}",
+            play.pages_shown
+        ));
+    }
+    for (name, hex) in [("prev", &play.prev), ("hash", &play.hash)] {
+        if !crate::protocol::plays::is_hex64(hex) {
+            return Some(format!("{name} {hex:?} is not 64 lowercase hex digits"));
+        }
     }
     None
 }
@@ -134,12 +160,18 @@ pub fn is_content_type(value: &str, expected: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn play() -> Play {
-        Play {
+    fn play() -> PlayRecord {
+        PlayRecord {
+            seq: 1,
+            scope: "lixia-demo".into(),
             notice_id: "2026q3-finance-001".into(),
             version: 3,
             started_at: "2026-10-08T01:02:03.456Z".into(),
             duration_ms: 36_000,
+            pages_shown: 3,
+            trigger: crate::protocol::plays::Trigger::Rotation,
+            prev: crate::protocol::plays::GENESIS.into(),
+            hash: crate::protocol::plays::GENESIS.into(),
         }
     }
 
@@ -163,39 +195,75 @@ mod tests {
         assert_eq!(plays_problem(&[play(), play()]), None);
         let cases = [
             (
-                Play {
+                PlayRecord {
                     notice_id: "../0".into(),
                     ..play()
                 },
                 "plays[1].notice_id",
             ),
             (
-                Play {
+                PlayRecord {
                     version: u64::MAX,
                     ..play()
                 },
                 "plays[1].version",
             ),
             (
-                Play {
+                PlayRecord {
                     version: 0,
                     ..play()
                 },
                 "plays[1].version",
             ),
             (
-                Play {
+                PlayRecord {
                     started_at: "x".into(),
                     ..play()
                 },
                 "plays[1].started_at",
             ),
             (
-                Play {
+                PlayRecord {
                     duration_ms: MAX_PLAY_DURATION_MS + 1,
                     ..play()
                 },
                 "plays[1].duration_ms",
+            ),
+            (
+                PlayRecord {
+                    started_at: "2026-10-08T09:02:03.456+08:00".into(),
+                    ..play()
+                },
+                "plays[1].started_at",
+            ),
+            (
+                PlayRecord {
+                    scope: "A B".into(),
+                    ..play()
+                },
+                "plays[1].scope",
+            ),
+            (PlayRecord { seq: 0, ..play() }, "plays[1].seq"),
+            (
+                PlayRecord {
+                    pages_shown: 0,
+                    ..play()
+                },
+                "plays[1].pages_shown",
+            ),
+            (
+                PlayRecord {
+                    prev: "ABC".into(),
+                    ..play()
+                },
+                "plays[1].prev",
+            ),
+            (
+                PlayRecord {
+                    hash: "0".repeat(63),
+                    ..play()
+                },
+                "plays[1].hash",
             ),
         ];
         for (bad, expected) in cases {
@@ -206,7 +274,7 @@ mod tests {
             );
         }
         assert_eq!(
-            plays_problem(&[Play {
+            plays_problem(&[PlayRecord {
                 version: MAX_VERSION,
                 duration_ms: MAX_PLAY_DURATION_MS,
                 ..play()

@@ -13,6 +13,11 @@
 //!   value out of range (`office::input`), and nothing of it is stored;
 //! - a feedback item is stored once by id, whichever way the UUID is
 //!   spelled: a screen retrying gets it accepted again, never twice;
+//! - play records (protocol 1.1's chain) are judged against the chain the
+//!   office holds for the screen: `200 {"stored", "next_seq"}` when they
+//!   continue it (a retry stores nothing twice) or begin a new one at seq
+//!   1, `409 {"error", "next_seq"}` past a gap, `400` for a wrong hash, a
+//!   broken link or a fork, which is recorded and stores nothing;
 //! - handlers never touch SQLite: they send jobs to the thread of
 //!   `office::database` and answer only after its commit.
 //!
@@ -30,7 +35,8 @@ use time::OffsetDateTime;
 
 use crate::protocol::feedback::{FeedbackBatch, MAX_ITEMS};
 use crate::protocol::sha256_hex;
-use crate::store::office::{OfficeStore, TokenHolder};
+use crate::store::office::{OfficeStore, PlaysOutcome, TokenHolder};
+use serde_json::json;
 
 use super::body::{Budget, Reading, Refusal, Upload, require_content_type};
 use super::config::ServerConfig;
@@ -221,11 +227,51 @@ async fn plays(State(app): State<App>, headers: HeaderMap, body: Body) -> Respon
             return Err(error(StatusCode::BAD_REQUEST, problem));
         }
         let screen = holder.screen.clone();
-        let stored = app.run(|tx| Job::Plays(plays, screen, tx)).await?;
-        Ok(Json(serde_json::json!({ "stored": stored })))
+        let (count, first) = (plays.plays.len(), plays.plays.first().map(|r| r.seq));
+        let outcome = app.run(|tx| Job::Plays(plays, screen, tx)).await?;
+        Ok(plays_answer(&holder.screen, count, first, outcome))
     }
     .await;
     upload.answer(result).await
+}
+
+/// The answer to a batch of chain records (section 7, play chain), logged
+/// for the office: a restart, a gap and a refusal are what staff may need
+/// to look into.
+fn plays_answer(screen: &str, count: usize, first: Option<u64>, outcome: PlaysOutcome) -> Response {
+    match outcome {
+        PlaysOutcome::Stored {
+            stored,
+            next_seq,
+            restarted,
+        } => {
+            if let Some(chain) = restarted {
+                tracing::warn!(
+                    "{screen}: the screen began its play chain again at seq 1 (its store was lost?); \
+                     the chains before are kept, this is chain {chain}"
+                );
+            }
+            tracing::info!("{screen}: {count} play records ({stored} new), next seq {next_seq}");
+            Json(json!({ "stored": stored, "next_seq": next_seq })).into_response()
+        }
+        PlaysOutcome::Gap { next_seq } => {
+            let error = format!(
+                "the batch starts at seq {} but the office lacks records from seq {next_seq}: \
+                 send from there",
+                first.unwrap_or_default()
+            );
+            tracing::info!("{screen}: {error}");
+            (
+                StatusCode::CONFLICT,
+                Json(json!({ "error": error, "next_seq": next_seq })),
+            )
+                .into_response()
+        }
+        PlaysOutcome::Refused { reason } => {
+            tracing::warn!("{screen}: play records refused, conflict recorded: {reason}");
+            Refusal::new(StatusCode::BAD_REQUEST, reason).into_response()
+        }
+    }
 }
 
 async fn screenshot(

@@ -10,7 +10,8 @@
 //! `database` (the thread that owns the office's SQLite); `follow` (the
 //! scopes the office follows on its broker, with their keys) and `public`
 //! (the public pages built from what that follow accepted); `staff`
-//! (tokens, listing and export, reply deadlines) and `reply` (reply notices).
+//! (tokens, listing and export, reply deadlines), `reply` (reply notices) and
+//! `plays` (what the proof-of-play chains say, and whether they are whole).
 
 pub mod body;
 pub mod broker;
@@ -22,6 +23,7 @@ pub mod follow;
 pub mod http;
 pub mod input;
 pub mod intake;
+pub mod plays;
 pub mod public;
 pub mod reply;
 pub mod sign;

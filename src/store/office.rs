@@ -86,7 +86,64 @@ ALTER TABLE screens ADD COLUMN community TEXT;
 -- that scope; NULL is the screen's own community.
 ALTER TABLE feedback ADD COLUMN notice_scope TEXT;
 ",
+    "
+-- Protocol 1.1's play chains (section 7). A screen's current chain is its
+-- highest `chain`; a screen that lost its store begins a new one at seq 1,
+-- and the chains before it are kept. The 1.0 table `plays` keeps what
+-- screens sent before chains, untouched.
+CREATE TABLE play_chains (
+    screen     TEXT    NOT NULL,
+    chain      INTEGER NOT NULL,
+    community  TEXT    NOT NULL,
+    begun_at   TEXT    NOT NULL,
+    -- Records held: with the highest seq, it tells a whole chain from one
+    -- with holes without counting it on every batch.
+    held       INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (screen, chain)
+);
+CREATE TABLE chain_plays (
+    screen        TEXT    NOT NULL,
+    chain         INTEGER NOT NULL,
+    seq           INTEGER NOT NULL,
+    scope         TEXT    NOT NULL,
+    notice_id     TEXT    NOT NULL,
+    version       INTEGER NOT NULL,
+    started_at    TEXT    NOT NULL,
+    duration_ms   INTEGER NOT NULL,
+    pages_shown   INTEGER NOT NULL,
+    triggered_by  TEXT    NOT NULL,
+    prev          TEXT    NOT NULL,
+    hash          TEXT    NOT NULL,
+    received_at   TEXT    NOT NULL,
+    PRIMARY KEY (screen, chain, seq)
+) WITHOUT ROWID;
+CREATE INDEX chain_plays_notice ON chain_plays (notice_id);
+-- Whoever deletes records (a person, a tool, a partial restore), the count
+-- stays true, so that the office asks the screen for them again.
+CREATE TRIGGER chain_plays_deleted AFTER DELETE ON chain_plays BEGIN
+    UPDATE play_chains SET held = held - 1 WHERE screen = OLD.screen AND chain = OLD.chain;
+END;
+-- Batches refused for a wrong hash, a broken link or a fork: what was
+-- held stays, and each distinct refusal is kept here with how often it
+-- came.
+CREATE TABLE play_conflicts (
+    screen    TEXT    NOT NULL,
+    chain     INTEGER NOT NULL,
+    seq       INTEGER NOT NULL,
+    hash      TEXT    NOT NULL,
+    reason    TEXT    NOT NULL,
+    record    TEXT    NOT NULL,
+    first_at  TEXT    NOT NULL,
+    last_at   TEXT    NOT NULL,
+    times     INTEGER NOT NULL,
+    PRIMARY KEY (screen, chain, seq, hash, reason)
+);
+",
 ];
+
+mod plays;
+
+pub use plays::{ChainSummary, LegacyPlay, NoticePlay, PlayConflict, PlaysOutcome};
 
 pub struct OfficeStore {
     conn: Connection,
@@ -98,15 +155,6 @@ pub struct TokenHolder {
     pub screen: String,
     /// `None` until the screen is bound to a community.
     pub community: Option<String>,
-}
-
-/// One play of a notice on a screen (section 7, proof of play).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Play {
-    pub notice_id: String,
-    pub version: u64,
-    pub started_at: String,
-    pub duration_ms: u64,
 }
 
 /// Valid items of one request, with the screen and community they came from.
@@ -293,30 +341,6 @@ impl OfficeStore {
             .conn
             .query_row("SELECT COUNT(*) FROM feedback", [], |r| r.get::<_, i64>(0))?
             as u64)
-    }
-
-    /// Stores plays; a play recorded before is not counted twice.
-    pub fn add_plays(&mut self, screen: &str, community: &str, plays: &[Play]) -> Result<usize> {
-        let tx = self.conn.transaction()?;
-        let mut stored = 0;
-        {
-            let mut insert = tx.prepare(
-                "INSERT OR IGNORE INTO plays (screen, community, notice_id, version, started_at, duration_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for p in plays {
-                stored += insert.execute(params![
-                    screen,
-                    community,
-                    p.notice_id,
-                    p.version as i64,
-                    p.started_at,
-                    p.duration_ms as i64
-                ])?;
-            }
-        }
-        tx.commit()?;
-        Ok(stored)
     }
 
     /// Keeps the frame a screen sent for a command (the latest upload wins).

@@ -72,6 +72,35 @@ impl PlayLog {
         Ok(record)
     }
 
+    /// The seq through which the office has stored the chain, as it last
+    /// said (0 before it said anything). Kept in the store, so that a
+    /// restarted screen sends from where it stood; a lost store starts the
+    /// chain, and this, again.
+    pub fn acknowledged(&self) -> Result<u64> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'plays_acknowledged'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        text.map_or(Ok(0), |t| {
+            t.parse()
+                .map_err(|_| StoreError::Corrupt(format!("plays_acknowledged {t:?}")))
+        })
+    }
+
+    /// Records what the office said it holds: through `seq`.
+    pub fn set_acknowledged(&mut self, seq: u64) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('plays_acknowledged', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [seq.to_string()],
+        )?;
+        Ok(())
+    }
+
     /// The last record of the chain.
     pub fn head(&self) -> Result<Option<PlayRecord>> {
         head_of(&self.conn)

@@ -40,8 +40,13 @@ pub struct Setup {
     pub dwell: Duration,
     /// Without a touch for this long, a kiosk returns to the rotation.
     pub idle: Duration,
-    /// Told when the rotation's notice has shown all its pages.
+    /// Told when the rotation's notice has shown all its pages, or left
+    /// the glass because a resident opened the kiosk.
     pub slot_done: Box<dyn Fn(Key)>,
+    /// Told what residents saw, for the proof-of-play chain: each page of
+    /// the rotation's notice as it shows, and each notice a resident
+    /// opened on the kiosk once it leaves the glass.
+    pub played: Box<dyn Fn(Played)>,
     /// At most one submission per this long on this kiosk; `None`: this
     /// screen takes no feedback (it says so when asked).
     pub feedback_interval: Option<Duration>,
@@ -54,6 +59,31 @@ pub struct Setup {
 pub fn system_clock() -> Box<dyn Fn() -> Duration> {
     let start = Instant::now();
     Box::new(move || start.elapsed())
+}
+
+/// What was on the glass, for the proof-of-play chain (PROTOCOL.md 1.1,
+/// section 7). The daemon seals it into records; the UI only tells.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Played {
+    /// Page `page` (from 0) of the rotation slot's notice is on screen.
+    Page { key: Key, page: usize },
+    /// A notice a resident opened on the kiosk, from `started_at` for
+    /// `duration`, of which `pages_shown` different pages were seen.
+    Touch {
+        key: Key,
+        started_at: OffsetDateTime,
+        duration: Duration,
+        pages_shown: u32,
+    },
+}
+
+/// A notice opened on the kiosk, while it is on the glass.
+pub(super) struct Opened {
+    pub key: Key,
+    pub started_at: OffsetDateTime,
+    /// On `Setup::clock`.
+    pub started: Duration,
+    pub pages: std::collections::BTreeSet<usize>,
 }
 
 /// What the daemon knows, pushed to the UI thread on every change.
@@ -104,6 +134,8 @@ pub(super) struct State {
     pub clock: String,
     pub loading: Option<Loading>,
     pub tickets: u64,
+    /// The notice a resident opened, while it shows.
+    pub opened: Option<Opened>,
 }
 
 pub struct Controller {
@@ -171,6 +203,7 @@ impl Controller {
                 clock: String::new(),
                 loading: None,
                 tickets: 0,
+                opened: None,
             }),
             flow: RefCell::new(flow),
             page_timer: Timer::default(),
@@ -354,16 +387,44 @@ impl Controller {
     }
 
     /// Shows `view`. A notice asked for another view is no longer wanted.
+    /// Leaving the rotation ends its slot (the notice is off the glass);
+    /// leaving an opened notice ends its touch play, and coming back to it
+    /// (from the feedback flow) begins another.
     pub(super) fn set_view(&self, view: View) {
-        {
+        let (left_slot, ended) = {
             let mut state = self.state.borrow_mut();
-            if state.view != view {
+            let old = state.view;
+            if old != view {
                 state.loading = state
                     .loading
                     .take()
                     .filter(|l| l.purpose == Purpose::Refresh);
             }
             state.view = view;
+            let left_slot = (old == View::Rotation && view != View::Rotation)
+                .then(|| state.shown.as_ref().map(|s| s.key.clone()))
+                .flatten();
+            let ended = match (old == View::Notice, view == View::Notice) {
+                (true, false) => state.opened.take(),
+                _ => None,
+            };
+            if old != View::Notice && view == View::Notice && state.opened.is_none() {
+                let key = state.shown.as_ref().map(|s| s.key.clone());
+                let page = state.shown.as_ref().map(|s| s.page);
+                state.opened = key.map(|key| Opened {
+                    key,
+                    started_at: OffsetDateTime::now_utc(),
+                    started: (self.setup.clock)(),
+                    pages: page.into_iter().collect(),
+                });
+            }
+            (left_slot, ended)
+        };
+        if let Some(key) = left_slot {
+            (self.setup.slot_done)(key);
+        }
+        if let Some(opened) = ended {
+            self.touch_played(opened);
         }
         self.ui.global::<Screen>().set_view(match view {
             View::Rotation => ScreenView::Rotation,
@@ -371,6 +432,19 @@ impl Controller {
             View::List(_) => ScreenView::List,
             View::Notice => ScreenView::Notice,
             View::Feedback => ScreenView::Feedback,
+        });
+    }
+
+    /// Tells the daemon of a notice a resident opened, now off the glass.
+    pub(super) fn touch_played(&self, opened: Opened) {
+        if opened.pages.is_empty() {
+            return;
+        }
+        (self.setup.played)(Played::Touch {
+            key: opened.key,
+            started_at: opened.started_at,
+            duration: (self.setup.clock)().saturating_sub(opened.started),
+            pages_shown: opened.pages.len() as u32,
         });
     }
 

@@ -162,7 +162,22 @@ impl Controller {
 
     /// A notice opened on the kiosk arrived from the I/O task.
     pub(super) fn opened(self: &Rc<Self>, loaded: LoadedNotice, from: Option<ListKind>) {
-        self.state.borrow_mut().opened_from = from;
+        // Another notice opened over one that was open: that one's play ends.
+        let before = {
+            let mut state = self.state.borrow_mut();
+            state.opened_from = from;
+            let before = state.opened.take();
+            state.opened = Some(super::controller::Opened {
+                key: loaded.key.clone(),
+                started_at: OffsetDateTime::now_utc(),
+                started: (self.setup.clock)(),
+                pages: Default::default(),
+            });
+            before
+        };
+        if let Some(before) = before {
+            self.touch_played(before);
+        }
         self.page_timer.stop();
         // The view first: paging measures the page as it will be shown.
         self.set_view(View::Notice);

@@ -33,7 +33,7 @@ mod paging;
 mod rotation;
 pub mod window;
 
-pub use controller::{Controller, Setup, Snapshot};
+pub use controller::{Controller, Played, Setup, Snapshot};
 pub use headless::{
     HeadlessWindow, RenderedPage, pages_of, render_notice, render_notice_page, render_rgba,
 };

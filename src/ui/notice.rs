@@ -157,12 +157,14 @@ impl Controller {
     }
 
     pub(super) fn show_page(&self, page: usize) {
-        let (view, images) = {
+        let (view, images, slot_page) = {
             let mut state = self.state.borrow_mut();
+            let on_view = state.view;
             let Some(shown) = state.shown.as_mut() else {
                 return;
             };
             shown.page = page;
+            let key = shown.key.clone();
             let count = shown.pages.len();
             let view = PageView {
                 blocks: shown.pages[page].clone(),
@@ -173,9 +175,24 @@ impl Controller {
             let screen = self.ui.global::<Screen>();
             screen.set_can_prev(page > 0);
             screen.set_can_next(page + 1 < count);
-            (view, shown.images.clone())
+            let images = shown.images.clone();
+            // What residents see, for the proof of play.
+            let slot_page = match on_view {
+                View::Rotation => Some(key),
+                View::Notice => {
+                    if let Some(opened) = state.opened.as_mut().filter(|o| o.key == key) {
+                        opened.pages.insert(page);
+                    }
+                    None
+                }
+                _ => None,
+            };
+            (view, images, slot_page)
         };
         self.apply_page(&view, &images);
+        if let Some(key) = slot_page {
+            (self.setup.played)(super::controller::Played::Page { key, page });
+        }
     }
 
     pub(super) fn apply_page(&self, view: &PageView, images: &Images) {

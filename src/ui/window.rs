@@ -101,8 +101,14 @@ pub fn run(
         io: link.io.clone(),
         dwell: Duration::from_secs(config.display.dwell_seconds),
         idle: Duration::from_secs(config.display.idle_seconds),
-        slot_done: Box::new(move |key| {
-            let _ = slot_done.send(key);
+        slot_done: Box::new({
+            let slot_done = slot_done.clone();
+            move |key| {
+                let _ = slot_done.send(crate::daemon::FromUi::SlotDone(key));
+            }
+        }),
+        played: Box::new(move |played| {
+            let _ = slot_done.send(from_ui(played));
         }),
         feedback_interval: Some(Duration::from_secs(
             config.display.feedback_interval_seconds,
@@ -356,6 +362,29 @@ const NO_DISPLAY: &str = "cannot open a window: no display found and no usable D
 #[cfg(not(feature = "kms"))]
 const NO_DISPLAY: &str = "cannot open a window: no display found (set DISPLAY or WAYLAND_DISPLAY, \
      build with --features kms for a bare screen, or run --headless)";
+
+/// What the controller saw on the glass, as the daemon's rotation task
+/// takes it.
+fn from_ui(played: super::Played) -> crate::daemon::FromUi {
+    use crate::daemon::FromUi;
+    match played {
+        super::Played::Page { key, page } => FromUi::SlotPage { key, page },
+        super::Played::Touch {
+            key,
+            started_at,
+            duration,
+            pages_shown,
+        } => FromUi::Touch(crate::store::plays::Play {
+            scope: key.scope,
+            notice_id: key.id,
+            version: key.version,
+            started_at: crate::protocol::plays::millisecond_utc(started_at),
+            duration_ms: duration.as_millis() as u64,
+            pages_shown,
+            trigger: crate::protocol::plays::Trigger::Touch,
+        }),
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -20,7 +20,7 @@ use gongkai::config::Mode;
 use gongkai::demo::DEMO_SCREEN;
 use gongkai::schedule::Key;
 use gongkai::ui::controller::View;
-use gongkai::ui::{AppWindow, Controller, FbStep, Screen, Setup, Snapshot};
+use gongkai::ui::{AppWindow, Controller, FbStep, Played, Screen, Setup, Snapshot};
 use gongkai::ui_io::UiIoTask;
 use i_slint_backend_testing::{AccessibleRole, ElementHandle};
 use slint::ComponentHandle;
@@ -188,6 +188,8 @@ fn kiosk_walk_on_the_testing_backend() {
     gongkai::ui::set_screen_size(&ui, 1920, 1080);
     let done: Rc<RefCell<Vec<Key>>> = Rc::default();
     let record = done.clone();
+    let played: Rc<RefCell<Vec<Played>>> = Rc::default();
+    let record_played = played.clone();
     let controller = Controller::new(
         &ui,
         Setup {
@@ -198,6 +200,7 @@ fn kiosk_walk_on_the_testing_backend() {
             dwell: DWELL,
             idle: IDLE,
             slot_done: Box::new(move |key| record.borrow_mut().push(key)),
+            played: Box::new(move |p| record_played.borrow_mut().push(p)),
             feedback_interval: Some(Duration::from_secs(20)),
             clock: Box::new(|| NOW.get()),
         },
@@ -230,12 +233,23 @@ fn kiosk_walk_on_the_testing_backend() {
     }
     advance(DWELL * 3);
     assert_eq!(done.borrow().as_slice(), std::slice::from_ref(&finance));
+    // Each page was told as it showed, for the proof of play.
+    let pages_told: Vec<Played> = (0..pages)
+        .map(|page| Played::Page {
+            key: finance.clone(),
+            page,
+        })
+        .collect();
+    assert_eq!(played.borrow().as_slice(), pages_told);
+    played.borrow_mut().clear();
     // The urgent banner names the active urgent notice on every view.
     assert_eq!(screen(&ui).get_banner(), "停水通知：6号楼至9号楼管网维修");
 
-    // A tap on the rotation opens the home screen, with a count per category.
+    // A tap on the rotation opens the home screen, with a count per category;
+    // the rotation's notice is off the glass, so its slot is done.
     tap(&ui, "查看全部公开");
     assert_eq!(controller.view(), View::Home);
+    assert_eq!(done.borrow().len(), 2, "leaving the rotation ends its slot");
     let tiles: Vec<(String, String)> = {
         use slint::Model;
         screen(&ui)
@@ -300,7 +314,25 @@ fn kiosk_walk_on_the_testing_backend() {
     assert_eq!(controller.page().unwrap().1, 0, "a swipe right goes back");
     swipe(&ui, -400.0);
     assert_eq!(controller.page().unwrap().1, 1, "a swipe left goes on");
+    advance(Duration::from_secs(5));
+    assert!(played.borrow().is_empty(), "told once it leaves the glass");
     tap(&ui, "← 返回");
+    // The resident read two pages for 5 s: a touch play.
+    match played.borrow_mut().drain(..).collect::<Vec<_>>().as_slice() {
+        [
+            Played::Touch {
+                key,
+                duration,
+                pages_shown,
+                ..
+            },
+        ] => {
+            assert_eq!(key, &finance);
+            assert_eq!(*pages_shown, 2);
+            assert_eq!(*duration, Duration::from_secs(5));
+        }
+        other => panic!("one touch play, not {other:?}"),
+    }
     assert_eq!(
         controller.view(),
         View::List(gongkai::ui::controller::ListKind::Category(

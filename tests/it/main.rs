@@ -21,6 +21,7 @@ mod media;
 mod office;
 mod office_cli;
 mod package;
+mod plays;
 mod public;
 mod render;
 mod scopes;

@@ -516,16 +516,42 @@ async fn answer(response: reqwest::Response) -> (u16, serde_json::Value) {
     (status, body)
 }
 
-/// Play record `i`: each starts at its own second.
-fn play(i: usize) -> serde_json::Value {
-    json!({"notice_id": "2026q3-finance", "version": 3,
-           "started_at": format!("2026-10-08T{:02}:{:02}:{:02}.000Z", i / 3600 % 24, i / 60 % 60, i % 60),
-           "duration_ms": 36000})
+/// The first `n` records of a chain (protocol 1.1), as JSON: each starts
+/// at its own second.
+fn chain_json(n: usize) -> Vec<serde_json::Value> {
+    use gongkai::protocol::plays::{PlayRecord, Trigger};
+    let mut records: Vec<PlayRecord> = Vec::new();
+    for i in 0..n {
+        let record = PlayRecord {
+            seq: 0,
+            scope: "lixia-demo".into(),
+            notice_id: "2026q3-finance".into(),
+            version: 3,
+            started_at: format!(
+                "2026-10-08T{:02}:{:02}:{:02}.000Z",
+                i / 3600 % 24,
+                i / 60 % 60,
+                i % 60
+            ),
+            duration_ms: 36000,
+            pages_shown: 2,
+            trigger: Trigger::Rotation,
+            prev: String::new(),
+            hash: String::new(),
+        }
+        .sealed_after(records.last());
+        records.push(record);
+    }
+    records
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap())
+        .collect()
 }
 
 /// Regression: one request stored 10,000 records with notice ids like
 /// `../0`, timestamps like `x`, a foreign community, and version 2^64−1
-/// stored as −1.
+/// stored as −1. With protocol 1.1 the records are a chain's: a hash
+/// that does not match, a gap and a record of 1.0 are refused too.
 #[tokio::test(flavor = "multi_thread")]
 async fn plays_are_refused_whole_unless_every_record_is_in_range() {
     let office = OfficeServer::running();
@@ -537,15 +563,13 @@ async fn plays_are_refused_whole_unless_every_record_is_in_range() {
             .json(&json!({"screen": "lobby-3", "community": community, "plays": plays}))
             .send()
     };
-    let batch = |n: usize| (0..n).map(play).collect::<Vec<_>>();
+    let batch = chain_json;
 
-    for n in [10_000, 1001] {
+    // 10,000 records of a chain are past the body limit already.
+    for (n, says) in [(10_000, "larger than"), (1001, "at most 1000")] {
         let (status, body) = answer(post(batch(n), "lixia-demo").await.unwrap()).await;
         assert_eq!(status, 413, "{n} records: {body}");
-        assert!(
-            body["error"].as_str().unwrap().contains("at most 1000"),
-            "{body}"
-        );
+        assert!(body["error"].as_str().unwrap().contains(says), "{body}");
     }
 
     // One bad field in record 3 refuses the batch, naming both.
@@ -557,7 +581,12 @@ async fn plays_are_refused_whole_unless_every_record_is_in_range() {
     let cases = [
         (bad("notice_id", json!("../0")), "plays[3].notice_id"),
         (bad("notice_id", json!("")), "plays[3].notice_id"),
+        (bad("scope", json!("Lixia Demo")), "plays[3].scope"),
         (bad("started_at", json!("x")), "plays[3].started_at"),
+        (
+            bad("started_at", json!("2026-10-08T09:00:03+08:00")),
+            "plays[3].started_at",
+        ),
         (bad("version", json!(u64::MAX)), "plays[3].version"),
         (bad("version", json!(0)), "plays[3].version"),
         (bad("version", json!(1u64 << 53)), "plays[3].version"),
@@ -574,6 +603,15 @@ async fn plays_are_refused_whole_unless_every_record_is_in_range() {
             "plays[3].duration_ms",
         ),
         (bad("duration_ms", json!("long")), "plays[3].duration_ms"),
+        (bad("pages_shown", json!(0)), "plays[3].pages_shown"),
+        (
+            bad("pages_shown", json!(1u64 << 40)),
+            "plays[3].pages_shown",
+        ),
+        (bad("trigger", json!("swipe")), "plays[3].trigger"),
+        (bad("prev", json!("00")), "plays[3].prev"),
+        (bad("hash", json!("A".repeat(64))), "plays[3].hash"),
+        (bad("seq", json!(0)), "plays[3].seq"),
     ];
     for (plays, expected) in cases {
         let (status, body) = answer(post(plays, "lixia-demo").await.unwrap()).await;
@@ -581,6 +619,12 @@ async fn plays_are_refused_whole_unless_every_record_is_in_range() {
         assert_eq!(status, 400, "{expected}: {body}");
         assert!(error.contains(expected), "{error:?} should name {expected}");
     }
+    // A record of protocol 1.0 has no place in a chain.
+    let old = json!({"notice_id": "2026q3-finance", "version": 3,
+                     "started_at": "2026-10-08T01:02:03.000Z", "duration_ms": 36000});
+    let (status, body) = answer(post(vec![old], "lixia-demo").await.unwrap()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("seq"), "{body}");
 
     // Another community than the screen's: refused like a wrong token.
     let (status, body) = answer(post(batch(5), "other-demo").await.unwrap()).await;
@@ -601,18 +645,39 @@ async fn plays_are_refused_whole_unless_every_record_is_in_range() {
         .await
         .unwrap();
     assert_eq!(answer(response).await.0, 415);
+    // Every field in range, and a duration changed under its old hash: the
+    // chain's own check refuses it, and the conflict is recorded.
+    let (status, body) = answer(
+        post(bad("duration_ms", json!(1)), "lixia-demo")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("record 4: hash"),
+        "{body}"
+    );
+    assert_eq!(rows(&office, "play_conflicts"), 1);
+    // Records 3 and on, while the office holds none: resend from 1.
+    let (status, body) = answer(post(batch(5)[2..].to_vec(), "lixia-demo").await.unwrap()).await;
+    assert_eq!((status, &body["next_seq"]), (409, &json!(1)), "{body}");
     assert_eq!(
-        rows(&office, "plays"),
+        rows(&office, "chain_plays"),
         0,
         "nothing of a refused batch is stored"
     );
 
     // The limit itself is taken, once.
     let (status, body) = answer(post(batch(1000), "lixia-demo").await.unwrap()).await;
-    assert_eq!((status, &body["stored"]), (200, &json!(1000)), "{body}");
+    assert_eq!(
+        (status, &body["stored"], &body["next_seq"]),
+        (200, &json!(1000), &json!(1001)),
+        "{body}"
+    );
     let (_, body) = answer(post(batch(1000), "lixia-demo").await.unwrap()).await;
     assert_eq!(body["stored"], json!(0), "a retry stores nothing twice");
-    assert_eq!(rows(&office, "plays"), 1000);
+    assert_eq!(rows(&office, "chain_plays"), 1000);
 }
 
 #[tokio::test(flavor = "multi_thread")]

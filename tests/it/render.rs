@@ -238,6 +238,7 @@ fn kiosk_home_and_list_render_in_both_orientations() {
                 dwell: Duration::from_secs(12),
                 idle: Duration::from_secs(60),
                 slot_done: Box::new(|_| {}),
+                played: Box::new(|_| {}),
                 feedback_interval: None,
                 clock: gongkai::ui::controller::system_clock(),
             },

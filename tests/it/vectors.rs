@@ -228,7 +228,8 @@ fn v1_1_limits_bound_versions_at_2_pow_53_minus_1() {
 
 /// Version 1.1's play chain (section 7): every record's hashed line and hash
 /// as the independent implementation made them, the tampered record refused,
-/// and the gap answered with the seq to resend from.
+/// and the gap answered with the seq to resend from: by the pure verdict,
+/// by the screen's store and by the office's database.
 #[test]
 fn v1_1_play_chain_lines_hashes_tamper_and_gap() {
     use gongkai::protocol::plays::{ChainVerdict, PlayRecord, judge};
@@ -266,6 +267,72 @@ fn v1_1_play_chain_lines_hashes_tamper_and_gap() {
     assert_eq!(
         judge(&gap, holds_through + 1, held(holds_through)),
         ChainVerdict::Gap { next_seq: 2 }
+    );
+
+    // The screen's side: the same plays appended to a real store's chain
+    // come out as the vectors' records, seq, prev and hash alike.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("screen.db");
+    drop(Store::open(&path).unwrap());
+    let mut log = gongkai::store::plays::PlayLog::open(&path).unwrap();
+    for record in &chain {
+        let appended = log
+            .append(gongkai::store::plays::Play {
+                scope: record.scope.clone(),
+                notice_id: record.notice_id.clone(),
+                version: record.version,
+                started_at: record.started_at.clone(),
+                duration_ms: record.duration_ms,
+                pages_shown: record.pages_shown,
+                trigger: record.trigger,
+            })
+            .unwrap();
+        assert_eq!(&appended, record);
+    }
+    assert_eq!(log.records(1, 10).unwrap(), chain);
+
+    // The office's side, on a real database: the chain is stored whole,
+    // the tampered record refused (and recorded), the gap answered with
+    // the seq to resend from.
+    use gongkai::store::office::{OfficeStore, PlaysOutcome};
+    let now = time::OffsetDateTime::now_utc();
+    let office = |name: &str| OfficeStore::open(&dir.path().join(name)).unwrap();
+    let mut whole = office("whole.db");
+    assert_eq!(
+        whole
+            .add_chain_plays("lobby-3", "lixia-demo", &chain, now)
+            .unwrap(),
+        PlaysOutcome::Stored {
+            stored: 4,
+            next_seq: 5,
+            restarted: None
+        }
+    );
+    assert_eq!(whole.chain_records("lobby-3", 1).unwrap(), chain);
+    let holding_one = || {
+        let mut store = office(&format!("one-{}.db", uuid::Uuid::now_v7()));
+        store
+            .add_chain_plays("lobby-3", "lixia-demo", &chain[..1], now)
+            .unwrap();
+        store
+    };
+    let mut store = holding_one();
+    let tampered: PlayRecord =
+        serde_json::from_value(vectors["tampered"]["record"].clone()).unwrap();
+    assert!(matches!(
+        store
+            .add_chain_plays("lobby-3", "lixia-demo", &[tampered], now)
+            .unwrap(),
+        PlaysOutcome::Refused { .. }
+    ));
+    assert_eq!(store.play_conflicts().unwrap().len(), 1);
+    assert_eq!(store.chain_records("lobby-3", 1).unwrap(), chain[..1]);
+    let mut store = holding_one();
+    assert_eq!(
+        store
+            .add_chain_plays("lobby-3", "lixia-demo", &gap, now)
+            .unwrap(),
+        PlaysOutcome::Gap { next_seq: 2 }
     );
 }
 

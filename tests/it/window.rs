@@ -343,6 +343,19 @@ fn kiosk_demo_takes_feedback_by_touch_in_a_real_window() {
         let log = std::fs::read_to_string(demo.log).unwrap();
         assert!(!log.contains("13812341234"));
         assert!(log.contains(&format!("feedback {} committed", rating.receipt)));
+        // The reply the resident opened and read is a touch play in the
+        // proof-of-play chain, ended when 评价 took it off the glass.
+        crate::common::eventually("a touch play of the reply", || {
+            gongkai::store::plays::PlayLog::open(demo.store)
+                .and_then(|l| l.records(1, 10_000))
+                .unwrap_or_default()
+                .iter()
+                .any(|r| {
+                    r.trigger == gongkai::protocol::plays::Trigger::Touch
+                        && r.notice_id == "reply-2026-10"
+                        && r.pages_shown >= 1
+                })
+        });
     });
 }
 
