@@ -35,6 +35,28 @@ pub struct ServerConfig {
     /// national one.
     #[serde(skip)]
     pub calendar: Calendar,
+    /// The MQTT broker the office publishes to, e.g. "mqtts://broker:8883".
+    #[serde(default)]
+    pub broker: Option<String>,
+    /// The office's public address (the base of QR links and image URLs),
+    /// e.g. "https://office.example"; `http://{listen}` when left out.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// One `[[scope]]` per scope the office publishes to.
+    #[serde(default, rename = "scope")]
+    pub scopes: Vec<ScopeConfig>,
+}
+
+/// A `[[scope]]` of office.toml: a scope the office publishes to, with keys
+/// trusted there besides the people enrolled in the console.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeConfig {
+    pub id: String,
+    #[serde(default)]
+    pub office: Vec<String>,
+    #[serde(default)]
+    pub supervisor: Vec<String>,
 }
 
 impl ServerConfig {

@@ -17,7 +17,8 @@
 //!   `office::database` and answer only after its commit.
 //!
 //! What staff do with what came in is not here: `office::staff` and
-//! `office::reply`.
+//! `office::reply`; the web console (`office::console`) is merged into the
+//! same router.
 
 use anyhow::Context;
 use axum::body::{Body, Bytes};
@@ -261,12 +262,13 @@ async fn screenshot(
 
 /// The intake routes over a database thread. No route has a body limit
 /// of axum's: handlers read bodies themselves, after the token check.
-fn router(app: App) -> Router {
+fn router(app: App, console: super::console::Console) -> Router {
     Router::new()
         .route("/api/v1/feedback", post(feedback))
         .route("/api/v1/plays", post(plays))
         .route("/api/v1/screenshots/{command_id}", put(screenshot))
         .with_state(app)
+        .merge(console.router())
 }
 
 /// How long a resident's contact number is kept once their item was
@@ -300,6 +302,7 @@ pub async fn serve(
     let store = OfficeStore::open(&config.database)?;
     let (database, database_thread) = Database::start(store)?;
     // Numbers past their time are gone before the server even listens.
+    let console = super::console::Console::new(&config, database.clone())?;
     let app = App {
         database,
         reading: Reading::new(config.limits.body_timeout()),
@@ -322,7 +325,7 @@ pub async fn serve(
     });
     tracing::info!("office intake listening on {}", listener.local_addr()?);
     println!("listening on {}", listener.local_addr()?);
-    super::http::serve(listener, router(app), &config.limits, shutdown).await;
+    super::http::serve(listener, router(app, console), &config.limits, shutdown).await;
     // The router (dropped with every connection) and the sweeper hold the
     // last senders: once both are gone, the database thread ends.
     sweeper.abort();

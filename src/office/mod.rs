@@ -7,12 +7,14 @@
 //! `config` (office.toml); `intake` (the HTTP handlers) over `http` (the
 //! accept loop), `body` (reading bodies under limits), `input` (pure checks)
 //! and `database` (the thread that owns the office's SQLite); `staff`
-//! (tokens, listing and export, reply deadlines) and `reply` (reply notices).
+//! (tokens, listing and export, reply deadlines) and `reply` (reply notices);
+//! `console`, the web console mounted beside the intake.
 
 pub mod body;
 pub mod broker;
 pub mod command;
 pub mod config;
+pub mod console;
 mod database;
 pub mod http;
 pub mod input;
