@@ -95,6 +95,12 @@ async function importSeed(file) {
   }
 }
 
+// A form's own submit(), whatever its fields are named (a button with id
+// "submit" shadows form.submit).
+function submitForm(form) {
+  HTMLFormElement.prototype.submit.call(form);
+}
+
 function setStatus(id, text) {
   const el = document.getElementById(id);
   if (el) el.textContent = text;
@@ -122,7 +128,7 @@ function enrolment() {
       document.getElementById("public-key").value = publicKey;
       setStatus("key-status", "密钥已保存在本浏览器中。");
       ready = true;
-      form.submit();
+      submitForm(form);
     } catch (e) {
       setStatus("key-status", "无法准备签名密钥：" + e.message);
     }
@@ -158,7 +164,7 @@ function signing() {
         form.elements.keyid.value = stored.keyid;
         button.disabled = true;
         setStatus(status, "已签名，正在提交……");
-        form.submit();
+        submitForm(form);
       } catch (e) {
         setStatus(status, "签名失败：" + e.message);
       }
