@@ -826,7 +826,9 @@ async fn compose_review_return_fix_approve_publish_reaches_a_real_screen() {
     }
 
     // A revision: version 2, reviewed against the published version 1.
-    let revised = staff.post(&format!("{draft}/revise"), &[("csrf", &csrf)]).await;
+    let revised = staff
+        .post(&format!("{draft}/revise"), &[("csrf", &csrf)])
+        .await;
     assert_eq!(revised.status, 303, "{}", revised.text);
     let second = revised.location().to_owned();
     assert_ne!(second, draft);
@@ -834,28 +836,68 @@ async fn compose_review_return_fix_approve_publish_reaches_a_real_screen() {
     let mut fields = finance_fields(&community, "", "第四季度财务公开（更正）", &fixed);
     fields.retain(|(k, _)| *k != "scope" && *k != "notice_id");
     fields.push(("csrf", &csrf));
-    assert_eq!(staff.post(&format!("{second}/edit"), &fields).await.status, 303);
-    assert_eq!(sign(&mut staff, &second, "submit", &staff_key()).await.status, 303);
+    assert_eq!(
+        staff.post(&format!("{second}/edit"), &fields).await.status,
+        303
+    );
+    assert_eq!(
+        sign(&mut staff, &second, "submit", &staff_key())
+            .await
+            .status,
+        303
+    );
     let page = supervisor.get(&second).await;
     assert!(page.text.contains("与已发布的第 1 版相比"), "{}", page.text);
-    assert!(page.text.contains("<ins>＋ 标题：第四季度财务公开（更正）</ins>"), "{}", page.text);
-    assert_eq!(sign(&mut supervisor, &second, "approve", &supervisor_key()).await.status, 303);
-    let published = staff.post(&format!("{second}/publish"), &[("csrf", &csrf)]).await;
+    assert!(
+        page.text
+            .contains("<ins>＋ 标题：第四季度财务公开（更正）</ins>"),
+        "{}",
+        page.text
+    );
+    assert_eq!(
+        sign(&mut supervisor, &second, "approve", &supervisor_key())
+            .await
+            .status,
+        303
+    );
+    let published = staff
+        .post(&format!("{second}/publish"), &[("csrf", &csrf)])
+        .await;
     assert_eq!(published.status, 303, "{}", published.text);
     screen_holds(&daemon, &store, "2026q4-finance-001", 2);
     // Version 1 can no longer be revised or withdrawn.
-    let stale = staff.post(&format!("{draft}/withdraw"), &[("csrf", &csrf)]).await;
+    let stale = staff
+        .post(&format!("{draft}/withdraw"), &[("csrf", &csrf)])
+        .await;
     assert_eq!(stale.status, 409);
 
     // A withdrawal goes through the same review.
-    let withdrawal = staff.post(&format!("{second}/withdraw"), &[("csrf", &csrf)]).await;
+    let withdrawal = staff
+        .post(&format!("{second}/withdraw"), &[("csrf", &csrf)])
+        .await;
     assert_eq!(withdrawal.status, 303, "{}", withdrawal.text);
     let third = withdrawal.location().to_owned();
-    assert_eq!(sign(&mut staff, &third, "submit", &staff_key()).await.status, 303);
+    assert_eq!(
+        sign(&mut staff, &third, "submit", &staff_key())
+            .await
+            .status,
+        303
+    );
     let page = supervisor.get(&third).await;
-    assert!(page.text.contains("<ins>＋ 状态：撤回</ins>"), "{}", page.text);
-    assert_eq!(sign(&mut supervisor, &third, "approve", &supervisor_key()).await.status, 303);
-    let published = staff.post(&format!("{third}/publish"), &[("csrf", &csrf)]).await;
+    assert!(
+        page.text.contains("<ins>＋ 状态：撤回</ins>"),
+        "{}",
+        page.text
+    );
+    assert_eq!(
+        sign(&mut supervisor, &third, "approve", &supervisor_key())
+            .await
+            .status,
+        303
+    );
+    let published = staff
+        .post(&format!("{third}/publish"), &[("csrf", &csrf)])
+        .await;
     assert_eq!(published.status, 303, "{}", published.text);
     common::eventually("the screen takes the withdrawal", || {
         common::stored_versions(&store).get("2026q4-finance-001") == Some(&(3, false))
