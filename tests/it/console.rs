@@ -1128,3 +1128,103 @@ async fn login(browser: &fantoccini::Client, public: &str, name: &str) {
     browser::click(browser, "#login").await;
     browser::wait_for(browser, "section#queue").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_draft_is_previewed_with_its_image_as_screens_page_it() {
+    let community = common::community("console-preview");
+    let office = console_office(&community, None, None);
+    let mut staff = person(&office, "李四", "staff", Some(&staff_key())).await;
+    let csrf = staff.csrf().await;
+    // An image, uploaded as the compose page's script does.
+    let png = png_bytes();
+    let upload = |mime: &'static str, body: Vec<u8>| {
+        staff
+            .http
+            .post(staff.url("/console/media"))
+            .header("cookie", staff.cookie_header())
+            .header("x-csrf-token", &csrf)
+            .header("content-type", mime)
+            .body(body)
+            .send()
+    };
+    let refused = upload("image/jpeg", png.clone()).await.unwrap();
+    assert_eq!(refused.status().as_u16(), 415, "a PNG declared as JPEG");
+    let refused = upload("image/png", b"<svg onload=alert(1)>".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 415);
+    let uploaded = upload("image/png", png.clone()).await.unwrap();
+    assert_eq!(uploaded.status().as_u16(), 200);
+    let media: serde_json::Value = uploaded.json().await.unwrap();
+    assert_eq!(media["sha256"], sha256_hex(&png));
+    let served = reqwest::get(format!(
+        "{}/media/{}",
+        office.url,
+        media["sha256"].as_str().unwrap()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        served.status().as_u16(),
+        200,
+        "images are public, as screens fetch them"
+    );
+    assert_eq!(served.bytes().await.unwrap().to_vec(), png);
+
+    let long: String = "根据居务公开制度，现将有关事项公开如下，请居民监督。".repeat(40);
+    let (bytes, sha) = (png.len().to_string(), sha256_hex(&png));
+    let mut fields = finance_fields(&community, "n-preview", "预览测试", TABLE);
+    fields.retain(|(k, _)| *k != "blocks");
+    fields.extend([
+        ("blocks", "5"),
+        ("b2_kind", "paragraph"),
+        ("b2_text", long.as_str()),
+        ("b3_kind", "paragraph"),
+        ("b3_text", long.as_str()),
+        ("b4_kind", "image"),
+        ("b4_sha256", sha.as_str()),
+        ("b4_bytes", bytes.as_str()),
+        ("b4_mime", "image/png"),
+        ("b4_caption", "票据照片"),
+    ]);
+    let draft = compose(&mut staff, &fields).await;
+    let page = staff.get(&draft).await;
+    assert!(!page.text.contains("id=\"problems\""), "{}", page.text);
+    assert!(
+        page.text.contains(&format!("{}/media/{sha}", office.url)),
+        "the image URL fills itself"
+    );
+    let page_count = regex::Regex::new(r#"id="page-count">(\d+)<"#).unwrap();
+    for (size, width, height) in [("landscape", 1920, 1080), ("portrait", 1080, 1920)] {
+        let preview = staff.get(&format!("{draft}/preview/{size}")).await;
+        assert_eq!(preview.status, 200, "{}", preview.text);
+        let count: usize = page_count.captures(&preview.text).unwrap()[1]
+            .parse()
+            .unwrap();
+        assert!(
+            count >= 2,
+            "{size}: a long notice is paged, {count} page(s)"
+        );
+        let last = staff
+            .http
+            .get(staff.url(&format!("{draft}/preview/{size}/{count}")))
+            .header("cookie", staff.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(last.headers()["content-type"], "image/png");
+        let image = image::load_from_memory(&last.bytes().await.unwrap()).unwrap();
+        assert_eq!((image.width(), image.height()), (width, height));
+    }
+    // Past the last page: refused, not drawn.
+    let past = staff.get(&format!("{draft}/preview/landscape/99")).await;
+    assert_eq!(past.status, 409);
+    let mut anonymous = Agent::new(&office.url);
+    assert_eq!(
+        anonymous
+            .get(&format!("{draft}/preview/landscape"))
+            .await
+            .status,
+        303
+    );
+}

@@ -44,6 +44,11 @@ pub fn routes() -> Router<Console> {
         .route("/console/drafts/{id}/publish", post(publish))
         .route("/console/drafts/{id}/revise", post(revise))
         .route("/console/drafts/{id}/withdraw", post(withdraw))
+        .route("/console/drafts/{id}/preview/{size}", get(preview_page))
+        .route(
+            "/console/drafts/{id}/preview/{size}/{page}",
+            get(preview_png),
+        )
         .route(
             "/console/media",
             post(upload).layer(DefaultBodyLimit::max(MAX_MEDIA_BYTES as usize)),
@@ -799,6 +804,11 @@ async fn draft_page(
             if draft.state != DraftState::Editing || !editable {
                 body.push_str(&review_diff(payload, &reviews, replaced.as_ref()));
             }
+            body.push_str(&format!(
+                "<p class=\"previews\">预览（与公开屏分页一致）：\
+                 <a href=\"/console/drafts/{id}/preview/landscape\" id=\"preview-landscape\">横屏</a> \
+                 <a href=\"/console/drafts/{id}/preview/portrait\" id=\"preview-portrait\">竖屏</a></p>"
+            ));
             body.push_str(&payload_html(payload));
             body.push_str(&format!(
                 "<p class=\"signatures\">工作人员签名：<strong id=\"office-signed\">{}</strong>　\
@@ -1409,4 +1419,104 @@ async fn media(State(console): State<Console>, UrlPath(sha256): UrlPath<String>)
         HeaderValue::from_static("public, max-age=31536000, immutable"),
     );
     response
+}
+
+/// The notice a draft's payload holds, and its images from the database.
+async fn preview_input(
+    console: &Console,
+    session: &Session,
+    id: i64,
+) -> Result<(Draft, Notice, Vec<(String, Vec<u8>)>), Response> {
+    let draft = console.load(session, id).await?;
+    let Some(notice) = draft
+        .payload
+        .as_deref()
+        .and_then(|p| Notice::from_payload(p).ok())
+    else {
+        return Err(conflict(
+            session,
+            "这份草稿还不是一份完整的公告，无法预览：请先修正列出的问题并保存。",
+        ));
+    };
+    let hashes: Vec<String> = notice.media.iter().map(|m| m.sha256.clone()).collect();
+    let images = console
+        .db(move |store| {
+            let mut out = Vec::new();
+            for hash in hashes {
+                if let Some((_, bytes)) = store.media(&hash)? {
+                    out.push((hash, bytes));
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok((draft, notice, images))
+}
+
+fn preview_size(session: &Session, size: &str) -> Result<super::preview::Size, Response> {
+    super::preview::Size::parse(size)
+        .ok_or_else(|| bad_request(session, "预览尺寸只有横屏（landscape）和竖屏（portrait）。"))
+}
+
+async fn preview_page(
+    State(console): State<Console>,
+    UrlPath((id, size)): UrlPath<(i64, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let result: Page = async {
+        let session = console.session(&headers).await?;
+        let size = preview_size(&session, &size)?;
+        let (draft, notice, images) = preview_input(&console, &session, id).await?;
+        let (_, count) = console
+            .previewer
+            .render(notice, images, size, 1)
+            .await
+            .map_err(|e| conflict(&session, &format!("无法绘制预览：{e:#}")))?;
+        let (width, height) = size.pixels();
+        let pages: String = (1..=count)
+            .map(|page| {
+                format!(
+                    "<figure><img class=\"page\" src=\"/console/drafts/{id}/preview/{}/{page}\" \
+                     width=\"{}\" height=\"{}\" alt=\"第 {page} 页\"><figcaption>第 {page} 页，共 {count} 页</figcaption></figure>",
+                    size.as_str(),
+                    width / 4,
+                    height / 4
+                )
+            })
+            .collect();
+        Ok(html::page(
+            StatusCode::OK,
+            &format!("预览：{}", draft_title(&draft)),
+            Some(&session.viewer()),
+            &format!(
+                "<p>{}，共 <strong id=\"page-count\">{count}</strong> 页，由公开屏的绘制程序生成。\
+                 <a href=\"/console/drafts/{id}\">返回</a></p><section id=\"pages\">{pages}</section>",
+                size.label()
+            ),
+        ))
+    }
+    .await;
+    result.unwrap_or_else(|page| page)
+}
+
+async fn preview_png(
+    State(console): State<Console>,
+    UrlPath((id, size, page)): UrlPath<(i64, String, usize)>,
+    headers: HeaderMap,
+) -> Response {
+    let result: Page = async {
+        let session = console.session(&headers).await?;
+        let size = preview_size(&session, &size)?;
+        let (_, notice, images) = preview_input(&console, &session, id).await?;
+        let (png, _) = console
+            .previewer
+            .render(notice, images, size, page)
+            .await
+            .map_err(|e| conflict(&session, &format!("无法绘制预览：{e:#}")))?;
+        let mut response = ([(header::CONTENT_TYPE, "image/png")], png).into_response();
+        html::secure_headers(&mut response);
+        Ok(response)
+    }
+    .await;
+    result.unwrap_or_else(|page| page)
 }

@@ -22,7 +22,8 @@
 //!
 //! Handlers never touch SQLite: they call the database thread of
 //! `office::database`. What a form makes is pure (`compose`, `diff`);
-//! `people` and `drafts` are the handlers.
+//! `people` and `drafts` are the handlers; `preview` draws pages with the
+//! screens' renderer on a thread of its own.
 
 // A refusal is the page that says so: handlers return `Result<_, Response>`
 // and the error is as large as any answer.
@@ -35,6 +36,7 @@ mod drafts;
 pub mod html;
 pub mod keys;
 mod people;
+pub mod preview;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -121,6 +123,7 @@ pub struct Console {
     database: Database,
     settings: Arc<Settings>,
     limiter: Arc<Mutex<LoginLimiter>>,
+    previewer: preview::Previewer,
 }
 
 /// A logged-in person.
@@ -171,6 +174,7 @@ impl Console {
             database,
             settings: Arc::new(Settings::from_config(config)?),
             limiter: Arc::new(Mutex::new(LoginLimiter::default())),
+            previewer: preview::Previewer::start()?,
         })
     }
 
