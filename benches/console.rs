@@ -2,7 +2,8 @@
 //! asserted): the time a real `gongkai office serve` process takes to
 //! answer each page over loopback HTTP, with 1,000 published notices and
 //! 100,000 feedback items in its database, p50 and p95 of 200 requests a
-//! page. Measured at the client, so the figures include loopback HTTP.
+//! page, and the preview of every page of the finance sample. Measured at
+//! the client, so the figures include loopback HTTP.
 //!
 //! `cargo bench --bench console`; `-- --requests N` sends N a page.
 
@@ -37,6 +38,7 @@ fn main() {
     let office = OfficeServer::running_with(&format!("[[scope]]\nid = \"{scope}\"\n"));
     let started = Instant::now();
     let (cookie, middle) = fill(&office, scope);
+    let sample = finance_sample(&office, scope);
     println!(
         "console: {NOTICES} published notices and {FEEDBACK} feedback items written in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -78,7 +80,64 @@ fn main() {
                 ms(*times.last().unwrap())
             );
         }
+        // The finance sample previewed: the page listing its pages, then
+        // every page's PNG, as a browser loads them one after another.
+        for size in ["landscape", "portrait"] {
+            let mut rounds = Vec::new();
+            let mut pages = 0;
+            for _ in 0..5 {
+                let sent = Instant::now();
+                let listing = http
+                    .get(format!("{}/console/drafts/{sample}/preview/{size}", office.url))
+                    .header("cookie", &cookie)
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                pages = listing.matches("class=\"page\"").count();
+                for page in 1..=pages {
+                    let answer = http
+                        .get(format!("{}/console/drafts/{sample}/preview/{size}/{page}", office.url))
+                        .header("cookie", &cookie)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(answer.status(), 200);
+                    answer.bytes().await.unwrap();
+                }
+                rounds.push(sent.elapsed());
+            }
+            rounds.sort();
+            println!(
+                "console: preview of the finance sample, {size}: {pages} pages in {:.0} ms (median of 5, fastest {:.0} ms; unoptimised build)",
+                ms(rounds[2]),
+                ms(rounds[0])
+            );
+        }
     });
+}
+
+/// The finance sample as a draft of `scope`; returns its id.
+fn finance_sample(office: &OfficeServer, scope: &str) -> i64 {
+    let (_, text) = gongkai::samples::ALL[0];
+    let mut value: serde_json::Value = serde_json::from_str(text).unwrap();
+    value["community"] = scope.into();
+    let payload = serde_json::to_vec_pretty(&value).unwrap();
+    let mut store = OfficeStore::open(&office.database).unwrap();
+    store
+        .create_draft(
+            scope,
+            value["id"].as_str().unwrap(),
+            1,
+            DraftKind::Notice,
+            "{}",
+            Some(&payload),
+            "bench",
+        )
+        .unwrap()
+        .unwrap()
 }
 
 fn ms(d: Duration) -> f64 {
