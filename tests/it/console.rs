@@ -972,9 +972,31 @@ async fn the_whole_loop_in_real_browsers_and_no_key_leaves_them() {
     browser::wait_for_text(&staff, "#upload-status-2", "已上传").await;
     browser::click(&staff, "#save").await;
     browser::wait_for(&staff, "img.thumb").await;
+    let draft = staff.current_url().await.unwrap().path().to_owned();
+    // The preview, as screens page it.
+    browser::click(&staff, "#preview-landscape").await;
+    browser::wait_for(&staff, "#page-count").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let width = staff
+            .execute(
+                "return document.querySelector('img.page').naturalWidth;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if width == serde_json::json!(1920) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the preview never loaded: {width}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    staff.goto(&format!("{public}{draft}")).await.unwrap();
     browser::click(&staff, "#submit").await;
     browser::wait_for_text(&staff, "#state", "待审核").await;
-    let draft = staff.current_url().await.unwrap().path().to_owned();
 
     // The supervisor imports a `gongkai keygen` seed in a second profile.
     let seed_file = dir.path().join("supervisor.key");
