@@ -658,6 +658,21 @@ async fn a_script_title_is_inert_and_personal_data_blocks_submission_naming_its_
             "{path}"
         );
     }
+    // The same id again: refused, and the form comes back as typed.
+    let csrf = staff.csrf().await;
+    let mut fields = finance_fields(&community, "n-inert", "重复编号的公告", TABLE);
+    fields.push(("csrf", &csrf));
+    let again = staff.post("/console/compose", &fields).await;
+    assert_eq!(again.status, 409);
+    assert!(
+        again.text.contains("value=\"重复编号的公告\""),
+        "{}",
+        again.text
+    );
+    assert!(
+        again.text.contains("环境整治\t20,400.00"),
+        "the table is kept"
+    );
     // A mobile number in a table cell: named, and submission refused.
     let table = "姓名\t电话\n张*三\t13812345678\n";
     let draft = compose(
@@ -899,6 +914,15 @@ async fn compose_review_return_fix_approve_publish_reaches_a_real_screen() {
         .post(&format!("{third}/publish"), &[("csrf", &csrf)])
         .await;
     assert_eq!(published.status, 303, "{}", published.text);
+    // The history on the notice covers every version, with the comment.
+    let history = staff.get(&third).await;
+    let section = &history.text[history.text.find("id=\"history\"").unwrap()..];
+    for line in ["第 1 版", "第 2 版", "第 3 版", "环境整治金额有误，请核对"] {
+        assert!(
+            section.contains(line),
+            "the history lacks {line}: {section}"
+        );
+    }
     common::eventually("the screen takes the withdrawal", || {
         common::stored_versions(&store).get("2026q4-finance-001") == Some(&(3, false))
     });

@@ -542,16 +542,16 @@ fn payload_html(payload: &[u8]) -> String {
     )
 }
 
-fn history_html(reviews: &[Review]) -> String {
+fn history_html(reviews: &[(u64, Review)]) -> String {
     if reviews.is_empty() {
         return "<section id=\"history\"><h3>审核记录</h3><p class=\"empty\">暂无</p></section>"
             .to_owned();
     }
     let rows: String = reviews
         .iter()
-        .map(|r| {
+        .map(|(version, r)| {
             format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"comment\">{}</td></tr>",
+                "<tr><td>第 {version} 版</td><td>{}</td><td>{}</td><td>{}</td><td class=\"comment\">{}</td></tr>",
                 esc(&r.at),
                 esc(&r.who),
                 esc(action_label(&r.action)),
@@ -560,7 +560,7 @@ fn history_html(reviews: &[Review]) -> String {
         })
         .collect();
     format!(
-        "<section id=\"history\"><h3>审核记录</h3><table class=\"list\"><thead><tr><th>时间</th>\
+        "<section id=\"history\"><h3>审核记录（本公告各版本）</h3><table class=\"list\"><thead><tr><th>版本</th><th>时间</th>\
          <th>人员</th><th>操作</th><th>意见</th></tr></thead><tbody>{rows}</tbody></table></section>"
     )
 }
@@ -676,21 +676,39 @@ async fn create(State(console): State<Console>, headers: HeaderMap, body: Bytes)
         let session = console.posted(&headers, body.get("csrf")).await?;
         require(&session, UserRole::Staff, "撰写公告")?;
         let scope = body.text("scope");
-        if !console.settings.scopes.iter().any(|s| s.id == scope) {
-            return Err(bad_request(&session, "请选择 office.toml 中配置的发布范围。"));
-        }
         let now = OffsetDateTime::now_utc();
         let mut notice_id = body.text("notice_id").trim().to_owned();
         if notice_id.is_empty() {
             notice_id = compose::fresh_id(&body.text("category"), now, rand::random());
         }
+        let mut form = read_form(&body, &scope, &notice_id);
+        // Refused forms come back filled in as typed: nothing is lost.
+        let again = |form: &Form, status, text: &str| {
+            html::page(
+                status,
+                "撰写公告",
+                Some(&session.viewer()),
+                &format!(
+                    "<p class=\"message\" id=\"refused\">{}</p>{}",
+                    esc(text),
+                    form_html(&console, form, &session.csrf, "/console/compose", false)
+                ),
+            )
+        };
+        if !console.settings.scopes.iter().any(|s| s.id == scope) {
+            return Err(again(
+                &form,
+                StatusCode::BAD_REQUEST,
+                "请选择 office.toml 中配置的发布范围。",
+            ));
+        }
         if !crate::protocol::is_valid_id(&notice_id) {
-            return Err(bad_request(
-                &session,
+            return Err(again(
+                &form,
+                StatusCode::BAD_REQUEST,
                 "公告编号只能由字母、数字、点、下划线和连字符组成，以字母或数字开头，最长 64 个字符。",
             ));
         }
-        let mut form = read_form(&body, &scope, &notice_id);
         apply_action(&mut form, &body.text("action"));
         let (s, n, author) = (scope.clone(), notice_id.clone(), session.user.name.clone());
         let json = serde_json::to_string(&form).expect("a form serialises");
@@ -704,8 +722,9 @@ async fn create(State(console): State<Console>, headers: HeaderMap, body: Bytes)
             })
             .await?;
         let Some(id) = created else {
-            return Err(conflict(
-                &session,
+            return Err(again(
+                &form,
+                StatusCode::CONFLICT,
                 "这个公告编号已经存在：请换一个编号，或在已发布的公告上选择“修订”。",
             ));
         };
@@ -752,8 +771,14 @@ async fn draft_page(
         let session = console.session(&headers).await?;
         let draft = console.load(&session, id).await?;
         let (scope, notice_id) = (draft.scope.clone(), draft.notice_id.clone());
-        let (reviews, (highest, published)) = console
-            .db(move |store| Ok((store.reviews(id)?, store.versions_of(&scope, &notice_id)?)))
+        let (reviews, history, (highest, published)) = console
+            .db(move |store| {
+                Ok((
+                    store.reviews(id)?,
+                    store.notice_history(&scope, &notice_id)?,
+                    store.versions_of(&scope, &notice_id)?,
+                ))
+            })
             .await?;
         let replaced = published.filter(|p| p.version < draft.version);
         let form: Form = serde_json::from_str(&draft.form).unwrap_or_default();
@@ -852,7 +877,7 @@ async fn draft_page(
                 ));
             }
         }
-        body.push_str(&history_html(&reviews));
+        body.push_str(&history_html(&history));
         Ok(html::page(
             StatusCode::OK,
             &draft_title(&draft),

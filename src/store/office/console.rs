@@ -586,6 +586,29 @@ impl OfficeStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// The review history of every version of a notice, oldest first, each
+    /// line with the version it was about.
+    pub fn notice_history(&self, scope: &str, notice_id: &str) -> Result<Vec<(u64, Review)>> {
+        let mut query = self.conn.prepare(
+            "SELECT d.version, r.at, r.who, r.action, r.comment, r.payload FROM reviews r
+             JOIN drafts d ON d.id = r.draft
+             WHERE d.scope = ?1 AND d.notice_id = ?2 ORDER BY r.seq",
+        )?;
+        let rows = query.query_map(params![scope, notice_id], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                Review {
+                    at: r.get(1)?,
+                    who: r.get(2)?,
+                    action: r.get(3)?,
+                    comment: r.get(4)?,
+                    payload: r.get(5)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Keeps an image by its hash (a second upload of it changes nothing).
     pub fn put_media(&self, sha256: &str, mime: &str, bytes: &[u8], who: &str) -> Result<()> {
         self.conn.execute(
