@@ -195,7 +195,7 @@ fn fill(office: &OfficeServer, scope: &str) -> (String, i64) {
                 None,
             )
             .unwrap();
-        store.mark_published(id, b"{}", "bench").unwrap();
+        store.mark_published(id, b"{}", 1, "bench").unwrap();
         if n == NOTICES / 2 {
             middle = id;
         }

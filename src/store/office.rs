@@ -120,7 +120,8 @@ CREATE TABLE sessions (
 );
 -- What staff write: the form as typed (JSON), and once it is a valid notice
 -- the exact payload bytes people sign, with their signatures (JSON
--- `{keyid, sig}`) and, once published, the envelope as sent.
+-- `{keyid, sig}`) and, once published, the envelope as sent and the
+-- manifest version that listed it.
 CREATE TABLE drafts (
     id              INTEGER PRIMARY KEY,
     scope           TEXT NOT NULL,
@@ -137,6 +138,7 @@ CREATE TABLE drafts (
     updated_at      TEXT NOT NULL,
     envelope        BLOB,
     published_at    TEXT,
+    manifest_version INTEGER,
     UNIQUE (scope, notice_id, version)
 );
 -- The review history of each draft: who did what, when, with the comment

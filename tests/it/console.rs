@@ -357,6 +357,9 @@ async fn every_console_page_needs_login() {
         "/console/review",
         "/console/compose",
         "/console/drafts/1",
+        "/console/drafts/1/screens",
+        "/console/drafts/1/preview/landscape",
+        "/console/drafts/1/preview/portrait/1",
         "/console/audit",
     ] {
         let answer = anonymous.get(path).await;
@@ -835,6 +838,28 @@ async fn compose_review_return_fix_approve_publish_reaches_a_real_screen() {
     assert_eq!(published.status, 303, "{}", published.text);
     assert_eq!(state_of(&mut staff, &draft).await, "已发布");
     screen_holds(&daemon, &store, "2026q4-finance-001", 1);
+    // The console reads the screen's status: it holds the notice.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let row = format!("data-screen=\"{}\"", common::screen_id(&community));
+    loop {
+        let screens = supervisor.get(&format!("{draft}/screens")).await;
+        assert_eq!(screens.status, 200, "{}", screens.text);
+        let held = screens
+            .text
+            .find(&row)
+            .map(|at| &screens.text[at..])
+            .is_some_and(|rest| rest[..rest.find("</tr>").unwrap()].contains("已接收"));
+        if held {
+            assert!(
+                screens.text.contains("id=\"held\">1</strong> / 1"),
+                "{}",
+                screens.text
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", screens.text);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     let history = staff.get(&draft).await;
     for action in ["提交审核", "退回", "批准", "发布"] {
         assert!(history.text.contains(action), "history lacks {action}");

@@ -44,6 +44,7 @@ pub fn routes() -> Router<Console> {
         .route("/console/drafts/{id}/publish", post(publish))
         .route("/console/drafts/{id}/revise", post(revise))
         .route("/console/drafts/{id}/withdraw", post(withdraw))
+        .route("/console/drafts/{id}/screens", get(screens_page))
         .route("/console/drafts/{id}/preview/{size}", get(preview_page))
         .route(
             "/console/drafts/{id}/preview/{size}/{page}",
@@ -862,6 +863,11 @@ async fn draft_page(
                     csrf_field(csrf)
                 ));
             }
+            if draft.state == DraftState::Published {
+                body.push_str(&format!(
+                    "<p><a href=\"/console/drafts/{id}/screens\" id=\"screens\">查看各屏幕接收情况</a></p>"
+                ));
+            }
             if role == UserRole::Staff
                 && draft.state == DraftState::Published
                 && draft.kind == DraftKind::Notice
@@ -1207,7 +1213,7 @@ async fn publish(
         };
         let (stored, who) = (envelope.clone(), session.user.name.clone());
         console
-            .db(move |store| Ok(store.mark_published(id, &stored, &who)?))
+            .db(move |store| Ok(store.mark_published(id, &stored, manifest, &who)?))
             .await?;
         console
             .audit(
@@ -1540,6 +1546,98 @@ async fn preview_png(
             .map_err(|e| conflict(&session, &format!("无法绘制预览：{e:#}")))?;
         let mut response = ([(header::CONTENT_TYPE, "image/png")], png).into_response();
         html::secure_headers(&mut response);
+        Ok(response)
+    }
+    .await;
+    result.unwrap_or_else(|page| page)
+}
+
+/// Whether a screen's status says it holds what manifest `version` of
+/// `scope` lists: that manifest or a later one, with nothing missing.
+fn holds(status: &crate::status::ScreenStatus, scope: &str, version: u64) -> bool {
+    let manifest = if status.community == scope {
+        Some(&status.manifest)
+    } else {
+        status
+            .manifests
+            .iter()
+            .find(|m| m.scope == scope)
+            .map(|m| &m.manifest)
+    };
+    manifest.is_some_and(|m| m.version >= version && m.missing == 0 && m.pages_missing == 0)
+}
+
+/// Which screens hold a published notice, from their retained statuses on
+/// the broker; the page renews itself every 5 seconds.
+async fn screens_page(
+    State(console): State<Console>,
+    UrlPath(id): UrlPath<i64>,
+    headers: HeaderMap,
+) -> Response {
+    use crate::office::broker::FleetEntry;
+    use crate::status::{Liveness, StatusMessage};
+    let result: Page = async {
+        let session = console.session(&headers).await?;
+        let draft = console.load(&session, id).await?;
+        let Some(version) = draft.manifest_version.filter(|_| draft.state == DraftState::Published)
+        else {
+            return Err(conflict(&session, "这份公告尚未发布。"));
+        };
+        let Some(broker) = console.settings.broker.clone() else {
+            return Err(conflict(&session, "office.toml 没有配置 broker，无法读取屏幕状态。"));
+        };
+        let connect = Connect::cli(&broker, None, None)
+            .map_err(|e| conflict(&session, &format!("broker 地址无效：{e}")))?;
+        let fleet = crate::office::broker::fleet_status(&connect, &console.settings.prefix, &draft.scope)
+            .await
+            .map_err(|e| {
+                html::message(
+                    StatusCode::BAD_GATEWAY,
+                    "无法读取屏幕状态",
+                    Some(&session.viewer()),
+                    &format!("未能从消息服务器读取屏幕状态（{e:#}）。"),
+                )
+            })?;
+        let now = OffsetDateTime::now_utc();
+        let mut held = 0;
+        let rows: String = fleet
+            .iter()
+            .map(|entry| {
+                let (state, holding) = match entry {
+                    FleetEntry::Read(message @ StatusMessage::Online(s)) => {
+                        let state = match message.liveness(now) {
+                            Liveness::Stale => "超过 5 分钟无状态",
+                            _ => "在线",
+                        };
+                        (state, holds(s, &draft.scope, version))
+                    }
+                    FleetEntry::Read(StatusMessage::Offline(_)) => ("离线", false),
+                    FleetEntry::Unreadable { .. } => ("状态无法读取", false),
+                };
+                held += usize::from(holding);
+                format!(
+                    "<tr data-screen=\"{}\"><td>{}</td><td>{state}</td><td class=\"holds\">{}</td></tr>",
+                    esc(entry.screen()),
+                    esc(entry.screen()),
+                    if holding { "已接收" } else { "尚未接收" }
+                )
+            })
+            .collect();
+        let mut response = html::page(
+            StatusCode::OK,
+            &format!("接收情况：{}", draft_title(&draft)),
+            Some(&session.viewer()),
+            &format!(
+                "<p>第 {} 版随清单第 {version} 版发布。<strong id=\"held\">{held}</strong> / {} 块屏幕已接收（每 5 秒刷新）。\
+                 <a href=\"/console/drafts/{id}\">返回</a></p><table class=\"list\" id=\"fleet\"><thead><tr>\
+                 <th>屏幕</th><th>状态</th><th>本公告</th></tr></thead><tbody>{rows}</tbody></table>",
+                draft.version,
+                fleet.len()
+            ),
+        );
+        response
+            .headers_mut()
+            .insert(header::REFRESH, HeaderValue::from_static("5"));
         Ok(response)
     }
     .await;

@@ -129,6 +129,9 @@ pub struct Draft {
     /// The envelope as published.
     pub envelope: Option<Vec<u8>>,
     pub published_at: Option<String>,
+    /// The manifest version published after it: a screen whose manifest is
+    /// at least this, missing nothing, holds it.
+    pub manifest_version: Option<u64>,
 }
 
 /// One line of a draft's review history.
@@ -160,7 +163,7 @@ pub struct AuditEntry<'a> {
 }
 
 const DRAFT_COLUMNS: &str = "id, scope, notice_id, version, kind, state, form, payload, office_sig, \
-     supervisor_sig, author, created_at, updated_at, envelope, published_at";
+     supervisor_sig, author, created_at, updated_at, envelope, published_at, manifest_version";
 
 fn draft_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Draft, String, String)> {
     Ok((
@@ -180,6 +183,7 @@ fn draft_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Draft, String, String)>
             updated_at: r.get(12)?,
             envelope: r.get(13)?,
             published_at: r.get(14)?,
+            manifest_version: r.get::<_, Option<i64>>(15)?.map(|v| v as u64),
         },
         r.get(4)?,
         r.get(5)?,
@@ -548,15 +552,22 @@ impl OfficeStore {
         Ok(changed == 1)
     }
 
-    /// Marks an approved draft published with the envelope that went out.
-    pub fn mark_published(&mut self, id: i64, envelope: &[u8], who: &str) -> Result<bool> {
+    /// Marks an approved draft published with the envelope that went out
+    /// and the manifest version that lists it.
+    pub fn mark_published(
+        &mut self,
+        id: i64,
+        envelope: &[u8],
+        manifest_version: u64,
+        who: &str,
+    ) -> Result<bool> {
         let tx = self.conn.transaction()?;
         let at = now_text();
         let changed = tx.execute(
             "UPDATE drafts SET state = 'published', envelope = ?2, published_at = ?3,
-                 updated_at = ?3
+                 updated_at = ?3, manifest_version = ?4
              WHERE id = ?1 AND state = 'approved'",
-            params![id, envelope, at],
+            params![id, envelope, at, manifest_version as i64],
         )?;
         if changed == 1 {
             tx.execute(
