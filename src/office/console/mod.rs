@@ -21,9 +21,12 @@
 //!   a Content-Security-Policy that allows no inline script.
 //!
 //! Handlers never touch SQLite: they call the database thread of
-//! `office::database`. What a form makes is pure (`compose`, `diff`);
-//! `people` and `drafts` are the handlers; `preview` draws pages with the
-//! screens' renderer on a thread of its own.
+//! `office::database`. What a form makes is pure (`compose`, `diff`), and
+//! so is its HTML (`views`); the handlers are `people` (login, enrolment,
+//! audit), `drafts` (compose and edit), `review` (submit, return, approve),
+//! `publish` (publish, revise, withdraw, which screens hold it) and `media`
+//! (images and previews); `preview` draws pages with the screens' renderer
+//! on a thread of its own.
 
 // A refusal is the page that says so: handlers return `Result<_, Response>`
 // and the error is as large as any answer.
@@ -35,8 +38,12 @@ pub mod diff;
 mod drafts;
 pub mod html;
 pub mod keys;
+mod media;
 mod people;
 pub mod preview;
+mod publish;
+mod review;
+mod views;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -184,7 +191,12 @@ impl Console {
 
     /// The console's routes, to merge into the intake's router.
     pub fn router(self) -> Router {
-        people::routes().merge(drafts::routes()).with_state(self)
+        people::routes()
+            .merge(drafts::routes())
+            .merge(review::routes())
+            .merge(publish::routes())
+            .merge(media::routes())
+            .with_state(self)
     }
 
     /// Runs `f` on the database thread; a failure is a 500 or 503 page.
