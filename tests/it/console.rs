@@ -1299,3 +1299,49 @@ async fn a_draft_is_previewed_with_its_image_as_screens_page_it() {
         303
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publish_the_broker_refuses_keeps_the_draft_approved_and_says_why() {
+    let community = common::community("console-nobroker");
+    // Nothing listens there.
+    let broker = format!("mqtt://127.0.0.1:{}", common::free_port());
+    let office = console_office(&community, Some(&broker), None);
+    let mut staff = person(&office, "李四", "staff", Some(&staff_key())).await;
+    let mut supervisor = person(&office, "王五", "supervisor", Some(&supervisor_key())).await;
+    let draft = compose(
+        &mut staff,
+        &finance_fields(&community, "n-nobroker", "财务公开", TABLE),
+    )
+    .await;
+    assert_eq!(
+        sign(&mut staff, &draft, "submit", &staff_key())
+            .await
+            .status,
+        303
+    );
+    assert_eq!(
+        sign(&mut supervisor, &draft, "approve", &supervisor_key())
+            .await
+            .status,
+        303
+    );
+    let csrf = staff.csrf().await;
+    let failed = staff
+        .post(&format!("{draft}/publish"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(failed.status, 502, "{}", failed.text);
+    assert!(
+        failed.text.contains("未能发布到消息服务器"),
+        "{}",
+        failed.text
+    );
+    assert_eq!(state_of(&mut staff, &draft).await, "已批准，待发布");
+    let store = OfficeStore::open(&office.database).unwrap();
+    assert!(
+        !store
+            .audit_entries()
+            .unwrap()
+            .iter()
+            .any(|l| l.what.starts_with("published"))
+    );
+}

@@ -78,8 +78,14 @@ pub fn trust_block(users: &[User], scopes: &[Scope], operator: &PublicKey) -> St
             format!("[\n{}\n]", lines.join("\n"))
         }
     };
+    let nobody = if office.is_empty() || supervisor.is_empty() {
+        "# Nobody of a role has enrolled yet: until someone has, screens with\n\
+         # this block accept no notice.\n"
+    } else {
+        ""
+    };
     format!(
-        "# The office console's keys: staff sign as office, the supervisory\n\
+        "{nobody}# The office console's keys: staff sign as office, the supervisory\n\
          # committee as supervisor; the office server's operator key signs\n\
          # manifests and commands only, never a notice.\n\
          [trust]\n\
