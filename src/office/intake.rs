@@ -301,8 +301,10 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let store = OfficeStore::open(&config.database)?;
     let (database, database_thread) = Database::start(store)?;
-    // Numbers past their time are gone before the server even listens.
+    // The console shares the database thread (and makes the operator key
+    // at the first start).
     let console = super::console::Console::new(&config, database.clone())?;
+    // Numbers past their time are gone before the server even listens.
     let app = App {
         database,
         reading: Reading::new(config.limits.body_timeout()),
