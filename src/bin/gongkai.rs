@@ -200,6 +200,16 @@ enum OfficeCommand {
         #[arg(long)]
         reveal_contact: bool,
     },
+    /// People of the web console.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Print the [trust] block screens need: enrolled staff as office, supervisors, the operator key.
+    Trust {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Write the latest screenshot a screen uploaded to FILE.png.
     Screenshot {
         #[arg(long)]
@@ -260,6 +270,20 @@ enum OfficeCommand {
         /// The payload file; an existing file is never overwritten.
         #[arg(short, long)]
         output: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a person and print their one-time enrolment link (valid 72 hours).
+    Add {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// staff (社区工作者), supervisor (居务监督委员会) or viewer (read-only).
+        #[arg(long)]
+        role: String,
     },
 }
 
@@ -533,6 +557,26 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                         local_offset()
                     )?
                 );
+            }
+            OfficeCommand::User {
+                command: UserCommand::Add { config, name, role },
+            } => {
+                let role = gongkai::store::office::UserRole::parse(&role).with_context(|| {
+                    format!("unknown role {role:?}: staff, supervisor or viewer")
+                })?;
+                let config = ServerConfig::load(&config)?;
+                let link = gongkai::office::console::add_user(&config, &name, role)?;
+                println!(
+                    "{} is added as {}. Give them this one-time enrolment link (valid {} hours):",
+                    printable(&name),
+                    role.as_str(),
+                    gongkai::office::console::auth::ENROLMENT_SECONDS / 3600
+                );
+                println!("{link}");
+            }
+            OfficeCommand::Trust { config } => {
+                let config = ServerConfig::load(&config)?;
+                print!("{}", gongkai::office::console::trust(&config)?);
             }
             OfficeCommand::Serve { config } => {
                 let config = ServerConfig::load(&config)?;

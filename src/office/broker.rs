@@ -287,6 +287,33 @@ pub async fn publish(
             .or_default()
             .push((notice, bytes));
     }
+    publish_by_community(connect, prefix, key, by_community).await
+}
+
+/// Publishes envelopes already checked (each with its notice, parsed from
+/// it), as `publish` does files: the web console's 发布.
+pub async fn publish_envelopes(
+    connect: &Connect,
+    prefix: &str,
+    key: &SecretKey,
+    envelopes: Vec<(Notice, Vec<u8>)>,
+) -> anyhow::Result<Vec<Published>> {
+    let mut by_community: BTreeMap<String, Vec<(Notice, Vec<u8>)>> = BTreeMap::new();
+    for (notice, bytes) in envelopes {
+        by_community
+            .entry(notice.community.clone())
+            .or_default()
+            .push((notice, bytes));
+    }
+    publish_by_community(connect, prefix, key, by_community).await
+}
+
+async fn publish_by_community(
+    connect: &Connect,
+    prefix: &str,
+    key: &SecretKey,
+    by_community: BTreeMap<String, Vec<(Notice, Vec<u8>)>>,
+) -> anyhow::Result<Vec<Published>> {
     let mut client = OneShotClient::connect(connect).await?;
     let mut done = Vec::new();
     for (community, notices) in by_community {

@@ -41,6 +41,9 @@ pub enum Job {
     Screenshot(String, String, Bytes, Answer<()>),
     /// Wipes the contact numbers of items answered before this time.
     WipeContacts(OffsetDateTime, Answer<usize>),
+    /// Work of the web console (`office::console`), which answers itself:
+    /// the console's calls are many and small, each a closure over the store.
+    Console(Box<dyn FnOnce(&mut OfficeStore) + Send>),
 }
 
 /// `POST /api/v1/plays`: the 1.0 body, with 1.1's chain records.
@@ -78,6 +81,19 @@ impl Database {
             .name("office-db".into())
             .spawn(move || database_thread(store, rx))?;
         Ok((Database { jobs }, thread))
+    }
+
+    /// Runs `f` on the database thread and waits for what it returns.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut OfficeStore) -> anyhow::Result<T> + Send + 'static,
+    ) -> Result<T, Failure> {
+        self.run(|tx: Answer<T>| {
+            Job::Console(Box::new(move |store| {
+                let _ = tx.send(f(store));
+            }))
+        })
+        .await
     }
 
     /// Runs a job on the database thread and waits for its answer.
@@ -143,6 +159,7 @@ fn run_job(store: &mut OfficeStore, job: Job) {
         Job::Screenshot(screen, id, png, reply) => {
             let _ = reply.send(store.put_screenshot(&screen, &id, &png).map_err(Into::into));
         }
+        Job::Console(work) => work(store),
         Job::WipeContacts(answered_before, reply) => {
             let _ = reply.send(
                 store

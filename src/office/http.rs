@@ -199,6 +199,11 @@ async fn connection(
 ) {
     // Answers are small and written whole: no reason to wait for acks.
     let _ = stream.set_nodelay(true);
+    // The client's address, for the console's per-address login limit.
+    let router = match stream.peer_addr() {
+        Ok(peer) => router.layer(axum::Extension(axum::extract::ConnectInfo(peer))),
+        Err(_) => router,
+    };
     let Some(acceptor) = handshake.tls else {
         return serve_connection(stream, router, http, stop, slot).await;
     };

@@ -22,7 +22,8 @@
 //!   `office::database` and answer only after its commit.
 //!
 //! What staff do with what came in is not here: `office::staff` and
-//! `office::reply`.
+//! `office::reply`; the web console (`office::console`) is merged into the
+//! same router.
 
 use anyhow::Context;
 use axum::body::{Body, Bytes};
@@ -307,12 +308,13 @@ async fn screenshot(
 
 /// The intake routes over a database thread. No route has a body limit
 /// of axum's: handlers read bodies themselves, after the token check.
-fn router(app: App) -> Router {
+fn router(app: App, console: super::console::Console) -> Router {
     Router::new()
         .route("/api/v1/feedback", post(feedback))
         .route("/api/v1/plays", post(plays))
         .route("/api/v1/screenshots/{command_id}", put(screenshot))
         .with_state(app)
+        .merge(console.router())
 }
 
 /// How long a resident's contact number is kept once their item was
@@ -359,6 +361,9 @@ pub async fn serve(
     };
     let store = OfficeStore::open(&config.database)?;
     let (database, database_thread) = Database::start(store)?;
+    // The console shares the database thread (and makes the operator key
+    // at the first start).
+    let console = super::console::Console::new(&config, database.clone())?;
     // Numbers past their time are gone before the server even listens.
     let app = App {
         database,
@@ -410,7 +415,7 @@ pub async fn serve(
         };
         let _ = failed_tx.send(failure);
     };
-    let routes = router(app).merge(super::public::router(pages));
+    let routes = router(app, console).merge(super::public::router(pages));
     super::http::serve(listener, routes, &config.limits, tls, stop).await;
     if let Some(follower) = follower {
         follower.shutdown().await;

@@ -10,14 +10,16 @@
 //! `database` (the thread that owns the office's SQLite); `follow` (the
 //! scopes the office follows on its broker, with their keys) and `public`
 //! (the public pages built from what that follow accepted); `staff`
-//! (tokens, listing and export, reply deadlines), `reply` (reply notices) and
-//! `plays` (what the proof-of-play chains say, and whether they are whole).
+//! (tokens, listing and export, reply deadlines), `reply` (reply notices),
+//! `plays` (what the proof-of-play chains say, and whether they are whole);
+//! `console`, the web console mounted beside the intake.
 
 pub mod body;
 pub mod broker;
 pub mod certificate;
 pub mod command;
 pub mod config;
+pub mod console;
 mod database;
 pub mod follow;
 pub mod http;

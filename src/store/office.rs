@@ -1,7 +1,8 @@
 //! The office's database, behind `gongkai office`: the screens and the hashes
 //! of their tokens, residents' feedback, proof of play and screenshots, the
 //! replies staff wrote to feedback and the audit trail of who saw residents'
-//! contact numbers. Same discipline as the screen's store: WAL,
+//! contact numbers; and the web console's people, sessions, drafts, reviews
+//! and images (`console`). Same discipline as the screen's store: WAL,
 //! `synchronous=FULL`, migrations counted by `user_version`. A request is
 //! answered only after its commit.
 
@@ -13,6 +14,9 @@ use time::OffsetDateTime;
 use super::{Result, StoreError, now_text, open_durable, parse_time};
 use crate::protocol::feedback::FeedbackItem;
 use crate::protocol::notice::rfc3339;
+
+mod console;
+pub use console::{AuditEntry, AuditLine, Draft, DraftKind, DraftState, Review, User, UserRole};
 
 const OFFICE_MIGRATIONS: &[&str] = &[
     "
@@ -138,6 +142,79 @@ CREATE TABLE play_conflicts (
     times     INTEGER NOT NULL,
     PRIMARY KEY (screen, chain, seq, hash, reason)
 );
+",
+    "
+-- The web console (`office::console`). People and what they may do; the
+-- password as an argon2id PHC string and the public half of the signing key
+-- their browser keeps, both NULL until they enrol. Times of expiry are Unix
+-- seconds, compared as integers.
+CREATE TABLE users (
+    name         TEXT PRIMARY KEY,
+    role         TEXT NOT NULL CHECK (role IN ('staff', 'supervisor', 'viewer')),
+    password     TEXT,
+    public_key   TEXT,
+    created_at   TEXT NOT NULL,
+    enrolled_at  TEXT
+);
+-- One-time enrolment links, by the SHA-256 of their token.
+CREATE TABLE enrolments (
+    token_hash  TEXT PRIMARY KEY,
+    name        TEXT NOT NULL REFERENCES users (name),
+    expires     INTEGER NOT NULL,
+    used_at     TEXT
+);
+-- Logged-in browsers, by the SHA-256 of their cookie, with the CSRF token
+-- every form of the session carries.
+CREATE TABLE sessions (
+    token_hash  TEXT PRIMARY KEY,
+    name        TEXT NOT NULL REFERENCES users (name),
+    csrf        TEXT NOT NULL,
+    expires     INTEGER NOT NULL
+);
+-- What staff write: the form as typed (JSON), and once it is a valid notice
+-- the exact payload bytes people sign, with their signatures (JSON
+-- `{keyid, sig}`) and, once published, the envelope as sent and the
+-- manifest version that listed it.
+CREATE TABLE drafts (
+    id              INTEGER PRIMARY KEY,
+    scope           TEXT NOT NULL,
+    notice_id       TEXT NOT NULL,
+    version         INTEGER NOT NULL,
+    kind            TEXT NOT NULL CHECK (kind IN ('notice', 'withdrawal')),
+    state           TEXT NOT NULL,
+    form            TEXT NOT NULL,
+    payload         BLOB,
+    office_sig      TEXT,
+    supervisor_sig  TEXT,
+    author          TEXT NOT NULL,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL,
+    envelope        BLOB,
+    published_at    TEXT,
+    manifest_version INTEGER,
+    UNIQUE (scope, notice_id, version)
+);
+-- The review history of each draft: who did what, when, with the comment
+-- and the payload it was about.
+CREATE TABLE reviews (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    draft    INTEGER NOT NULL REFERENCES drafts (id),
+    at       TEXT NOT NULL,
+    who      TEXT NOT NULL,
+    action   TEXT NOT NULL,
+    comment  TEXT NOT NULL,
+    payload  BLOB
+);
+-- Images of notices, served at /media/{sha256}.
+CREATE TABLE media (
+    sha256       TEXT PRIMARY KEY,
+    mime         TEXT NOT NULL,
+    bytes        BLOB NOT NULL,
+    uploaded_at  TEXT NOT NULL,
+    uploaded_by  TEXT NOT NULL
+);
+-- Every console action's payload hash beside its audit line.
+ALTER TABLE audit ADD COLUMN payload_sha256 TEXT;
 ",
 ];
 

@@ -13,6 +13,7 @@ mod acl;
 mod cli;
 mod cluster;
 mod commands;
+mod console;
 mod faults;
 mod feedback;
 mod hostile;
