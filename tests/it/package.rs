@@ -90,6 +90,7 @@ fn the_package_passes_lintian_and_installs_in_a_fresh_debian_root() {
         "./usr/lib/systemd/system/gongkaid-headless.service",
         "./usr/lib/systemd/system/gongkai-office.service",
         "./usr/lib/sysusers.d/gongkai.conf",
+        "./usr/lib/udev/rules.d/70-gongkai-backlight.rules",
         "./usr/share/doc/gongkai/examples/gongkaid.toml",
         "./usr/share/doc/gongkai/examples/mosquitto/gongkai-acl",
     ] {

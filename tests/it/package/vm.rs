@@ -51,7 +51,13 @@ const TILE: [u8; 3] = [0xee, 0xf3, 0xf9];
 #[test]
 fn the_packaged_screen_draws_the_notice_on_a_virtio_gpu_and_a_touch_opens_home() {
     let test = "package::vm";
-    let needed = ["qemu-system-x86_64", "dpkg-deb", "modprobe", "busybox"];
+    let needed = [
+        "qemu-system-x86_64",
+        "dpkg-deb",
+        "modprobe",
+        "busybox",
+        "udevadm",
+    ];
     if !common::tools(test, &needed) {
         return;
     }
