@@ -56,6 +56,7 @@ impl Controller {
         }
         self.fill_home();
         self.set_view(View::Home);
+        tracing::info!("kiosk: home screen opened");
     }
 
     pub(super) fn fill_home(&self) {

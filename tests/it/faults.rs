@@ -258,8 +258,7 @@ async fn three_hundred_retained_notices_behind_a_small_queue_arrive_on_first_con
 /// systemd's side of a screen, with a notify socket of the test's own:
 /// `READY=1`, `STATUS=` lines saying what the screen does, and `WATCHDOG=1`
 /// pings at a third of `WATCHDOG_USEC` while the rotation beats (the UI
-/// thread does in a window; `watchdog`'s unit test shows the pings stop on a
-/// stale heartbeat).
+/// thread does in a window: see the next test for pings that stop).
 #[test]
 fn gongkaid_tells_systemd_it_is_ready_what_it_does_and_that_it_lives() {
     let dir = tempfile::tempdir().unwrap();
@@ -328,6 +327,126 @@ fn gongkaid_tells_systemd_it_is_ready_what_it_does_and_that_it_lives() {
         "{messages:?}\n{}",
         std::fs::read_to_string(&log).unwrap()
     );
+}
+
+/// A frozen UI stops the watchdog's pings, and they resume once it moves
+/// again: a screen in a real window (Xvfb) rotates two notices every two
+/// seconds; the X server is stopped with SIGSTOP, so the UI thread blocks
+/// on its display at the next frame, as it would on a display server that
+/// hangs. No hook in the daemon: the rest of the process runs on, and its
+/// pinger says it stopped pinging. After SIGCONT the pings come back.
+#[test]
+fn watchdog_pings_stop_while_the_ui_thread_is_blocked_and_resume_after() {
+    use std::os::unix::net::UnixDatagram;
+    use std::time::Instant;
+    let test = "watchdog_pings_stop_while_the_ui_thread_is_blocked";
+    let Some(x) = Xvfb::start(test, 640, 360) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let c = community("frozen-ui");
+    let store = dir.path().join("screen.db");
+    commit_signed(&store, &c, &[notice(&c, "a", 1), notice(&c, "b", 1)]);
+    let config = dir.path().join("screen.toml");
+    // [display] is the last table of config_text: a small window.
+    let text =
+        config_text(&broker_url(), &c, &screen_id(&c), &store) + "width = 640\nheight = 360\n";
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("log");
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" --config \"$1\""])
+        .arg(env!("CARGO_BIN_EXE_gongkaid"))
+        .arg(&config)
+        .env("DISPLAY", &x.display)
+        .env_remove("WAYLAND_DISPLAY")
+        .env("NOTIFY_SOCKET", &socket_path)
+        // Pings while the UI's heartbeat (a beat a second) is at most 1.5 s
+        // old, considered every second.
+        .env("WATCHDOG_USEC", "3000000")
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let signal = |name: &str, pid: u32| {
+        let sent = std::process::Command::new("kill")
+            .args([name, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill {name} {pid}");
+    };
+    // Pings received until `done` says so, or the deadline fails the test.
+    let mut pings = 0usize;
+    let mut receive = |what: &str, within: Duration, done: &mut dyn FnMut(usize) -> bool| {
+        let deadline = Instant::now() + within;
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Ok(n) = socket.recv(&mut buf) {
+                pings += String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .filter(|l| *l == "WATCHDOG=1")
+                    .count();
+            }
+            if done(pings) {
+                return pings;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {pings} pings so far\n{}",
+                log_text()
+            );
+        }
+    };
+
+    receive(
+        "pings while the UI runs",
+        Duration::from_secs(60),
+        &mut |n| n >= 3 && log_text().contains("rotation: showing"),
+    );
+    signal("-STOP", x.pid());
+    let frozen = Instant::now();
+    let stopped_at = receive(
+        "the pinger giving up on a blocked UI",
+        Duration::from_secs(30),
+        &mut |_| log_text().contains("the watchdog is no longer pinged"),
+    );
+    let gave_up = frozen.elapsed();
+    // While the X server stays stopped the UI thread cannot beat: no ping,
+    // however long we listen.
+    let quiet_until = Instant::now() + Duration::from_secs(4);
+    let after = receive("silence", Duration::from_secs(30), &mut |_| {
+        Instant::now() > quiet_until
+    });
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the daemon runs on:\n{}",
+        log_text()
+    );
+    let silent = frozen.elapsed();
+    signal("-CONT", x.pid());
+    let thawed = Instant::now();
+    assert_eq!(after, stopped_at, "no ping while the UI thread is blocked");
+    receive(
+        "pings once the UI moves again",
+        Duration::from_secs(30),
+        &mut |n| n >= after + 2,
+    );
+    eprintln!(
+        "watchdog: {stopped_at} pings; the pinger gave up {:.1} s after the X server \
+         stopped, none came in the {:.1} s after that, two more within {:.1} s of \
+         SIGCONT",
+        gave_up.as_secs_f64(),
+        (silent - gave_up).as_secs_f64(),
+        thawed.elapsed().as_secs_f64()
+    );
+    signal("-TERM", child.id());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit {status}:\n{}", log_text());
 }
 
 /// The proof-of-play chain (section 7) survives `kill -9`: a screen

@@ -9,7 +9,8 @@
 //! `GONGKAI_DEB` names: this test does not build it (CI runs `cargo deb`
 //! first). The debootstrapped root is cached as `target/debootstrap/*.tar`,
 //! so that only the first run downloads the base system. The test needs root
-//! (chroot, mounting /proc) and the archive on the network.
+//! (chroot, mounting /proc) and the archive on the network. The submodule
+//! `vm` runs the package's screen in a virtual machine on a virtio GPU.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
 use crate::common::tools;
+
+mod vm;
 
 const SUITE: &str = "bookworm";
 
@@ -87,6 +90,7 @@ fn the_package_passes_lintian_and_installs_in_a_fresh_debian_root() {
         "./usr/lib/systemd/system/gongkaid-headless.service",
         "./usr/lib/systemd/system/gongkai-office.service",
         "./usr/lib/sysusers.d/gongkai.conf",
+        "./usr/lib/udev/rules.d/70-gongkai-backlight.rules",
         "./usr/share/doc/gongkai/examples/gongkaid.toml",
         "./usr/share/doc/gongkai/examples/mosquitto/gongkai-acl",
     ] {
