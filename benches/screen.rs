@@ -4,9 +4,13 @@
 //! - `gongkaid` in a 1920×1080 window under Xvfb rotating the samples with a
 //!   page every 3 s: CPU over 60 s (and the X server's, for the record), PSS;
 //! - PSS with 1,000 cached notices, 50 of them with an image, window open;
+//! - the same with systemd's watchdog on (a notify socket of the bench's,
+//!   `WATCHDOG=1` from the UI thread), side by side; play logging is always on;
 //! - cold start to the first content frame from the cache with the broker
 //!   unreachable (the first slot is an urgent notice, so its red header
-//!   marks the frame; found by polling `xwd` screenshots).
+//!   marks the frame; found by polling `xwd` screenshots);
+//! - a screenshot command (PROTOCOL 1.1 section 5) from its PUBLISH to the
+//!   PNG stored in a real office's database, over HTTPS on loopback: p50, p95.
 //!
 //! `cargo bench --bench screen`; the window figures need Xvfb and xwd.
 
@@ -36,7 +40,9 @@ fn main() {
         return;
     }
     let port = gongkai::demo::start_embedded_broker().unwrap();
-    rotating_samples(port);
+    screenshot_round_trips(port);
+    rotating_samples(port, false);
+    rotating_samples(port, true);
     let dir = tempfile::tempdir().unwrap();
     let config = thousand_notices(dir.path());
     memory_with_images(&config);
@@ -91,9 +97,14 @@ fn config_file(dir: &Path, broker: &str, dwell: u64) -> PathBuf {
 }
 
 fn spawn_screen(config: &Path, display: &str, log: &Path) -> Child {
+    spawn_screen_with(config, display, log, &[])
+}
+
+fn spawn_screen_with(config: &Path, display: &str, log: &Path, env: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_gongkaid"))
         .arg("--config")
         .arg(config)
+        .envs(env.iter().copied())
         .env("DISPLAY", display)
         .env_remove("WAYLAND_DISPLAY")
         .env("RUST_LOG", "info")
@@ -151,11 +162,34 @@ fn pss_mib(pid: u32) -> f64 {
         / 1024.0
 }
 
-/// The samples, rotating with a page every 3 s, connected to a broker.
-fn rotating_samples(port: u16) {
+/// The samples, rotating with a page every 3 s, connected to a broker;
+/// with `watchdog`, under a watchdog of 30 s as the unit sets, its pings
+/// read from a notify socket of the bench's own.
+fn rotating_samples(port: u16, watchdog: bool) {
     let Some(x) = Xvfb::start("bench-cpu", 1920, 1080) else {
         return;
     };
+    let notify_dir = tempfile::tempdir().unwrap();
+    let notify_path = notify_dir.path().join("notify");
+    let pings = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut env = Vec::new();
+    if watchdog {
+        let socket = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+        let pings = pings.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buf) {
+                if String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .any(|l| l == "WATCHDOG=1")
+                {
+                    pings.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+        env.push(("NOTIFY_SOCKET", notify_path.to_str().unwrap()));
+        env.push(("WATCHDOG_USEC", "30000000"));
+    }
     let dir = tempfile::tempdir().unwrap();
     let config = config_file(dir.path(), &format!("mqtt://127.0.0.1:{port}"), 3);
     let now = OffsetDateTime::now_utc();
@@ -169,7 +203,7 @@ fn rotating_samples(port: u16) {
         .collect();
     common::commit_signed(&dir.path().join("screen.db"), COMMUNITY, &payloads);
     let log = dir.path().join("gongkaid.log");
-    let child = spawn_screen(&config, &x.display, &log);
+    let child = spawn_screen_with(&config, &x.display, &log, &env);
     let pid = child.id();
     // Warm up: fonts loaded, first pages drawn.
     std::thread::sleep(Duration::from_secs(5));
@@ -182,9 +216,22 @@ fn rotating_samples(port: u16) {
         .matches("rotation: showing")
         .count();
     stop(child);
+    let plays = gongkai::store::plays::PlayLog::open(&dir.path().join("screen.db"))
+        .and_then(|log| log.head())
+        .ok()
+        .flatten()
+        .map_or(0, |r| r.seq);
     let share = |a: f64, b: f64| (b - a) / elapsed.as_secs_f64() * 100.0;
+    let watched = if watchdog {
+        format!(
+            ", watchdog on: {} WATCHDOG=1 pings",
+            pings.load(std::sync::atomic::Ordering::Relaxed)
+        )
+    } else {
+        ", watchdog off".to_owned()
+    };
     println!(
-        "gongkaid rotating the {} samples in a 1920x1080 window under Xvfb, a page every 3 s: CPU {:.2} % of one core over {:.0} s (Xvfb {:.2} %), PSS {pss:.1} MiB, {steps} rotation slots",
+        "gongkaid rotating the {} samples in a 1920x1080 window under Xvfb, a page every 3 s{watched}: CPU {:.2} % of one core over {:.0} s (Xvfb {:.2} %), PSS {pss:.1} MiB, {steps} rotation slots, {plays} play records",
         payloads.len(),
         share(cpu0, cpu1),
         elapsed.as_secs_f64(),
@@ -310,5 +357,104 @@ fn cold_start(config: &Path) {
             x.screenshot();
             ms(t.elapsed())
         }
+    );
+}
+
+/// Screenshot commands, one at a time, to a headless 1920×1080 screen: from
+/// the command's PUBLISH to its PNG in the office's database.
+fn screenshot_round_trips(port: u16) {
+    use gongkai::protocol::command::Action;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let office = common::OfficeServer::running();
+    let screen = "bench-shot";
+    let token = office.token_file(screen);
+    let operator = gongkai::protocol::SecretKey::from_seed([6; 32]);
+    let broker = format!("mqtt://127.0.0.1:{port}");
+    let config = dir.path().join("screen.toml");
+    let text = config_text(&broker, COMMUNITY, screen, &dir.path().join("screen.db"))
+        .replace(
+            "[store]",
+            &format!(
+                "operator = [\"{}\"]\n[store]",
+                operator.public().to_base64()
+            ),
+        )
+        .replace(
+            "dwell_seconds = 2\n",
+            "dwell_seconds = 3\nwidth = 1920\nheight = 1080\n",
+        )
+        + &format!(
+            "[office]\nurl = \"{}\"\ntoken_file = \"{}\"\n{}",
+            office.url,
+            token.display(),
+            office.screen_trust()
+        );
+    std::fs::write(&config, text).unwrap();
+    let now = OffsetDateTime::now_utc();
+    let payloads: Vec<serde_json::Value> = gongkai::demo::shifted_samples(now)
+        .into_iter()
+        .map(|(_, bytes)| {
+            let mut p: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            p["community"] = COMMUNITY.into();
+            p
+        })
+        .collect();
+    common::commit_signed(&dir.path().join("screen.db"), COMMUNITY, &payloads);
+    let mut daemon = common::DaemonProcess::start(&config, &dir.path().join("gongkaid.log"));
+    let topics = gongkai::protocol::TopicSpace::new(common::PREFIX, COMMUNITY);
+    let stored = |id: &str| {
+        rusqlite::Connection::open(&office.database)
+            .and_then(|db| {
+                db.query_row(
+                    "SELECT count(*) FROM screenshots WHERE command_id = ?1",
+                    [id],
+                    |row| row.get::<_, i64>(0),
+                )
+            })
+            .unwrap_or(0)
+            > 0
+    };
+    let mut times = Vec::new();
+    runtime.block_on(async {
+        let mut client = common::publisher(&broker).await;
+        // Connected and drawing before the first command.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        for _ in 0..21 {
+            let (id, envelope) = gongkai::office::command::signed_command(
+                COMMUNITY,
+                screen,
+                Action::Screenshot,
+                &operator,
+                OffsetDateTime::now_utc(),
+            )
+            .unwrap();
+            let started = Instant::now();
+            client
+                .publish(&topics.screen_command(screen), envelope)
+                .await
+                .unwrap();
+            while !stored(id.as_str()) {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "no screenshot stored in 30 s:\n{}",
+                    daemon.log_text()
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            times.push(started.elapsed());
+        }
+        client.close().await;
+    });
+    daemon.kill9();
+    // The first warms the render thread and the HTTPS connection.
+    times.remove(0);
+    times.sort();
+    println!(
+        "screenshot command -> PNG stored at the office (headless 1920x1080, HTTPS on loopback), {} commands: p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms",
+        times.len(),
+        ms(times[times.len() / 2]),
+        ms(times[times.len() * 95 / 100]),
+        ms(times[times.len() - 1])
     );
 }
