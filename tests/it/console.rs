@@ -257,7 +257,7 @@ impl Agent {
 /// A person enrolled and logged in over HTTP.
 async fn person(office: &OfficeServer, name: &str, role: &str, key: Option<&SecretKey>) -> Agent {
     let link = user_add(office, name, role);
-    let mut agent = Agent::new(&office);
+    let mut agent = Agent::new(office);
     let enrolled = agent.enrol(&link, key).await;
     assert_eq!(enrolled.status, 200, "{}", enrolled.text);
     assert!(enrolled.text.contains("已完成登记"), "{}", enrolled.text);
