@@ -257,7 +257,7 @@ impl Agent {
 /// A person enrolled and logged in over HTTP.
 async fn person(office: &OfficeServer, name: &str, role: &str, key: Option<&SecretKey>) -> Agent {
     let link = user_add(office, name, role);
-    let mut agent = Agent::new(&office);
+    let mut agent = Agent::new(office);
     let enrolled = agent.enrol(&link, key).await;
     assert_eq!(enrolled.status, 200, "{}", enrolled.text);
     assert!(enrolled.text.contains("已完成登记"), "{}", enrolled.text);
@@ -1367,4 +1367,189 @@ async fn a_publish_the_broker_refuses_keeps_the_draft_approved_and_says_why() {
             .iter()
             .any(|l| l.what.starts_with("published"))
     );
+}
+
+/// A screen as `screen` makes it, that also reaches the office's intake
+/// (its token, and `ca_file` for the office's certificate) and draws
+/// screenshots at 640×360: it takes the console's operator commands.
+fn commanded_screen(
+    office: &OfficeServer,
+    community: &str,
+    broker: &str,
+    dir: &Path,
+) -> (DaemonProcess, std::path::PathBuf) {
+    let store = dir.join("screen.db");
+    let screen = common::screen_id(community);
+    let token = office.token_file(&screen);
+    let trust = trust_block(office);
+    let config = format!(
+        "[screen]\nid = \"{screen}\"\ncommunity = \"{community}\"\n[mqtt]\nurl = \"{broker}\"\n{trust}\
+         [store]\npath = \"{}\"\n[display]\ndwell_seconds = 2\nwidth = 640\nheight = 360\n\
+         [office]\nurl = \"{}\"\ntoken_file = \"{}\"\n{}",
+        store.display(),
+        office.url,
+        token.display(),
+        office.screen_trust()
+    );
+    let path = dir.join("screen.toml");
+    std::fs::write(&path, config).unwrap();
+    (DaemonProcess::start(&path, &dir.join("screen.log")), store)
+}
+
+/// The row of `screen` on the fleet page.
+fn fleet_row<'a>(page: &'a Answer, screen: &str) -> &'a str {
+    let start = format!("<tr data-screen=\"{screen}\">");
+    let from = page
+        .text
+        .find(&start)
+        .unwrap_or_else(|| panic!("no row of {screen} in:\n{}", page.text));
+    let rest = &page.text[from..];
+    &rest[..rest.find("</tr>").unwrap()]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fleet_page_shows_real_and_stale_screens_and_staff_alone_take_a_screenshot() {
+    let Some(mosquitto) = Mosquitto::start("console-fleet", "") else {
+        return;
+    };
+    let community = common::community("console-fleet");
+    let office = console_office(&community, Some(&mosquitto.url()), None);
+    let mut staff = person(&office, "赵六", "staff", Some(&staff_key())).await;
+    let mut viewer = person(&office, "街道办", "viewer", None).await;
+    // Screens need a supervisor key to trust.
+    person(&office, "钱七", "supervisor", Some(&supervisor_key())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut daemon, _store) = commanded_screen(&office, &community, &mosquitto.url(), dir.path());
+    let screen = common::screen_id(&community);
+
+    // The real screen appears online, with what it reports.
+    let mut page = staff.get("/console/fleet").await;
+    for _ in 0..100 {
+        if page
+            .text
+            .contains(&format!("<tr data-screen=\"{screen}\">"))
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        page = staff.get("/console/fleet").await;
+    }
+    assert!(
+        page.text
+            .contains(&format!("<tr data-screen=\"{screen}\">")),
+        "{}\n{}",
+        page.text,
+        daemon.log_text()
+    );
+    let row = fleet_row(&page, &screen);
+    assert!(row.contains("在线"), "{row}\n{}", daemon.log_text());
+    assert!(!row.contains("离线超过5分钟"), "{row}");
+    assert!(
+        row.contains("value=\"screenshot\""),
+        "staff see 截屏: {row}"
+    );
+    assert!(row.contains("value=\"identify\""), "staff see 识别: {row}");
+
+    // A screen whose last status is ten minutes old is marked.
+    let mut client = common::publisher(&mosquitto.url()).await;
+    let topics = common::topics(&community);
+    let real = client.retained(&topics.status(&screen)).await.unwrap();
+    let mut status: serde_json::Value =
+        serde_json::from_slice(&real.last().unwrap().payload).unwrap();
+    let stale = format!("{screen}-old");
+    let ten_minutes_ago = time::OffsetDateTime::now_utc() - time::Duration::minutes(10);
+    status["screen"] = stale.clone().into();
+    status["updated_at"] = ten_minutes_ago
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+        .into();
+    client
+        .publish_retained(&topics.status(&stale), serde_json::to_vec(&status).unwrap())
+        .await
+        .unwrap();
+    client.close().await;
+    let page = staff.get("/console/fleet").await;
+    assert!(
+        fleet_row(&page, &stale).contains("离线超过5分钟"),
+        "{}",
+        page.text
+    );
+    assert!(!fleet_row(&page, &screen).contains("离线超过5分钟"));
+
+    // A viewer sees the fleet but no buttons, and a command posted anyway
+    // is refused without reaching the screen or the audit trail.
+    let page = viewer.get("/console/fleet").await;
+    assert_eq!(page.status, 200);
+    let row = fleet_row(&page, &screen);
+    assert!(
+        !row.contains("截屏</button>") && !row.contains("value=\"identify\""),
+        "{row}"
+    );
+    let csrf = page.attr("data-csrf");
+    let path = format!("/console/fleet/{community}/{screen}/command");
+    let refused = viewer
+        .post(&path, &[("csrf", &csrf), ("action", "screenshot")])
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    let store = OfficeStore::open(&office.database).unwrap();
+    assert_eq!(store.latest_screenshot(&screen).unwrap(), None);
+    assert!(
+        !store
+            .audit_entries()
+            .unwrap()
+            .iter()
+            .any(|e| e.what.starts_with("sent command")),
+        "a refused command is not recorded as sent"
+    );
+
+    // 截屏 by staff: the screen draws and uploads it, the console shows it.
+    let csrf = staff.csrf().await;
+    let sent = staff
+        .post(&path, &[("csrf", &csrf), ("action", "screenshot")])
+        .await;
+    assert_eq!(
+        (sent.status, sent.location()),
+        (303, format!("/console/fleet/{screen}/screenshot").as_str()),
+        "{}\n{}",
+        sent.text,
+        daemon.log_text()
+    );
+    let shown = staff.get(sent.location()).await;
+    assert!(
+        shown
+            .text
+            .contains(&format!("src=\"/console/fleet/{screen}/screenshot.png\"")),
+        "{}",
+        shown.text
+    );
+    let png = staff
+        .http
+        .get(staff.url(&format!("/console/fleet/{screen}/screenshot.png")))
+        .header("cookie", staff.cookie_header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(png.headers()["content-type"], "image/png");
+    let bytes = png.bytes().await.unwrap();
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes.to_vec()));
+    let info = decoder.read_info().unwrap();
+    assert_eq!((info.info().width, info.info().height), (640, 360));
+    let (_, _, stored) = store.latest_screenshot(&screen).unwrap().unwrap();
+    assert_eq!(stored, bytes.to_vec(), "the office's stored screenshot");
+
+    // 识别 too, and each command is in the audit trail under staff's name.
+    let identified = staff
+        .post(&path, &[("csrf", &csrf), ("action", "identify")])
+        .await;
+    assert_eq!(identified.status, 303, "{}", identified.text);
+    let sent: Vec<_> = store
+        .audit_entries()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.what.starts_with("sent command"))
+        .collect();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent.iter().all(|e| e.who == "赵六"), "{sent:?}");
+    assert!(sent[0].what.contains("screenshot") && sent[1].what.contains("identify"));
+    daemon.kill9();
 }

@@ -36,6 +36,7 @@ pub mod auth;
 pub mod compose;
 pub mod diff;
 mod drafts;
+mod fleet;
 pub mod html;
 pub mod keys;
 mod media;
@@ -191,6 +192,7 @@ impl Console {
             .merge(review::routes())
             .merge(publish::routes())
             .merge(media::routes())
+            .merge(fleet::routes())
             .with_state(self)
     }
 

@@ -349,7 +349,7 @@ pub(super) async fn screens_page(
 
 /// office.toml's broker for one connection of the console's own: a fresh
 /// client id (never the follow's), acknowledged by the client library.
-fn one_shot(mut connect: Connect) -> Connect {
+pub(super) fn one_shot(mut connect: Connect) -> Connect {
     connect.client_id = format!("gongkai-console-{}", uuid::Uuid::new_v4().simple());
     connect.manual_acks = false;
     connect.clean_session = true;
