@@ -36,6 +36,7 @@ pub mod auth;
 pub mod compose;
 pub mod diff;
 mod drafts;
+mod feedback;
 mod fleet;
 pub mod html;
 pub mod keys;
@@ -193,6 +194,7 @@ impl Console {
             .merge(publish::routes())
             .merge(media::routes())
             .merge(fleet::routes())
+            .merge(feedback::routes())
             .with_state(self)
     }
 
