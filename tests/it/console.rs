@@ -1595,8 +1595,11 @@ fn feedback_row<'a>(page: &'a Answer, receipt: &str) -> &'a str {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_feedback_inbox_filters_reveals_with_an_audit_and_drafts_a_reply_for_review() {
+    let Some(mosquitto) = Mosquitto::start("console-feedback", "") else {
+        return;
+    };
     let community = common::community("console-feedback");
-    let office = console_office(&community, None, None);
+    let office = console_office(&community, Some(&mosquitto.url()), None);
     let mut staff = person(&office, "孙八", "staff", Some(&staff_key())).await;
     let mut supervisor = person(&office, "周九", "supervisor", Some(&supervisor_key())).await;
     let mut viewer = person(&office, "街道办", "viewer", None).await;
@@ -1751,4 +1754,22 @@ async fn the_feedback_inbox_filters_reveals_with_an_audit_and_drafts_a_reply_for
             .any(|e| e.what.starts_with("drafted reply") && e.what.contains("A1B2C3 K7Q2MD")),
         "the reply composer is audited"
     );
+
+    // Approved and published, the reply answers its receipts.
+    assert_eq!(
+        sign(&mut supervisor, &draft, "approve", &supervisor_key())
+            .await
+            .status,
+        303
+    );
+    let csrf = staff.csrf().await;
+    let published = staff
+        .post(&format!("{draft}/publish"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(published.status, 303, "{}", published.text);
+    let replied = staff.get("/console/feedback?status=replied").await;
+    let row = feedback_row(&replied, "K7Q2MD");
+    assert!(row.contains("已答复") && !row.contains("逾期未复"), "{row}");
+    assert!(replied.text.contains("data-receipt=\"A1B2C3\""));
+    assert!(!replied.text.contains("data-receipt=\"B2C3D4\""));
 }
