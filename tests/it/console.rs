@@ -1713,6 +1713,21 @@ async fn the_feedback_inbox_filters_reveals_with_an_audit_and_drafts_a_reply_for
         fields.push(("csrf", &csrf));
         let answer = staff.post("/console/feedback/reply", &fields).await;
         assert_eq!(answer.status, 400, "{bad:?}: {}", answer.text);
+        // Nothing typed or chosen is lost: the composer comes back filled.
+        assert!(
+            answer.text.contains("维修基金明细将于下月公布。"),
+            "{}",
+            answer.text
+        );
+        for receipt in bad {
+            assert!(
+                answer
+                    .text
+                    .contains(&format!("value=\"{receipt}\" checked")),
+                "{}",
+                answer.text
+            );
+        }
     }
     let queue = supervisor.get("/console/review").await;
     assert!(!queue.text.contains("/console/drafts/"), "{}", queue.text);

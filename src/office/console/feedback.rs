@@ -23,7 +23,7 @@ use crate::store::office::{DraftKind, FeedbackRow, UserRole};
 use crate::workdays::china_date;
 
 use super::compose::{Form, FormBlock, WINDOW_CUSTOM};
-use super::drafts::{bad_request, conflict, save_form};
+use super::drafts::{conflict, save_form};
 use super::html::{self, csrf_field, esc};
 use super::{Console, FormBody, Page, require};
 
@@ -248,6 +248,42 @@ async fn reveal(
     result.unwrap_or_else(|page| page)
 }
 
+/// A refused reply: why, and the composer again with everything typed and
+/// chosen, so that nothing is lost.
+fn kept(session: &super::Session, form: &FormBody, why: &str) -> Response {
+    let receipts: String = form
+        .0
+        .iter()
+        .filter(|(k, _)| k == "receipt")
+        .map(|(_, r)| {
+            format!(
+                "<label><input type=\"checkbox\" name=\"receipt\" value=\"{}\" checked> {}</label>",
+                esc(r),
+                esc(r)
+            )
+        })
+        .collect();
+    html::page(
+        StatusCode::BAD_REQUEST,
+        "无法生成答复草稿",
+        Some(&session.viewer()),
+        &format!(
+            "<p class=\"problems\">{}</p><form method=\"post\" action=\"/console/feedback/reply\" \
+             id=\"reply\" class=\"card\">{}{receipts}\
+             <label>答复内容<textarea name=\"text\" rows=\"4\">{}</textarea></label>\
+             <label>公开主体<input name=\"publisher\" value=\"{}\"></label>\
+             <label>监督电话<input name=\"contact\" value=\"{}\"></label>\
+             <button type=\"submit\" class=\"primary\">生成答复草稿</button></form>\
+             <p><a href=\"/console/feedback\">返回居民意见</a></p>",
+            esc(why),
+            csrf_field(&session.csrf),
+            esc(&form.text("text")),
+            esc(&form.text("publisher")),
+            esc(&form.text("contact")),
+        ),
+    )
+}
+
 /// Turns the chosen receipts into a `reply` draft of their community.
 async fn compose_reply(
     State(console): State<Console>,
@@ -258,6 +294,7 @@ async fn compose_reply(
     let result: Page = async {
         let session = console.posted(&headers, form.get("csrf")).await?;
         require(&session, UserRole::Staff, "答复居民意见")?;
+        let bad_request = |session: &super::Session, text: &str| kept(session, &form, text);
         let mut receipts: Vec<String> = Vec::new();
         for (_, code) in form.0.iter().filter(|(k, _)| k == "receipt") {
             let code = code.trim().to_uppercase();
