@@ -381,6 +381,10 @@ async fn every_console_page_needs_login() {
         "/console/drafts/1/preview/landscape",
         "/console/drafts/1/preview/portrait/1",
         "/console/audit",
+        "/console/fleet",
+        "/console/fleet/s-1/screenshot",
+        "/console/fleet/s-1/screenshot.png",
+        "/console/feedback",
     ] {
         let answer = anonymous.get(path).await;
         assert_eq!(
@@ -398,6 +402,9 @@ async fn every_console_page_needs_login() {
         "/console/drafts/1/publish",
         "/console/media",
         "/console/logout",
+        "/console/fleet/x/s-1/command",
+        "/console/feedback/1/reveal",
+        "/console/feedback/reply",
     ] {
         let answer = anonymous.post(path, &[("csrf", "x")]).await;
         assert_eq!(
@@ -1367,4 +1374,417 @@ async fn a_publish_the_broker_refuses_keeps_the_draft_approved_and_says_why() {
             .iter()
             .any(|l| l.what.starts_with("published"))
     );
+}
+
+/// A screen as `screen` makes it, that also reaches the office's intake
+/// (its token, and `ca_file` for the office's certificate) and draws
+/// screenshots at 640×360: it takes the console's operator commands.
+fn commanded_screen(
+    office: &OfficeServer,
+    community: &str,
+    broker: &str,
+    dir: &Path,
+) -> (DaemonProcess, std::path::PathBuf) {
+    let store = dir.join("screen.db");
+    let screen = common::screen_id(community);
+    let token = office.token_file(&screen);
+    let trust = trust_block(office);
+    let config = format!(
+        "[screen]\nid = \"{screen}\"\ncommunity = \"{community}\"\n[mqtt]\nurl = \"{broker}\"\n{trust}\
+         [store]\npath = \"{}\"\n[display]\ndwell_seconds = 2\nwidth = 640\nheight = 360\n\
+         [office]\nurl = \"{}\"\ntoken_file = \"{}\"\n{}",
+        store.display(),
+        office.url,
+        token.display(),
+        office.screen_trust()
+    );
+    let path = dir.join("screen.toml");
+    std::fs::write(&path, config).unwrap();
+    (DaemonProcess::start(&path, &dir.join("screen.log")), store)
+}
+
+/// The row of `screen` on the fleet page.
+fn fleet_row<'a>(page: &'a Answer, screen: &str) -> &'a str {
+    let start = format!("<tr data-screen=\"{screen}\">");
+    let from = page
+        .text
+        .find(&start)
+        .unwrap_or_else(|| panic!("no row of {screen} in:\n{}", page.text));
+    let rest = &page.text[from..];
+    &rest[..rest.find("</tr>").unwrap()]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fleet_page_shows_real_and_stale_screens_and_staff_alone_take_a_screenshot() {
+    let Some(mosquitto) = Mosquitto::start("console-fleet", "") else {
+        return;
+    };
+    let community = common::community("console-fleet");
+    let office = console_office(&community, Some(&mosquitto.url()), None);
+    let mut staff = person(&office, "赵六", "staff", Some(&staff_key())).await;
+    let mut viewer = person(&office, "街道办", "viewer", None).await;
+    // Screens need a supervisor key to trust.
+    person(&office, "钱七", "supervisor", Some(&supervisor_key())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut daemon, _store) = commanded_screen(&office, &community, &mosquitto.url(), dir.path());
+    let screen = common::screen_id(&community);
+
+    // The real screen appears online, with what it reports.
+    let mut page = staff.get("/console/fleet").await;
+    for _ in 0..100 {
+        if page
+            .text
+            .contains(&format!("<tr data-screen=\"{screen}\">"))
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        page = staff.get("/console/fleet").await;
+    }
+    assert!(
+        page.text
+            .contains(&format!("<tr data-screen=\"{screen}\">")),
+        "{}\n{}",
+        page.text,
+        daemon.log_text()
+    );
+    let row = fleet_row(&page, &screen);
+    assert!(row.contains("在线"), "{row}\n{}", daemon.log_text());
+    assert!(!row.contains("离线超过5分钟"), "{row}");
+    assert!(
+        row.contains("value=\"screenshot\""),
+        "staff see 截屏: {row}"
+    );
+    assert!(row.contains("value=\"identify\""), "staff see 识别: {row}");
+
+    // A screen whose last status is ten minutes old is marked.
+    let mut client = common::publisher(&mosquitto.url()).await;
+    let topics = common::topics(&community);
+    let real = client.retained(&topics.status(&screen)).await.unwrap();
+    let mut status: serde_json::Value =
+        serde_json::from_slice(&real.last().unwrap().payload).unwrap();
+    let stale = format!("{screen}-old");
+    let ten_minutes_ago = time::OffsetDateTime::now_utc() - time::Duration::minutes(10);
+    status["screen"] = stale.clone().into();
+    status["updated_at"] = ten_minutes_ago
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+        .into();
+    client
+        .publish_retained(&topics.status(&stale), serde_json::to_vec(&status).unwrap())
+        .await
+        .unwrap();
+    client.close().await;
+    let page = staff.get("/console/fleet").await;
+    assert!(
+        fleet_row(&page, &stale).contains("离线超过5分钟"),
+        "{}",
+        page.text
+    );
+    assert!(!fleet_row(&page, &screen).contains("离线超过5分钟"));
+
+    // A viewer sees the fleet but no buttons, and a command posted anyway
+    // is refused without reaching the screen or the audit trail.
+    let page = viewer.get("/console/fleet").await;
+    assert_eq!(page.status, 200);
+    let row = fleet_row(&page, &screen);
+    assert!(
+        !row.contains("截屏</button>") && !row.contains("value=\"identify\""),
+        "{row}"
+    );
+    let csrf = page.attr("data-csrf");
+    let path = format!("/console/fleet/{community}/{screen}/command");
+    let refused = viewer
+        .post(&path, &[("csrf", &csrf), ("action", "screenshot")])
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    let store = OfficeStore::open(&office.database).unwrap();
+    assert_eq!(store.latest_screenshot(&screen).unwrap(), None);
+    assert!(
+        !store
+            .audit_entries()
+            .unwrap()
+            .iter()
+            .any(|e| e.what.starts_with("sent command")),
+        "a refused command is not recorded as sent"
+    );
+
+    // 截屏 by staff: the screen draws and uploads it, the console shows it.
+    let csrf = staff.csrf().await;
+    let sent = staff
+        .post(&path, &[("csrf", &csrf), ("action", "screenshot")])
+        .await;
+    assert_eq!(
+        (sent.status, sent.location()),
+        (303, format!("/console/fleet/{screen}/screenshot").as_str()),
+        "{}\n{}",
+        sent.text,
+        daemon.log_text()
+    );
+    let shown = staff.get(sent.location()).await;
+    assert!(
+        shown
+            .text
+            .contains(&format!("src=\"/console/fleet/{screen}/screenshot.png\"")),
+        "{}",
+        shown.text
+    );
+    let png = staff
+        .http
+        .get(staff.url(&format!("/console/fleet/{screen}/screenshot.png")))
+        .header("cookie", staff.cookie_header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(png.headers()["content-type"], "image/png");
+    let bytes = png.bytes().await.unwrap();
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes.to_vec()));
+    let info = decoder.read_info().unwrap();
+    assert_eq!((info.info().width, info.info().height), (640, 360));
+    let (_, _, stored) = store.latest_screenshot(&screen).unwrap().unwrap();
+    assert_eq!(stored, bytes.to_vec(), "the office's stored screenshot");
+
+    // 识别 too, and each command is in the audit trail under staff's name.
+    let identified = staff
+        .post(&path, &[("csrf", &csrf), ("action", "identify")])
+        .await;
+    assert_eq!(identified.status, 303, "{}", identified.text);
+    let sent: Vec<_> = store
+        .audit_entries()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.what.starts_with("sent command"))
+        .collect();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent.iter().all(|e| e.who == "赵六"), "{sent:?}");
+    assert!(sent[0].what.contains("screenshot") && sent[1].what.contains("identify"));
+    daemon.kill9();
+}
+
+/// A feedback item as a screen sends it.
+fn feedback_item(
+    receipt: &str,
+    text: &str,
+    contact: &str,
+) -> gongkai::protocol::feedback::FeedbackItem {
+    gongkai::protocol::feedback::FeedbackItem {
+        id: uuid::Uuid::new_v4().to_string(),
+        receipt: receipt.into(),
+        created_at: "2026-10-08T10:00:00+08:00".into(),
+        notice_scope: None,
+        notice_id: Some("2026q4-finance-001".into()),
+        notice_version: Some(1),
+        kind: "opinion".into(),
+        rating: None,
+        reasons: vec![],
+        text: text.into(),
+        contact: contact.into(),
+    }
+}
+
+/// The row of `receipt` in the feedback inbox.
+fn feedback_row<'a>(page: &'a Answer, receipt: &str) -> &'a str {
+    let start = format!("<tr data-receipt=\"{receipt}\">");
+    let from = page
+        .text
+        .find(&start)
+        .unwrap_or_else(|| panic!("no row of {receipt} in:\n{}", page.text));
+    let rest = &page.text[from..];
+    &rest[..rest.find("</tr>").unwrap()]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_feedback_inbox_filters_reveals_with_an_audit_and_drafts_a_reply_for_review() {
+    let Some(mosquitto) = Mosquitto::start("console-feedback", "") else {
+        return;
+    };
+    let community = common::community("console-feedback");
+    let office = console_office(&community, Some(&mosquitto.url()), None);
+    let mut staff = person(&office, "孙八", "staff", Some(&staff_key())).await;
+    let mut supervisor = person(&office, "周九", "supervisor", Some(&supervisor_key())).await;
+    let mut viewer = person(&office, "街道办", "viewer", None).await;
+
+    // An opinion with a contact number, sent as a screen sends it: its
+    // token, over HTTPS to the intake.
+    let screen = common::screen_id(&community);
+    let token = office.token_in(&screen, &community);
+    let item = feedback_item("A1B2C3", "希望公布维修基金明细 <b>", "13812341234");
+    let sent = office
+        .client()
+        .post(format!("{}/api/v1/feedback", office.url))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"screen": screen, "community": community, "items": [item]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 200);
+    // One received 30 days ago and never answered: overdue; one of
+    // another community.
+    let mut store = OfficeStore::open(&office.database).unwrap();
+    let month_ago = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+    store
+        .add_feedback_received_at(
+            &screen,
+            &community,
+            &[&feedback_item("K7Q2MD", "楼道灯坏了很久", "")],
+            month_ago,
+        )
+        .unwrap();
+    store
+        .add_feedback_received_at(
+            "gate-1",
+            "other-demo",
+            &[&feedback_item("B2C3D4", "别处的意见", "")],
+            month_ago,
+        )
+        .unwrap();
+
+    // Everyone sees the inbox, contacts masked, the text inert.
+    let page = viewer.get("/console/feedback").await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    let row = feedback_row(&page, "A1B2C3");
+    assert!(
+        row.contains("138****1234") && row.contains("&lt;b&gt;"),
+        "{row}"
+    );
+    assert!(!page.text.contains("13812341234"));
+    assert!(
+        !row.contains("/reveal") && !page.text.contains("id=\"reply\""),
+        "viewers change nothing: {row}"
+    );
+    assert!(feedback_row(&page, "K7Q2MD").contains("逾期未复"));
+    assert!(!feedback_row(&page, "A1B2C3").contains("逾期未复"));
+
+    // Filters: overdue, notice, status.
+    let overdue = staff.get("/console/feedback?overdue=1").await;
+    assert!(overdue.text.contains("data-receipt=\"K7Q2MD\""));
+    assert!(
+        !overdue.text.contains("data-receipt=\"A1B2C3\""),
+        "{}",
+        overdue.text
+    );
+    let none = staff.get("/console/feedback?notice=other-notice").await;
+    assert!(!none.text.contains("data-receipt="), "{}", none.text);
+    let open = staff.get("/console/feedback?status=replied").await;
+    assert!(!open.text.contains("data-receipt="), "nothing answered yet");
+
+    // Revealing a contact: a viewer is refused; staff see it, audited.
+    let page = staff.get("/console/feedback").await;
+    let reveal = regex::Regex::new(r#"action="(/console/feedback/[^"]+/reveal)""#)
+        .unwrap()
+        .captures(feedback_row(&page, "A1B2C3"))
+        .map(|c| c[1].to_owned())
+        .expect("staff see the reveal button");
+    let csrf = viewer.csrf().await;
+    let refused = viewer.post(&reveal, &[("csrf", &csrf)]).await;
+    assert_eq!(refused.status, 403);
+    assert!(!refused.text.contains("13812341234"));
+    let revealed_lines = |store: &OfficeStore| {
+        store
+            .audit_entries()
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.what.starts_with("revealed"))
+            .collect::<Vec<_>>()
+    };
+    assert!(revealed_lines(&store).is_empty());
+    let csrf = staff.csrf().await;
+    let shown = staff.post(&reveal, &[("csrf", &csrf)]).await;
+    assert_eq!(shown.status, 200, "{}", shown.text);
+    assert!(shown.text.contains("13812341234"), "{}", shown.text);
+    let lines = revealed_lines(&store);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0].who, "孙八");
+    assert!(lines[0].what.contains("A1B2C3"), "{lines:?}");
+
+    // The reply composer: receipts of two communities are refused, unknown
+    // ones too, and nothing is drafted.
+    let reply = |receipts: &[&'static str]| {
+        let mut fields = vec![
+            ("text", "维修基金明细将于下月公布。"),
+            ("publisher", "某某社区居民委员会"),
+            ("contact", "0531-12345678"),
+        ];
+        fields.extend(receipts.iter().map(|r| ("receipt", *r)));
+        fields
+    };
+    for bad in [&["A1B2C3", "B2C3D4"][..], &["ZZZZZZ"], &[]] {
+        let mut fields = reply(bad);
+        fields.push(("csrf", &csrf));
+        let answer = staff.post("/console/feedback/reply", &fields).await;
+        assert_eq!(answer.status, 400, "{bad:?}: {}", answer.text);
+        // Nothing typed or chosen is lost: the composer comes back filled.
+        assert!(
+            answer.text.contains("维修基金明细将于下月公布。"),
+            "{}",
+            answer.text
+        );
+        for receipt in bad {
+            assert!(
+                answer
+                    .text
+                    .contains(&format!("value=\"{receipt}\" checked")),
+                "{}",
+                answer.text
+            );
+        }
+    }
+    let queue = supervisor.get("/console/review").await;
+    assert!(!queue.text.contains("/console/drafts/"), "{}", queue.text);
+
+    // Chosen receipts become a reply draft, which goes through review.
+    let mut fields = reply(&["a1b2c3", "K7Q2MD"]);
+    fields.push(("csrf", &csrf));
+    let drafted = staff.post("/console/feedback/reply", &fields).await;
+    assert_eq!(drafted.status, 303, "{}", drafted.text);
+    let draft = drafted.location().to_owned();
+    assert!(draft.starts_with("/console/drafts/"), "{draft}");
+    let page = staff.get(&draft).await;
+    let payload = regex::Regex::new(r#"(?s)id="payload">(.*?)</pre>"#)
+        .unwrap()
+        .captures(&page.text)
+        .map(|c| html_unescape(&c[1]))
+        .unwrap_or_else(|| panic!("no payload in {}", page.text));
+    let notice: serde_json::Value = serde_json::from_str(&payload).unwrap();
+    assert_eq!(notice["category"], "reply");
+    assert_eq!(notice["community"], community.as_str());
+    assert_eq!(notice["reply_to"], serde_json::json!(["A1B2C3", "K7Q2MD"]));
+    assert!(
+        notice["id"].as_str().unwrap().starts_with("reply-"),
+        "{notice}"
+    );
+    assert_eq!(
+        sign(&mut staff, &draft, "submit", &staff_key())
+            .await
+            .status,
+        303
+    );
+    let queue = supervisor.get("/console/review").await;
+    assert!(queue.text.contains(&draft), "{}", queue.text);
+    assert!(
+        store
+            .audit_entries()
+            .unwrap()
+            .iter()
+            .any(|e| e.what.starts_with("drafted reply") && e.what.contains("A1B2C3 K7Q2MD")),
+        "the reply composer is audited"
+    );
+
+    // Approved and published, the reply answers its receipts.
+    assert_eq!(
+        sign(&mut supervisor, &draft, "approve", &supervisor_key())
+            .await
+            .status,
+        303
+    );
+    let csrf = staff.csrf().await;
+    let published = staff
+        .post(&format!("{draft}/publish"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(published.status, 303, "{}", published.text);
+    let replied = staff.get("/console/feedback?status=replied").await;
+    let row = feedback_row(&replied, "K7Q2MD");
+    assert!(row.contains("已答复") && !row.contains("逾期未复"), "{row}");
+    assert!(replied.text.contains("data-receipt=\"A1B2C3\""));
+    assert!(!replied.text.contains("data-receipt=\"B2C3D4\""));
 }

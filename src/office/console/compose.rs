@@ -50,6 +50,9 @@ pub struct Form {
     /// Screen ids, separated by commas or spaces; empty for every screen.
     pub screens: String,
     pub blocks: Vec<FormBlock>,
+    /// The receipt codes a `reply` answers, separated by spaces (set by the
+    /// feedback inbox's reply composer, kept through edits).
+    pub reply_to: String,
 }
 
 /// One body block as typed: a paragraph's text, a table as tab-separated
@@ -411,7 +414,11 @@ pub fn build(form: &Form, context: &Context<'_>) -> Result<(Notice, Vec<u8>), Ve
         )),
         screens: screens(form),
         communities: Vec::new(),
-        reply_to: Vec::new(),
+        reply_to: form
+            .reply_to
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
         review_verified: false,
     };
     // The screens' own rules last: whatever the checks above missed.

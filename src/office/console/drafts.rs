@@ -185,6 +185,7 @@ fn read_form(body: &FormBody, scope: &str, notice_id: &str) -> Form {
         contact: body.text("contact"),
         screens: body.text("screens"),
         blocks,
+        reply_to: String::new(),
     }
 }
 
@@ -365,6 +366,10 @@ async fn edit(
             ));
         }
         let mut form = read_form(&body, &draft.scope, &draft.notice_id);
+        // The receipts a reply answers are chosen in the inbox, not typed.
+        form.reply_to = serde_json::from_str::<Form>(&draft.form)
+            .map(|old| old.reply_to)
+            .unwrap_or_default();
         apply_action(&mut form, &body.text("action"));
         save_form(&console, &session, &draft, form).await
     }

@@ -69,7 +69,7 @@ pub fn page(status: StatusCode, title: &str, viewer: Option<&Viewer<'_>>, body: 
         Some(v) => (
             format!(
                 "<nav><a href=\"/console\">工作台</a> <a href=\"/console/compose\">撰写公告</a> \
-                 <a href=\"/console/review\">审核队列</a> <a href=\"/console/audit\">操作记录</a>\
+                 <a href=\"/console/review\">审核队列</a> <a href=\"/console/fleet\">屏幕</a> <a href=\"/console/feedback\">居民意见</a> <a href=\"/console/audit\">操作记录</a>\
                  <span class=\"who\">{} （{}）</span>\
                  <form method=\"post\" action=\"/console/logout\" class=\"inline\">{}\
                  <button type=\"submit\">退出</button></form></nav>",

@@ -36,6 +36,8 @@ pub mod auth;
 pub mod compose;
 pub mod diff;
 mod drafts;
+mod feedback;
+mod fleet;
 pub mod html;
 pub mod keys;
 mod media;
@@ -191,6 +193,8 @@ impl Console {
             .merge(review::routes())
             .merge(publish::routes())
             .merge(media::routes())
+            .merge(fleet::routes())
+            .merge(feedback::routes())
             .with_state(self)
     }
 

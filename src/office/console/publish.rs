@@ -102,7 +102,7 @@ pub(super) async fn publish(
             &connect,
             &console.settings.prefix,
             &console.settings.operator,
-            vec![(notice, envelope.clone())],
+            vec![(notice.clone(), envelope.clone())],
         )
         .await;
         let manifest = match published {
@@ -118,8 +118,21 @@ pub(super) async fn publish(
             }
         };
         let (stored, who) = (envelope.clone(), session.user.name.clone());
+        let (scope, reply) = (draft.scope.clone(), notice.clone());
         console
-            .db(move |store| Ok(store.mark_published(id, &stored, manifest, &who)?))
+            .db(move |store| {
+                store.mark_published(id, &stored, manifest, &who)?;
+                // A reply's receipts are answered once it is out.
+                if reply.category == crate::protocol::notice::Category::Reply {
+                    store.record_reply(
+                        &reply.id,
+                        &scope,
+                        &reply.reply_to,
+                        OffsetDateTime::now_utc(),
+                    )?;
+                }
+                Ok(())
+            })
             .await?;
         console
             .audit(
@@ -349,7 +362,7 @@ pub(super) async fn screens_page(
 
 /// office.toml's broker for one connection of the console's own: a fresh
 /// client id (never the follow's), acknowledged by the client library.
-fn one_shot(mut connect: Connect) -> Connect {
+pub(super) fn one_shot(mut connect: Connect) -> Connect {
     connect.client_id = format!("gongkai-console-{}", uuid::Uuid::new_v4().simple());
     connect.manual_acks = false;
     connect.clean_session = true;
