@@ -51,7 +51,7 @@ fn main() {
     gongkai::tls::install_crypto_provider();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let http_elapsed = runtime.block_on(async {
-        let http = reqwest::Client::new();
+        let http = office.client();
         let start = Instant::now();
         for (i, body) in bodies.iter().enumerate() {
             let response = http

@@ -100,8 +100,20 @@ fn spawn_screen(config: &Path, display: &str, log: &Path) -> Child {
     spawn_screen_with(config, display, log, &[])
 }
 
+/// With `WATCHDOG_USEC` in `env`, through `sh` that sets `WATCHDOG_PID` to
+/// the pid gongkaid will have, as systemd does: the watchdog is on only
+/// for the process it names.
 fn spawn_screen_with(config: &Path, display: &str, log: &Path, env: &[(&str, &str)]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_gongkaid"))
+    let mut command = if env.iter().any(|(k, _)| *k == "WATCHDOG_USEC") {
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
+            .arg("WATCHDOG_PID=$$ exec \"$0\" \"$@\"")
+            .arg(env!("CARGO_BIN_EXE_gongkaid"));
+        sh
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_gongkaid"))
+    };
+    command
         .arg("--config")
         .arg(config)
         .envs(env.iter().copied())
