@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use crate::protocol::PublicKey;
 use crate::protocol::notice::MAX_BODY_BLOCKS;
 use crate::protocol::verify::TrustPolicy;
-use crate::store::office::{Draft, DraftKind, DraftState, User, UserRole};
+use crate::store::office::{Draft, DraftKind, DraftState, Review, User, UserRole};
 
 use super::compose::{self, Form, FormBlock};
 use super::html::{self, csrf_field, esc};
@@ -252,32 +252,67 @@ pub(super) async fn save_form(
     )
     .ok()
     .map(|(_, payload)| payload);
-    let (id, state) = (draft.id, draft.state);
-    let stored = json.clone();
+    let id = draft.id;
+    move_draft(
+        console,
+        session,
+        id,
+        DraftUpdate {
+            from: draft.state,
+            to: draft.state,
+            form: json.clone(),
+            payload,
+            office_sig: None,
+            supervisor_sig: None,
+            review: None,
+        },
+        "这份草稿已被提交或修改，请返回刷新。",
+        format!("saved draft {id}"),
+        json.as_bytes(),
+    )
+    .await
+}
+
+/// A draft's move from one state to the next, with what it then holds.
+pub(super) struct DraftUpdate {
+    pub from: DraftState,
+    pub to: DraftState,
+    pub form: String,
+    pub payload: Option<Vec<u8>>,
+    pub office_sig: Option<String>,
+    pub supervisor_sig: Option<String>,
+    pub review: Option<Review>,
+}
+
+/// Stores `update` if the draft is still in `update.from` (else `refused`
+/// says why not), audits `what` over `audited`, and goes to the draft's page.
+pub(super) async fn move_draft(
+    console: &Console,
+    session: &Session,
+    id: i64,
+    update: DraftUpdate,
+    refused: &str,
+    what: String,
+    audited: &[u8],
+) -> Page {
     let changed = console
         .db(move |store| {
             Ok(store.update_draft(
                 id,
-                state,
-                state,
-                &stored,
-                payload.as_deref(),
-                None,
-                None,
-                None,
+                update.from,
+                update.to,
+                &update.form,
+                update.payload.as_deref(),
+                update.office_sig.as_deref(),
+                update.supervisor_sig.as_deref(),
+                update.review.as_ref(),
             )?)
         })
         .await?;
     if !changed {
-        return Err(conflict(session, "这份草稿已被提交或修改，请返回刷新。"));
+        return Err(conflict(session, refused));
     }
-    console
-        .audit(
-            &session.user.name,
-            format!("saved draft {id}"),
-            json.as_bytes(),
-        )
-        .await?;
+    console.audit(&session.user.name, what, audited).await?;
     Ok(see_other(&format!("/console/drafts/{id}")))
 }
 

@@ -185,29 +185,7 @@ pub(super) async fn revise(
         let session = console.posted(&headers, body.get("csrf")).await?;
         require(&session, UserRole::Staff, "修订")?;
         let old = newest_published(&console, &session, id).await?;
-        let (scope, notice_id, version, form, author) = (
-            old.scope.clone(),
-            old.notice_id.clone(),
-            old.version + 1,
-            old.form.clone(),
-            session.user.name.clone(),
-        );
-        let created = console
-            .db(move |store| {
-                Ok(store.create_draft(
-                    &scope,
-                    &notice_id,
-                    version,
-                    DraftKind::Notice,
-                    &form,
-                    None,
-                    &author,
-                )?)
-            })
-            .await?;
-        let Some(new_id) = created else {
-            return Err(conflict(&session, "已有这份公告的新版本草稿。"));
-        };
+        let new_id = next_version(&console, &session, &old, DraftKind::Notice, None).await?;
         let draft = console.load(&session, new_id).await?;
         let form: Form = serde_json::from_str(&draft.form).unwrap_or_default();
         save_form(&console, &session, &draft, form).await
@@ -232,30 +210,14 @@ pub(super) async fn withdraw(
             OffsetDateTime::now_utc(),
         )
         .map_err(|e| conflict(&session, &format!("无法生成撤回内容：{e}")))?;
-        let (scope, notice_id, version, form, author, stored) = (
-            old.scope.clone(),
-            old.notice_id.clone(),
-            old.version + 1,
-            old.form.clone(),
-            session.user.name.clone(),
-            payload.clone(),
-        );
-        let created = console
-            .db(move |store| {
-                Ok(store.create_draft(
-                    &scope,
-                    &notice_id,
-                    version,
-                    DraftKind::Withdrawal,
-                    &form,
-                    Some(&stored),
-                    &author,
-                )?)
-            })
-            .await?;
-        let Some(new_id) = created else {
-            return Err(conflict(&session, "已有这份公告的新版本草稿。"));
-        };
+        let new_id = next_version(
+            &console,
+            &session,
+            &old,
+            DraftKind::Withdrawal,
+            Some(payload.clone()),
+        )
+        .await?;
         console
             .audit(
                 &session.user.name,
@@ -267,6 +229,38 @@ pub(super) async fn withdraw(
     }
     .await;
     result.unwrap_or_else(|page| page)
+}
+
+/// A draft of the version after `old`, by the session's person, of `kind`
+/// (with its payload, if already made); refused when one exists already.
+async fn next_version(
+    console: &Console,
+    session: &Session,
+    old: &Draft,
+    kind: DraftKind,
+    payload: Option<Vec<u8>>,
+) -> Result<i64, Response> {
+    let (scope, notice_id, version, form, author) = (
+        old.scope.clone(),
+        old.notice_id.clone(),
+        old.version + 1,
+        old.form.clone(),
+        session.user.name.clone(),
+    );
+    let created = console
+        .db(move |store| {
+            Ok(store.create_draft(
+                &scope,
+                &notice_id,
+                version,
+                kind,
+                &form,
+                payload.as_deref(),
+                &author,
+            )?)
+        })
+        .await?;
+    created.ok_or_else(|| conflict(session, "已有这份公告的新版本草稿。"))
 }
 
 /// Whether a screen's status says it holds what manifest `version` of

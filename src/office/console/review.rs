@@ -23,8 +23,8 @@ use crate::protocol::verify::signed_by_any;
 use crate::protocol::{PublicKey, personal_data, sha256_hex};
 use crate::store::office::{Draft, DraftState, Review, UserRole};
 
-use super::drafts::{bad_request, conflict};
-use super::{Console, FormBody, Page, Session, require, see_other};
+use super::drafts::{DraftUpdate, bad_request, conflict, move_draft};
+use super::{Console, FormBody, Page, Session, require};
 
 pub fn routes() -> Router<Console> {
     Router::new()
@@ -117,35 +117,21 @@ pub(super) async fn submit(
             comment: String::new(),
             payload: Some(payload.clone()),
         };
-        let (state, form, stored) = (draft.state, draft.form.clone(), payload.clone());
-        let changed = console
-            .db(move |store| {
-                Ok(store.update_draft(
-                    id,
-                    state,
-                    DraftState::Review,
-                    &form,
-                    Some(&stored),
-                    Some(&sig),
-                    None,
-                    Some(&review),
-                )?)
-            })
-            .await?;
-        if !changed {
-            return Err(conflict(&session, "这份草稿已被提交或修改，请返回刷新。"));
-        }
-        console
-            .audit(
-                &session.user.name,
-                format!(
-                    "submitted draft {id} ({}/{} version {}) signed as office",
-                    draft.scope, draft.notice_id, draft.version
-                ),
-                &payload,
-            )
-            .await?;
-        Ok(see_other(&format!("/console/drafts/{id}")))
+        let what = format!(
+            "submitted draft {id} ({}/{} version {}) signed as office",
+            draft.scope, draft.notice_id, draft.version
+        );
+        let update = DraftUpdate {
+            from: draft.state,
+            to: DraftState::Review,
+            form: draft.form.clone(),
+            payload: Some(payload.clone()),
+            office_sig: Some(sig),
+            supervisor_sig: None,
+            review: Some(review),
+        };
+        let refused = "这份草稿已被提交或修改，请返回刷新。";
+        move_draft(&console, &session, id, update, refused, what, &payload).await
     }
     .await;
     result.unwrap_or_else(|page| page)
@@ -175,39 +161,21 @@ pub(super) async fn approve(
             comment: body.text("comment"),
             payload: Some(payload.clone()),
         };
-        let (form, stored, office_sig) = (
-            draft.form.clone(),
-            payload.clone(),
-            draft.office_sig.clone(),
+        let what = format!(
+            "approved draft {id} ({}/{} version {}) signed as supervisor",
+            draft.scope, draft.notice_id, draft.version
         );
-        let changed = console
-            .db(move |store| {
-                Ok(store.update_draft(
-                    id,
-                    DraftState::Review,
-                    DraftState::Approved,
-                    &form,
-                    Some(&stored),
-                    office_sig.as_deref(),
-                    Some(&sig),
-                    Some(&review),
-                )?)
-            })
-            .await?;
-        if !changed {
-            return Err(conflict(&session, "这份公告已被他人处理，请返回刷新。"));
-        }
-        console
-            .audit(
-                &session.user.name,
-                format!(
-                    "approved draft {id} ({}/{} version {}) signed as supervisor",
-                    draft.scope, draft.notice_id, draft.version
-                ),
-                &payload,
-            )
-            .await?;
-        Ok(see_other(&format!("/console/drafts/{id}")))
+        let update = DraftUpdate {
+            from: DraftState::Review,
+            to: DraftState::Approved,
+            form: draft.form.clone(),
+            payload: Some(payload.clone()),
+            office_sig: draft.office_sig.clone(),
+            supervisor_sig: Some(sig),
+            review: Some(review),
+        };
+        let refused = "这份公告已被他人处理，请返回刷新。";
+        move_draft(&console, &session, id, update, refused, what, &payload).await
     }
     .await;
     result.unwrap_or_else(|page| page)
@@ -238,32 +206,27 @@ pub(super) async fn send_back(
             comment: comment.clone(),
             payload: draft.payload.clone(),
         };
-        let (form, payload) = (draft.form.clone(), draft.payload.clone());
-        let changed = console
-            .db(move |store| {
-                Ok(store.update_draft(
-                    id,
-                    DraftState::Review,
-                    DraftState::Returned,
-                    &form,
-                    payload.as_deref(),
-                    None,
-                    None,
-                    Some(&review),
-                )?)
-            })
-            .await?;
-        if !changed {
-            return Err(conflict(&session, "这份公告已被他人处理，请返回刷新。"));
-        }
-        console
-            .audit(
-                &session.user.name,
-                format!("returned draft {id} ({}/{})", draft.scope, draft.notice_id),
-                comment.as_bytes(),
-            )
-            .await?;
-        Ok(see_other(&format!("/console/drafts/{id}")))
+        let what = format!("returned draft {id} ({}/{})", draft.scope, draft.notice_id);
+        let update = DraftUpdate {
+            from: DraftState::Review,
+            to: DraftState::Returned,
+            form: draft.form.clone(),
+            payload: draft.payload.clone(),
+            office_sig: None,
+            supervisor_sig: None,
+            review: Some(review),
+        };
+        let refused = "这份公告已被他人处理，请返回刷新。";
+        move_draft(
+            &console,
+            &session,
+            id,
+            update,
+            refused,
+            what,
+            comment.as_bytes(),
+        )
+        .await
     }
     .await;
     result.unwrap_or_else(|page| page)

@@ -287,6 +287,21 @@ pub async fn paste(browser: &Client, name: &str, value: &str) {
         .unwrap();
 }
 
+/// Clicks `css` once it is there. An element of the page being left (the
+/// same selector on both pages) goes stale before the click lands: it is
+/// found again on the page that replaced it.
 pub async fn click(browser: &Client, css: &str) {
-    wait_for(browser, css).await.click().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match wait_for(browser, css).await.click().await {
+            Ok(_) => return,
+            Err(fantoccini::error::CmdError::Standard(e))
+                if e.error == fantoccini::error::ErrorStatus::StaleElementReference
+                    && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("clicking {css}: {e}"),
+        }
+    }
 }
