@@ -46,6 +46,7 @@ use crate::protocol::Follows;
 use crate::store::Catalog;
 
 pub mod guard;
+pub mod suback;
 
 pub use guard::{Guard, oversize_of};
 
@@ -280,9 +281,21 @@ impl Connect {
 /// What the event loop task tells the session task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Link {
-    Connected { session_present: bool },
-    Disconnected { error: String },
-    SubscribeAcked,
+    Connected {
+        session_present: bool,
+    },
+    Disconnected {
+        error: String,
+    },
+    /// rumqttc numbered the oldest SUBSCRIBE not numbered yet.
+    SubscribeSent {
+        pkid: u16,
+    },
+    /// A SUBACK: whether each filter of SUBSCRIBE `pkid` was granted.
+    SubscribeAcked {
+        pkid: u16,
+        granted: Vec<bool>,
+    },
 }
 
 /// When to try again after a failed attempt or a lost connection: full
@@ -463,8 +476,19 @@ async fn poll_event_loop(
                     return;
                 }
             }
-            Ok(Event::Incoming(Packet::SubAck(_))) => {
-                let _ = links.send(Link::SubscribeAcked);
+            Ok(Event::Outgoing(rumqttc::Outgoing::Subscribe(pkid))) => {
+                let _ = links.send(Link::SubscribeSent { pkid });
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                let granted = ack
+                    .return_codes
+                    .iter()
+                    .map(|code| matches!(code, rumqttc::SubscribeReasonCode::Success(_)))
+                    .collect();
+                let _ = links.send(Link::SubscribeAcked {
+                    pkid: ack.pkid,
+                    granted,
+                });
             }
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
             Ok(_) => {}
@@ -723,7 +747,7 @@ impl SessionTask {
         // and a whole tick passed without a message: the retained flood of the
         // wildcard subscription has then settled, and fetching what it lacked
         // will not race it.
-        let mut pending_subacks = 0usize;
+        let mut subacks = suback::Subacks::default();
         let mut settled = false;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -735,7 +759,8 @@ impl SessionTask {
                     Some(Link::Connected { session_present }) => {
                         is_connected = true;
                         tracing::info!("connected to the broker (session kept: {session_present})");
-                        pending_subacks = subscribe(&client, &follows, &command_topics, session_present).await;
+                        subacks.reconnected(session_present, Instant::now());
+                        subscribe(&client, &follows, &command_topics, session_present, &mut subacks).await;
                         settled = false;
                         catch_up.restart();
                         connected.send_replace(true);
@@ -746,7 +771,16 @@ impl SessionTask {
                             connected.send_replace(false);
                         }
                     }
-                    Some(Link::SubscribeAcked) => pending_subacks = pending_subacks.saturating_sub(1),
+                    Some(Link::SubscribeSent { pkid }) => subacks.sent(pkid),
+                    Some(Link::SubscribeAcked { pkid, granted }) => {
+                        let answer = subacks.acked(pkid, &granted, Instant::now());
+                        if answer.standing && !answer.refused.is_empty() {
+                            tracing::warn!(
+                                "the broker refused {}; asking again",
+                                answer.refused.join(", ")
+                            );
+                        }
+                    }
                 },
                 Some(()) = resync.recv() => {
                     // Section 5's resync: the broker sends every retained
@@ -754,7 +788,7 @@ impl SessionTask {
                     for scope in follows.all() {
                         let _ = client.unsubscribe(scope.space.notices_filter()).await;
                     }
-                    pending_subacks = subscribe(&client, &follows, &command_topics, false).await;
+                    subscribe(&client, &follows, &command_topics, false, &mut subacks).await;
                     settled = false;
                     catch_up.restart();
                 }
@@ -769,7 +803,7 @@ impl SessionTask {
                 }
                 _ = tick.tick() => {
                     let handled = counters.handled.load(Ordering::Relaxed);
-                    if handled == last_handled && pending_subacks == 0 {
+                    if handled == last_handled && subacks.awaiting_standing() == 0 {
                         settled = true;
                     }
                     last_handled = handled;
@@ -777,6 +811,10 @@ impl SessionTask {
             }
             if !is_connected {
                 continue;
+            }
+            let refused = subacks.retry(Instant::now());
+            if !refused.is_empty() {
+                subscribe_standing(&client, refused, &mut subacks).await;
             }
             let missing = missing_topics(&catalog.borrow(), &follows);
             let step = catch_up.step(&missing, settled, Instant::now());
@@ -792,11 +830,13 @@ impl SessionTask {
                 );
                 counters.fetched.fetch_add(topics as u64, Ordering::Relaxed);
                 for batch in step.subscribe {
-                    let filters = batch
+                    let filters: Vec<_> = batch
                         .into_iter()
-                        .map(|topic| rumqttc::SubscribeFilter::new(topic, FETCH_QOS));
-                    if let Err(e) = client.subscribe_many(filters).await {
-                        tracing::warn!("cannot subscribe for missing notices: {e}");
+                        .map(|topic| rumqttc::SubscribeFilter::new(topic, FETCH_QOS))
+                        .collect();
+                    match client.subscribe_many(filters.clone()).await {
+                        Ok(()) => subacks.requested(&filters, false),
+                        Err(e) => tracing::warn!("cannot subscribe for missing notices: {e}"),
                     }
                 }
             }
@@ -825,25 +865,25 @@ pub fn missing_topics(catalog: &Catalog, follows: &Follows) -> Vec<String> {
     pages.chain(notices).collect()
 }
 
-/// Subscribes for a new connection; returns how many SUBACKs to expect.
+/// Subscribes for a new connection (or a resync), telling `subacks`.
 async fn subscribe(
     client: &AsyncClient,
     follows: &Follows,
     commands: &[String],
     session_present: bool,
-) -> usize {
+    subacks: &mut suback::Subacks,
+) {
     // The manifests first, and on every connection: re-subscribing makes the
     // broker send each retained manifest again, which tells the screen whether
     // it holds everything (a notice acked just before a power cut, say).
     let manifests = follows
         .all()
         .iter()
-        .map(|s| rumqttc::SubscribeFilter::new(s.space.manifest(), QoS::AtLeastOnce));
-    if let Err(e) = client.subscribe_many(manifests).await {
-        tracing::warn!("cannot subscribe to the manifests: {e}");
-    }
+        .map(|s| rumqttc::SubscribeFilter::new(s.space.manifest(), QoS::AtLeastOnce))
+        .collect();
+    subscribe_standing(client, manifests, subacks).await;
     if session_present {
-        return 1;
+        return;
     }
     // Commands at QoS 1 too: the session queues them while the screen is
     // away (they still expire).
@@ -852,11 +892,21 @@ async fn subscribe(
         .iter()
         .map(|s| s.space.notices_filter())
         .chain(commands.iter().cloned())
-        .map(|topic| rumqttc::SubscribeFilter::new(topic, QoS::AtLeastOnce));
-    if let Err(e) = client.subscribe_many(notices).await {
-        tracing::warn!("cannot subscribe to notices: {e}");
+        .map(|topic| rumqttc::SubscribeFilter::new(topic, QoS::AtLeastOnce))
+        .collect();
+    subscribe_standing(client, notices, subacks).await;
+}
+
+/// One SUBSCRIBE of standing filters, whose refusal is retried.
+async fn subscribe_standing(
+    client: &AsyncClient,
+    filters: Vec<rumqttc::SubscribeFilter>,
+    subacks: &mut suback::Subacks,
+) {
+    match client.subscribe_many(filters.clone()).await {
+        Ok(()) => subacks.requested(&filters, true),
+        Err(e) => tracing::warn!("cannot subscribe: {e}"),
     }
-    2
 }
 
 /// Reads a secret from a file, trimming the final newline.

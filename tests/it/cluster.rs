@@ -642,3 +642,71 @@ async fn a_screen_whose_first_broker_is_dead_starts_on_the_next() {
     assert_eq!(status.manifest.missing, 0);
     daemon.shutdown().await;
 }
+
+/// A broker may refuse a filter in its SUBACK (code 0x80) and keep the
+/// rest: NATS does when it cannot make the JetStream consumer behind a QoS 1
+/// subscription (here its account's consumer limit; in a loaded cluster, a
+/// timeout). The screen asks for a refused filter again, with growing
+/// waits, on the same connection, and once the broker grants it live
+/// notices flow: a notice no manifest lists, which only the live
+/// subscription can bring, arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscription_the_broker_refused_is_asked_for_again_until_granted() {
+    let Some(mut nats) = common::nats::NatsSolo::start(
+        "a_subscription_the_broker_refused_is_asked_for_again_until_granted",
+        1,
+    ) else {
+        return;
+    };
+    let url = nats.url();
+    let c = community("refused");
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("screen.db");
+    let first = notices(&c, 0..1);
+    publish(&url, &c, &first, &first, 1).await;
+    let daemon = Daemon::start(
+        gongkai::config::Config::parse(&config_text(&url, &c, &screen_id(&c), &store)).unwrap(),
+    )
+    .await
+    .unwrap();
+    // Whole through the manifest (catch-up fetches at QoS 0, which costs
+    // no consumer), but the live subscriptions were refused.
+    wait_catalog(
+        &daemon,
+        "the listed notice",
+        Duration::from_secs(30),
+        |cat| cat.items.len() == 1 && cat.missing().is_empty(),
+    )
+    .await;
+    eventually("NATS refusing a subscription", || {
+        nats.log().contains("maximum consumers limit reached")
+    });
+    let refused_at = nats.consumers().await;
+
+    nats.set_max_consumers(100);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while nats.consumers().await <= refused_at {
+        assert!(
+            Instant::now() < deadline,
+            "the refused subscriptions were not asked for again:\n{}",
+            nats.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(*daemon.connected.borrow(), "granted on the same connection");
+    let unlisted = notices(&c, 1..2);
+    let mut client = publisher(&url).await;
+    client
+        .publish_retained(&topics(&c).notice(&unlisted[0].0), unlisted[0].1.clone())
+        .await
+        .unwrap();
+    client.close().await;
+    wait_catalog(
+        &daemon,
+        "the notice no manifest lists, live",
+        Duration::from_secs(30),
+        |cat| cat.items.len() == 2,
+    )
+    .await;
+    daemon.shutdown().await;
+}

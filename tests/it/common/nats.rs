@@ -116,7 +116,7 @@ impl NatsCluster {
 
     /// Node `i`'s log so far.
     pub fn log(&self, i: usize) -> String {
-        std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
+        self.nodes[i].log()
     }
 
     /// The cluster's folder (configurations, stores, logs).
@@ -125,44 +125,167 @@ impl NatsCluster {
     }
 
     fn spawn(&mut self, i: usize) {
-        let node = &mut self.nodes[i];
-        let child = Command::new("nats-server")
-            .arg("-c")
-            .arg(&node.config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting nats-server");
-        node.child = Some(child);
+        self.nodes[i].spawn();
     }
 
     /// Waits until node `i` completes an MQTT CONNECT/CONNACK round trip:
     /// it answers only once JetStream holds its MQTT streams.
     fn wait_ready(&mut self, i: usize) {
+        self.nodes[i].wait_ready();
+    }
+}
+
+impl Node {
+    fn spawn(&mut self) {
+        let child = Command::new("nats-server")
+            .arg("-c")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.log.with_extension("stderr")).unwrap())
+            .spawn()
+            .expect("starting nats-server");
+        self.child = Some(child);
+    }
+
+    /// The node's log, and what it wrote to stderr (a Go panic).
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+            + &std::fs::read_to_string(self.log.with_extension("stderr")).unwrap_or_default()
+    }
+
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + READY_WITHIN;
         loop {
-            let last = match mqtt_handshake(self.nodes[i].mqtt_port) {
+            let last = match mqtt_handshake(self.mqtt_port) {
                 Ok(()) => return,
                 Err(e) => e.to_string(),
             };
-            if let Some(status) = self.nodes[i]
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().unwrap())
-            {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
                 panic!(
                     "nats-server {} exited ({status}):\n{}",
-                    self.nodes[i].name,
-                    self.log(i)
+                    self.name,
+                    self.log()
                 );
             }
             assert!(
                 Instant::now() < deadline,
                 "nats-server {} did not answer MQTT within {READY_WITHIN:?} ({last}):\n{}",
-                self.nodes[i].name,
-                self.log(i)
+                self.name,
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// One NATS node with JetStream and the MQTT gateway, whose clients (no
+/// credentials needed) land in an account with a JetStream consumer limit
+/// of the test's choosing. Each QoS 1 subscription is a consumer, so past
+/// the limit NATS refuses subscriptions with SUBACK code 0x80; raising the
+/// limit with [`NatsSolo::set_max_consumers`] lets them succeed.
+pub struct NatsSolo {
+    node: Node,
+    monitor_port: u16,
+    client_port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl NatsSolo {
+    /// `None` (and a SKIPPED line) without nats-server.
+    pub fn start(test: &str, max_consumers: usize) -> Option<NatsSolo> {
+        if !tools(test, &["nats-server"]) {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node {
+            name: "solo".into(),
+            mqtt_port: free_port(),
+            config: dir.path().join("solo.conf"),
+            log: dir.path().join("solo.log"),
+            child: None,
+        };
+        let mut solo = NatsSolo {
+            node,
+            monitor_port: free_port(),
+            client_port: free_port(),
+            dir,
+        };
+        solo.write_config(max_consumers);
+        solo.node.spawn();
+        solo.node.wait_ready();
+        Some(solo)
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.node.mqtt_port)
+    }
+
+    pub fn log(&self) -> String {
+        self.node.log()
+    }
+
+    /// Rewrites the account's consumer limit and has the node reload it
+    /// (SIGHUP); consumers made before stay.
+    pub fn set_max_consumers(&mut self, max_consumers: usize) {
+        self.write_config(max_consumers);
+        let pid = self.node.child.as_ref().expect("nats-server runs").id();
+        let sent = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -HUP nats-server");
+    }
+
+    /// How many JetStream consumers the account holds, from the node's
+    /// monitoring endpoint (`/jsz`). A reload closes the connections the
+    /// endpoint has open: those requests are sent again.
+    pub async fn consumers(&self) -> u64 {
+        let url = format!("http://127.0.0.1:{}/jsz", self.monitor_port);
+        let mut tries = 0;
+        let jsz: serde_json::Value = loop {
+            match reqwest::get(&url).await.and_then(|r| r.error_for_status()) {
+                Ok(response) => break response.json().await.unwrap(),
+                Err(e) if tries < 20 && e.is_request() => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("{url}: {e:?}\n{}", self.log()),
+            }
+        };
+        jsz["consumers"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{url}: {jsz}"))
+    }
+
+    /// The user's explicit permissions are needed: without them NATS 2.9.10
+    /// dereferences nil at a reload while it holds retained MQTT messages
+    /// (`mqttCheckPubRetainedPerms`) and dies.
+    fn write_config(&self, max_consumers: usize) {
+        let text = format!(
+            "server_name: solo\n\
+             listen: \"127.0.0.1:{client}\"\n\
+             http: \"127.0.0.1:{monitor}\"\n\
+             log_file: \"{log}\"\n\
+             jetstream {{ store_dir: \"{store}\" }}\n\
+             accounts {{\n  SCREENS: {{\n    jetstream: {{ max_mem: 64M, max_file: 256M, max_streams: 20, \
+             max_consumers: {max_consumers} }}\n    users: [{{ user: screens, password: screens, permissions: {{ publish: \">\", subscribe: \">\" }} }}]\n  }}\n}}\n\
+             no_auth_user: screens\n\
+             mqtt {{ listen: \"127.0.0.1:{mqtt}\" }}\n",
+            client = self.client_port,
+            monitor = self.monitor_port,
+            log = self.node.log.display(),
+            store = self.dir.path().join("js").display(),
+            mqtt = self.node.mqtt_port,
+        );
+        std::fs::write(&self.node.config, text).unwrap();
+    }
+}
+
+impl Drop for NatsSolo {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
