@@ -117,6 +117,7 @@ impl Follower {
             publishes: publish_tx,
             links: link_tx,
             discard_first: None,
+            brokers: connect.brokers.urls().len(),
             stop: stop_event_loop.clone(),
         };
         let event_loop = tasks.spawn("follow MQTT event loop", async move {

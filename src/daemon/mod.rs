@@ -215,6 +215,7 @@ impl Daemon {
             publishes: publish_tx,
             links: link_tx,
             discard_first: fresh_session.then(|| connect.clone()),
+            brokers: connect.brokers.urls().len(),
             stop: stop_event_loop.clone(),
         };
         let event_loop = tasks.spawn("MQTT event loop", async move {

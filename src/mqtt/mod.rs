@@ -7,7 +7,8 @@
 //!   in a tight loop). It never awaits a client call: the client's requests
 //!   are served by the very loop it polls, so awaiting one there can deadlock.
 //! - the *session task* reacts to connections: it (re)subscribes when the
-//!   broker kept no session, asks for the retained manifest on every
+//!   broker kept no session, asks again for what a SUBACK refused, asks for
+//!   the retained manifest on every
 //!   connection, and fetches notices the manifest lists but the broker did not
 //!   deliver by exact-topic subscriptions at QoS 0, in bounded batches with
 //!   several out at once (see [`CatchUp`]).
@@ -21,7 +22,9 @@
 //! spreads over the nodes, and moves to the next node, round the list, after
 //! every failure: a refused or dropped connection, or no CONNACK within
 //! [`CONNECT_TIMEOUT`]. Between attempts it waits with full jitter from
-//! [`FIRST_RETRY`] up to [`MAX_RETRY`] ([`Reconnect`]). The session stays
+//! [`FIRST_RETRY`] up to [`MAX_RETRY`], the window growing once per round
+//! of the list ([`Reconnect`]). Every SUBACK code is checked, and a filter
+//! the broker refused is asked for again ([`suback`]). The session stays
 //! persistent, so a node that takes over finds the screen's subscriptions,
 //! and the session task resubscribes only when the broker kept none. Which
 //! node a connection goes to is the relay's choice ([`guard`]), since the
@@ -41,7 +44,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Retry;
+use crate::backoff::Backoff;
 use crate::protocol::Follows;
 use crate::store::Catalog;
 
@@ -300,24 +303,40 @@ pub enum Link {
 
 /// When to try again after a failed attempt or a lost connection: full
 /// jitter from [`FIRST_RETRY`] up to [`MAX_RETRY`], starting over only after
-/// a connection that lasted [`STABLE_CONNECTION`]. Pure but for the random
-/// draw: `now` is passed in.
+/// a connection that lasted [`STABLE_CONNECTION`]. Each attempt goes to the
+/// next broker of the list, and the wait grows once per round of the list,
+/// not per attempt: a screen whose node died tries the others within a
+/// second or so each (a node that refuses at once costs nothing), while a
+/// fleet that lost every broker still spreads its returns over a growing
+/// window. Pure but for the random draw: `now` is passed in.
 #[derive(Debug, Clone)]
 pub struct Reconnect {
-    retry: Retry,
+    backoff: Backoff,
+    brokers: u32,
+    failures: u32,
     up_since: Option<Instant>,
 }
 
 impl Default for Reconnect {
     fn default() -> Self {
-        Self {
-            retry: Retry::new(FIRST_RETRY, MAX_RETRY),
-            up_since: None,
-        }
+        Self::new(1)
     }
 }
 
 impl Reconnect {
+    /// For a list of `brokers` (at least one).
+    pub fn new(brokers: usize) -> Self {
+        Self {
+            backoff: Backoff {
+                first: FIRST_RETRY,
+                cap: MAX_RETRY,
+            },
+            brokers: u32::try_from(brokers.max(1)).unwrap_or(u32::MAX),
+            failures: 0,
+            up_since: None,
+        }
+    }
+
     /// A CONNACK arrived.
     pub fn connected(&mut self, now: Instant) {
         self.up_since = Some(now);
@@ -331,14 +350,29 @@ impl Reconnect {
             .take()
             .is_some_and(|since| now.saturating_duration_since(since) >= STABLE_CONNECTION)
         {
-            self.retry.reset();
+            self.failures = 0;
         }
-        self.retry.next_delay()
+        self.failures = self.failures.saturating_add(1);
+        self.backoff.delay(self.round(), &mut rand::thread_rng())
     }
 
     /// Failures counted since the last stable connection.
     pub fn failures(&self) -> u32 {
-        self.retry.attempts()
+        self.failures
+    }
+
+    /// The longest wait after the next failure.
+    pub fn ceiling(&self) -> Duration {
+        let next = Self {
+            failures: self.failures.saturating_add(1),
+            ..self.clone()
+        };
+        self.backoff.ceiling(next.round())
+    }
+
+    /// The round of the list the last failure was in, from 1.
+    fn round(&self) -> u32 {
+        self.failures.saturating_sub(1) / self.brokers + 1
     }
 }
 
@@ -401,6 +435,8 @@ pub struct EventLoopTask {
     /// End the old session first (see [`discard_session`]), retrying until
     /// a broker answers, before the first connection.
     pub discard_first: Option<Connect>,
+    /// How many brokers the client goes round (see [`Reconnect`]).
+    pub brokers: usize,
     pub stop: CancellationToken,
 }
 
@@ -412,9 +448,10 @@ impl EventLoopTask {
             publishes,
             links,
             discard_first,
+            brokers,
             stop,
         } = self;
-        let mut reconnect = Reconnect::default();
+        let mut reconnect = Reconnect::new(brokers);
         if let Some(connect) = discard_first {
             loop {
                 let result = tokio::select! {
@@ -440,7 +477,7 @@ impl EventLoopTask {
                 }
             }
             // Ending the session was a success: the first wait is short again.
-            reconnect = Reconnect::default();
+            reconnect = Reconnect::new(brokers);
         }
         poll_event_loop(eventloop, publishes, links, stop, reconnect).await
     }
@@ -1005,7 +1042,7 @@ mod tests {
         let mut r = Reconnect::default();
         let mut ceilings = Vec::new();
         for _ in 0..8 {
-            let ceiling = r.retry.ceiling();
+            let ceiling = r.ceiling();
             assert!(r.failed(t) <= ceiling);
             ceilings.push(ceiling.as_secs());
         }
@@ -1022,6 +1059,19 @@ mod tests {
         // A failure without a connection in between never resets.
         r.failed(t + STABLE_CONNECTION * 3);
         assert_eq!(r.failures(), 2);
+    }
+
+    #[test]
+    fn reconnect_waits_grow_once_per_round_of_the_broker_list() {
+        let t = Instant::now();
+        let mut r = Reconnect::new(3);
+        let mut ceilings = Vec::new();
+        for _ in 0..12 {
+            let ceiling = r.ceiling();
+            assert!(r.failed(t) <= ceiling);
+            ceilings.push(ceiling.as_secs());
+        }
+        assert_eq!(ceilings, [1, 1, 1, 2, 2, 2, 4, 4, 4, 8, 8, 8]);
     }
 
     fn topics(n: usize) -> Vec<String> {

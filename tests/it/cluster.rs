@@ -277,6 +277,7 @@ async fn wait_status(
 
 /// The scenario, on `brokers`; `label` names the run in what it prints.
 async fn fails_over_in_the_middle_of_catch_up_and_ends_whole(mut brokers: Brokers, label: &str) {
+    log_if_asked();
     let c = community(label);
     let office = OfficeServer::running();
     let urls = brokers.screen_urls();

@@ -37,6 +37,18 @@ pub fn broker_url() -> String {
     format!("mqtt://127.0.0.1:{port}")
 }
 
+/// Logs what the daemons in this test process trace, to the test's output,
+/// when `GONGKAI_TEST_LOG` holds a filter (`gongkai=debug`): for reading a
+/// slow or failing run with `--nocapture`.
+pub fn log_if_asked() {
+    if let Ok(filter) = std::env::var("GONGKAI_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// A community name no other test (or earlier run on a shared broker) uses.
 pub fn community(test: &str) -> String {
     let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos() % 1_000_000_000_000;
