@@ -12,7 +12,8 @@
 //!   file descriptors per screen, and the broker's CPU over each interval.
 //!
 //! Against a single Mosquitto and a 3-node NATS JetStream cluster
-//! (`-- --broker mosquitto` or `nats` for one of them).
+//! (`-- --broker mosquitto` or `nats` for one of them; `--consumer-replicas
+//! N`, default 3, sets the NATS gateway's `consumer_replicas`).
 
 #[path = "../../tests/it/common/mod.rs"]
 mod common;
@@ -71,7 +72,10 @@ fn main() {
             }
         }
         if which.as_deref() != Some("mosquitto") {
-            if let Some(cluster) = nats::Cluster::start(3) {
+            let replicas = value_of("--consumer-replicas")
+                .map(|n| n.parse().expect("--consumer-replicas takes a number"))
+                .unwrap_or(3);
+            if let Some(cluster) = nats::Cluster::start(3, replicas) {
                 run(Brokers::Nats(cluster), screens).await;
             }
         }
@@ -85,14 +89,15 @@ enum Brokers {
 }
 
 impl Brokers {
-    fn describe(&self) -> &'static str {
+    fn describe(&self) -> String {
         match self {
             Brokers::Mosquitto(_) => {
-                "one Mosquitto 2.0, defaults (max_inflight_messages 20, max_queued_messages 1000), persistence on"
+                "one Mosquitto 2.0, defaults (max_inflight_messages 20, max_queued_messages 1000), persistence on".into()
             }
-            Brokers::Nats(_) => {
-                "NATS 2.9 cluster of 3, JetStream, MQTT stream_replicas 3, consumer_replicas 3; screens spread over the nodes"
-            }
+            Brokers::Nats(c) => format!(
+                "NATS 2.9 cluster of 3, JetStream, MQTT stream_replicas 3, consumer_replicas {}; screens spread over the nodes",
+                c.consumer_replicas
+            ),
         }
     }
 

@@ -22,12 +22,15 @@ struct Node {
 
 pub struct Cluster {
     nodes: Vec<Node>,
+    /// The MQTT gateway's `consumer_replicas`: how many nodes hold each
+    /// QoS 1 subscription's JetStream consumer.
+    pub consumer_replicas: usize,
     dir: tempfile::TempDir,
 }
 
 impl Cluster {
     /// `None` (and a SKIPPED line) without a `nats-server` binary.
-    pub fn start(nodes: usize) -> Option<Cluster> {
+    pub fn start(nodes: usize, consumer_replicas: usize) -> Option<Cluster> {
         if !tools("fleet", &["nats-server"]) {
             return None;
         }
@@ -42,6 +45,7 @@ impl Cluster {
             .collect();
         let mut cluster = Cluster {
             nodes,
+            consumer_replicas,
             dir: tempfile::tempdir().unwrap(),
         };
         cluster.restart();
@@ -85,7 +89,8 @@ impl Cluster {
                  max_payload: 1MB\n\
                  jetstream {{ store_dir: \"{store}\" }}\n\
                  cluster {{ name: gongkai-bench, listen: 127.0.0.1:{cluster}, routes: [{routes}] }}\n\
-                 mqtt {{ listen: 127.0.0.1:{mqtt}, stream_replicas: 3, consumer_replicas: 3 }}\n",
+                 mqtt {{ listen: 127.0.0.1:{mqtt}, stream_replicas: 3, consumer_replicas: {replicas} }}\n",
+                replicas = self.consumer_replicas,
                 name = node.name,
                 client = node.client_port,
                 store = dir.join(&node.name).display(),
