@@ -1788,3 +1788,66 @@ async fn the_feedback_inbox_filters_reveals_with_an_audit_and_drafts_a_reply_for
     assert!(replied.text.contains("data-receipt=\"A1B2C3\""));
     assert!(!replied.text.contains("data-receipt=\"B2C3D4\""));
 }
+
+/// Regression: the inbox loaded every item of the database for each
+/// request. It lists 50 at a time, newest first, with a link to the next
+/// 50 that keeps the filters, and counts what matches on every page.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_feedback_inbox_pages_fifty_at_a_time_newest_first_keeping_its_filters() {
+    let community = common::community("console-pages");
+    let office = console_office(&community, None, None);
+    let mut viewer = person(&office, "街道办", "viewer", None).await;
+    let mut store = OfficeStore::open(&office.database).unwrap();
+    let start = time::OffsetDateTime::now_utc() - time::Duration::hours(200);
+    // 120 items an hour apart; every other one about notice "n-even".
+    for n in 0..120i64 {
+        let mut item = feedback_item(&format!("P{n:05}"), "意见", "");
+        item.notice_id = Some(if n % 2 == 0 { "n-even" } else { "n-odd" }.into());
+        store
+            .add_feedback_received_at(
+                "lobby-1",
+                &community,
+                &[&item],
+                start + time::Duration::hours(n),
+            )
+            .unwrap();
+    }
+    let receipts = |page: &Answer| -> Vec<String> {
+        regex::Regex::new(r#"data-receipt="(P\d+)""#)
+            .unwrap()
+            .captures_iter(&page.text)
+            .map(|c| c[1].to_owned())
+            .collect()
+    };
+    let first = viewer.get("/console/feedback?notice=n-even").await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    assert!(first.text.contains("id=\"matching\">60<"), "{}", first.text);
+    let listed = receipts(&first);
+    assert_eq!(listed.len(), 50);
+    assert_eq!(
+        (listed[0].as_str(), listed[49].as_str()),
+        ("P00118", "P00020")
+    );
+    let next = html_unescape(
+        &regex::Regex::new(r#"href="([^"]+)" id="next-page""#)
+            .unwrap()
+            .captures(&first.text)
+            .unwrap_or_else(|| panic!("no next page in {}", first.text))[1],
+    );
+    assert!(next.contains("notice=n-even"), "{next}");
+    let second = viewer.get(&next).await;
+    assert_eq!(second.status, 200, "{}", second.text);
+    assert!(second.text.contains("id=\"matching\">60<"));
+    assert_eq!(
+        receipts(&second),
+        [
+            "P00018", "P00016", "P00014", "P00012", "P00010", "P00008", "P00006", "P00004",
+            "P00002", "P00000"
+        ]
+    );
+    assert!(!second.text.contains("id=\"next-page\""), "the last page");
+    assert!(second.text.contains("id=\"newest\""));
+    // A cursor that is not one is ignored: the newest page again.
+    let bad = viewer.get("/console/feedback?after=%3Cscript%3E").await;
+    assert_eq!(receipts(&bad)[0], "P00119");
+}
