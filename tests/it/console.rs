@@ -1295,9 +1295,34 @@ async fn a_draft_is_previewed_with_its_image_as_screens_page_it() {
         page.text.contains(&format!("{}/media/{sha}", office.url)),
         "the image URL fills itself"
     );
+    // Submitted for review: the supervisor's page offers the three
+    // previews, the kiosk's among them.
+    assert_eq!(
+        sign(&mut staff, &draft, "submit", &staff_key())
+            .await
+            .status,
+        303
+    );
+    let mut supervisor = person(&office, "王五", "supervisor", Some(&supervisor_key())).await;
+    let review = supervisor.get(&draft).await;
+    for size in ["landscape", "portrait", "kiosk"] {
+        assert!(
+            review.text.contains(&format!(
+                "href=\"{draft}/preview/{size}\" id=\"preview-{size}\""
+            )),
+            "{size}: {}",
+            review.text
+        );
+    }
     let page_count = regex::Regex::new(r#"id="page-count">(\d+)<"#).unwrap();
-    for (size, width, height) in [("landscape", 1920, 1080), ("portrait", 1080, 1920)] {
-        let preview = staff.get(&format!("{draft}/preview/{size}")).await;
+    let mut counts = BTreeMap::new();
+    let mut first_pages = BTreeMap::new();
+    for (size, width, height) in [
+        ("landscape", 1920, 1080),
+        ("portrait", 1080, 1920),
+        ("kiosk", 1920, 1080),
+    ] {
+        let preview = supervisor.get(&format!("{draft}/preview/{size}")).await;
         assert_eq!(preview.status, 200, "{}", preview.text);
         let count: usize = page_count.captures(&preview.text).unwrap()[1]
             .parse()
@@ -1306,17 +1331,52 @@ async fn a_draft_is_previewed_with_its_image_as_screens_page_it() {
             count >= 2,
             "{size}: a long notice is paged, {count} page(s)"
         );
-        let last = staff
-            .http
-            .get(staff.url(&format!("{draft}/preview/{size}/{count}")))
-            .header("cookie", staff.cookie_header())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(last.headers()["content-type"], "image/png");
-        let image = image::load_from_memory(&last.bytes().await.unwrap()).unwrap();
-        assert_eq!((image.width(), image.height()), (width, height));
+        counts.insert(size, count);
+        for page in [1, count] {
+            let answer = supervisor
+                .http
+                .get(supervisor.url(&format!("{draft}/preview/{size}/{page}")))
+                .header("cookie", supervisor.cookie_header())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.headers()["content-type"], "image/png");
+            let image = image::load_from_memory(&answer.bytes().await.unwrap())
+                .unwrap()
+                .to_rgb8();
+            assert_eq!((image.width(), image.height()), (width, height));
+            // Drawn, not blank: dark text on many rows (the last page may
+            // hold a few lines only, with the header and footer).
+            let inked_rows = (0..height)
+                .filter(|&y| (0..width).any(|x| image.get_pixel(x, y).0.iter().all(|&c| c < 96)))
+                .count();
+            assert!(
+                inked_rows as u32 > height / 10,
+                "{size} page {page}: text on {inked_rows} rows"
+            );
+            if page == 1 {
+                first_pages.insert(size, image);
+            }
+        }
     }
+    // The kiosk's notice view is the kiosk's own: its bar of buttons spans
+    // the screen above the footer, which the rotation has not, and leaves
+    // the body less room.
+    let bar = |image: &image::RgbImage| {
+        (0..image.height())
+            .filter(|&y| {
+                [2, image.width() / 2, image.width() - 3]
+                    .iter()
+                    .all(|&x| image.get_pixel(x, y).0 == [0xee, 0xf1, 0xf5])
+            })
+            .count()
+    };
+    assert!(bar(&first_pages["kiosk"]) > 24, "the kiosk's bar");
+    assert_eq!(bar(&first_pages["landscape"]), 0);
+    assert!(
+        counts["kiosk"] >= counts["landscape"],
+        "{counts:?}: the bar takes room"
+    );
     // Past the last page: refused, not drawn.
     let past = staff.get(&format!("{draft}/preview/landscape/99")).await;
     assert_eq!(past.status, 409);
