@@ -1,9 +1,12 @@
 //! Benchmark of the office console's pages, printed as figures (not
 //! asserted): the time a real `gongkai office serve` process takes to
-//! answer each page over loopback HTTP, with 1,000 published notices and
-//! 100,000 feedback items in its database, p50 and p95 of 200 requests a
-//! page, and the preview of every page of the finance sample. Measured at
-//! the client, so the figures include loopback HTTP.
+//! answer each page over loopback HTTPS, with 1,000 published notices,
+//! 100,000 feedback items (received over 200 days, most answered) and 200
+//! screens' retained statuses on a Mosquitto of its own: p50 and p95 of 200
+//! requests a page (of the fleet page, which reads the statuses from the
+//! broker on every request, fewer); and every page of the finance sample in
+//! the three previews (landscape, portrait, the kiosk's). Measured at the
+//! client, so the figures include loopback HTTPS.
 //!
 //! `cargo bench --bench console`; `-- --requests N` sends N a page.
 
@@ -12,7 +15,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::OfficeServer;
+use common::{Mosquitto, OfficeServer};
 use gongkai::office::console::{auth, compose};
 use gongkai::protocol::feedback::FeedbackItem;
 use gongkai::store::office::{DraftKind, DraftState, FeedbackBatchRef, OfficeStore, UserRole};
@@ -21,6 +24,12 @@ use time::OffsetDateTime;
 
 const NOTICES: usize = 1_000;
 const FEEDBACK: usize = 100_000;
+/// Feedback items received on one day: 100,000 over 200 days.
+const FEEDBACK_PER_DAY: usize = 500;
+const SCREENS: usize = 200;
+/// Requests of the fleet page at most: each waits for the broker's
+/// retained statuses.
+const FLEET_REQUESTS: usize = 40;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -35,7 +44,12 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
     let scope = "bench-console";
-    let office = OfficeServer::running_with(&format!("[[scope]]\nid = \"{scope}\"\n"));
+    let broker = Mosquitto::start_stock("console-bench", "");
+    let mut extra = format!("[[scope]]\nid = \"{scope}\"\n");
+    if let Some(broker) = &broker {
+        extra = format!("broker = \"{}\"\n{extra}", broker.url());
+    }
+    let office = OfficeServer::running_with(&extra);
     let started = Instant::now();
     let (cookie, middle) = fill(&office, scope);
     let sample = finance_sample(&office, scope);
@@ -46,17 +60,35 @@ fn main() {
     gongkai::tls::install_crypto_provider();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        for page in [
+        if let Some(broker) = &broker {
+            statuses(&broker.url(), scope).await;
+            println!(
+                "console: {SCREENS} screens' retained statuses on the broker ({} online, {} stale, {} offline)",
+                SCREENS - 20,
+                10,
+                10
+            );
+        } else {
+            println!("console: no mosquitto: the fleet page is not measured");
+        }
+        let http = client(&office);
+        let mut pages: Vec<(String, usize)> = [
             "/console".to_owned(),
             "/console/review".to_owned(),
             format!("/console/drafts/{middle}"),
             "/console/compose".to_owned(),
             "/console/audit".to_owned(),
-        ] {
+            "/console/feedback".to_owned(),
+            "/console/feedback?status=open&overdue=1".to_owned(),
+            "/console/feedback?notice=bench-0500".to_owned(),
+        ]
+        .into_iter()
+        .map(|page| (page, requests))
+        .collect();
+        if broker.is_some() {
+            pages.push(("/console/fleet".to_owned(), requests.min(FLEET_REQUESTS)));
+        }
+        for (page, requests) in pages {
             let mut times = Vec::with_capacity(requests);
             let mut bytes = 0;
             for _ in 0..requests {
@@ -74,7 +106,7 @@ fn main() {
             times.sort();
             let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
             println!(
-                "console: {page:<22} p50 {:>6.1} ms  p95 {:>6.1} ms  max {:>6.1} ms  ({bytes} bytes, {requests} requests)",
+                "console: {page:<40} p50 {:>6.1} ms  p95 {:>6.1} ms  max {:>6.1} ms  ({bytes} bytes, {requests} requests)",
                 ms(at(0.5)),
                 ms(at(0.95)),
                 ms(*times.last().unwrap())
@@ -82,7 +114,7 @@ fn main() {
         }
         // The finance sample previewed: the page listing its pages, then
         // every page's PNG, as a browser loads them one after another.
-        for size in ["landscape", "portrait"] {
+        for size in ["landscape", "portrait", "kiosk"] {
             let mut rounds = Vec::new();
             let mut pages = 0;
             for _ in 0..5 {
@@ -111,12 +143,70 @@ fn main() {
             }
             rounds.sort();
             println!(
-                "console: preview of the finance sample, {size}: {pages} pages in {:.0} ms (median of 5, fastest {:.0} ms; unoptimised build)",
+                "console: preview of the finance sample, {size}: {pages} pages in {:.0} ms (median of 5, fastest {:.0} ms)",
                 ms(rounds[2]),
                 ms(rounds[0])
             );
         }
     });
+}
+
+/// A client of `office` that trusts its certificate and follows no
+/// redirect.
+fn client(office: &OfficeServer) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+    if let Some(ca) = &office.ca_file {
+        let pem = std::fs::read(ca).unwrap();
+        builder = builder.tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).unwrap());
+    }
+    builder.build().unwrap()
+}
+
+/// Retained statuses of `SCREENS` screens of `scope`, as screens publish
+/// them: most online and fresh, ten whose last status is twenty minutes
+/// old, ten gone offline (their will).
+async fn statuses(url: &str, scope: &str) {
+    let topics = common::topics(scope);
+    let now = OffsetDateTime::now_utc();
+    let messages: Vec<(String, Vec<u8>)> = (0..SCREENS)
+        .map(|n| {
+            let screen = format!("bench-screen-{n:03}");
+            let payload = if n >= SCREENS - 10 {
+                gongkai::status::offline(&screen, scope)
+            } else {
+                let updated = if n >= SCREENS - 20 {
+                    now - time::Duration::minutes(20)
+                } else {
+                    now
+                };
+                let time = |t: OffsetDateTime| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .unwrap()
+                };
+                serde_json::to_vec(&serde_json::json!({
+                    "state": "online",
+                    "screen": screen,
+                    "community": scope,
+                    "software": env!("CARGO_PKG_VERSION"),
+                    "mode": "led",
+                    "started_at": time(now - time::Duration::days(3)),
+                    "updated_at": time(updated),
+                    "showing": {"id": format!("bench-{:04}", n % NOTICES), "version": 1},
+                    "active": NOTICES,
+                    "cached": NOTICES,
+                    "rejected": 0,
+                    "outbox": n % 3,
+                    "manifest": {"version": 1, "missing": 0},
+                    "display": "on",
+                }))
+                .unwrap()
+            };
+            (topics.status(&screen), payload)
+        })
+        .collect();
+    let mut publisher = common::publisher(url).await;
+    publisher.publish_retained_many(messages).await.unwrap();
+    publisher.close().await;
 }
 
 /// The finance sample as a draft of `scope`; returns its id.
@@ -200,23 +290,42 @@ fn fill(office: &OfficeServer, scope: &str) -> (String, i64) {
             middle = id;
         }
     }
-    let items: Vec<FeedbackItem> = (0..FEEDBACK)
-        .map(|n| FeedbackItem {
-            id: uuid::Uuid::new_v4().to_string(),
-            receipt: "K7Q2MD".into(),
-            created_at: "2026-10-08T10:00:00+08:00".into(),
-            notice_scope: None,
-            notice_id: Some(format!("bench-{:04}", n % NOTICES)),
-            notice_version: Some(1),
-            kind: "opinion".into(),
-            rating: None,
-            reasons: vec![],
-            text: "楼道灯坏了".into(),
-            contact: String::new(),
-        })
-        .collect();
-    for chunk in items.chunks(10_000) {
-        let refs: Vec<&FeedbackItem> = chunk.iter().collect();
+    // Received over the last 200 days, 500 a day, each with a receipt of
+    // its own; nine in ten of those older than 30 days are answered, by
+    // replies of 500 receipts each.
+    let receipt = |n: usize| {
+        let digits = b"0123456789ABCDEFGHJKLMNPQRSTUVWXYZ";
+        (0..6)
+            .map(|i| digits[(n / digits.len().pow(i)) % digits.len()] as char)
+            .collect::<String>()
+    };
+    for (day, chunk) in (0..FEEDBACK)
+        .collect::<Vec<_>>()
+        .chunks(FEEDBACK_PER_DAY)
+        .enumerate()
+    {
+        let items: Vec<FeedbackItem> = chunk
+            .iter()
+            .map(|&n| FeedbackItem {
+                id: uuid::Uuid::new_v4().to_string(),
+                receipt: receipt(n),
+                created_at: "2026-10-08T10:00:00+08:00".into(),
+                notice_scope: None,
+                notice_id: Some(format!("bench-{:04}", n % NOTICES)),
+                notice_version: Some(1),
+                kind: "opinion".into(),
+                rating: None,
+                reasons: vec![],
+                text: "楼道灯坏了".into(),
+                contact: if n % 4 == 0 {
+                    "13812341234".into()
+                } else {
+                    String::new()
+                },
+            })
+            .collect();
+        let refs: Vec<&FeedbackItem> = items.iter().collect();
+        let received = now - time::Duration::days(day as i64);
         store
             .add_feedback_batches(
                 &[FeedbackBatchRef {
@@ -224,9 +333,24 @@ fn fill(office: &OfficeServer, scope: &str) -> (String, i64) {
                     community: scope,
                     items: &refs,
                 }],
-                now,
+                received,
             )
             .unwrap();
+        if day > 30 {
+            let answered: Vec<String> = chunk
+                .iter()
+                .filter(|&&n| n % 10 != 0)
+                .map(|&n| receipt(n))
+                .collect();
+            store
+                .record_reply(
+                    &format!("reply-bench-{day:03}"),
+                    scope,
+                    &answered,
+                    received + time::Duration::days(5),
+                )
+                .unwrap();
+        }
     }
     let token = auth::random_token();
     store
