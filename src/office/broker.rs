@@ -25,7 +25,7 @@ use crate::status::StatusMessage;
 
 /// How long to wait for retained messages after the broker acknowledged a
 /// subscription (brokers send them right after the SUBACK).
-const RETAINED_GRACE: Duration = Duration::from_millis(700);
+pub const RETAINED_GRACE: Duration = Duration::from_millis(700);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A short-lived connection. Its event loop runs in a task of its own and
@@ -162,6 +162,24 @@ impl OneShotClient {
         }
         let _ = self.client.unsubscribe(filter).await;
         Ok(out)
+    }
+
+    /// Asks for `filter` at QoS 1 without waiting: the SUBACK and the
+    /// messages that follow come through `next_packet`. For a subscription
+    /// that stays (`office::watch`).
+    pub async fn request_subscription(&mut self, filter: &str) -> anyhow::Result<()> {
+        self.client.subscribe(filter, QoS::AtLeastOnce).await?;
+        Ok(())
+    }
+
+    /// The next packet from the broker, however long it takes; an error
+    /// once the connection is gone.
+    pub async fn next_packet(&mut self) -> anyhow::Result<Packet> {
+        match self.events.recv().await {
+            None => bail!("connection closed"),
+            Some(Err(e)) => bail!("{e}"),
+            Some(Ok(packet)) => Ok(packet),
+        }
     }
 
     pub async fn close(self) {

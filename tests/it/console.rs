@@ -380,8 +380,10 @@ async fn every_console_page_needs_login() {
         "/console/drafts/1/screens",
         "/console/drafts/1/preview/landscape",
         "/console/drafts/1/preview/portrait/1",
+        "/console/drafts/1/preview/kiosk",
         "/console/audit",
         "/console/fleet",
+        "/console/fleet/view",
         "/console/fleet/s-1/screenshot",
         "/console/fleet/s-1/screenshot.png",
         "/console/feedback",
@@ -1510,7 +1512,7 @@ async fn the_fleet_page_shows_real_and_stale_screens_and_staff_alone_take_a_scre
     );
     let row = fleet_row(&page, &screen);
     assert!(row.contains("在线"), "{row}\n{}", daemon.log_text());
-    assert!(!row.contains("离线超过5分钟"), "{row}");
+    assert!(!row.contains("离线"), "{row}");
     assert!(
         row.contains("value=\"screenshot\""),
         "staff see 截屏: {row}"
@@ -1534,14 +1536,59 @@ async fn the_fleet_page_shows_real_and_stale_screens_and_staff_alone_take_a_scre
         .publish_retained(&topics.status(&stale), serde_json::to_vec(&status).unwrap())
         .await
         .unwrap();
-    client.close().await;
-    let page = staff.get("/console/fleet").await;
+    // The server follows the statuses: the new one shows within moments.
+    let mut page = staff.get("/console/fleet").await;
+    for _ in 0..50 {
+        if page.text.contains(&format!("<tr data-screen=\"{stale}\">")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        page = staff.get("/console/fleet").await;
+    }
+    let row = fleet_row(&page, &stale);
+    assert!(row.contains("离线 10 分钟"), "{row}");
+    assert!(row.contains("最后一次状态未标明离线"), "{row}");
+    assert!(!fleet_row(&page, &screen).contains("离线"));
+    // The page renews its table from the fragment, which is the same table.
     assert!(
-        fleet_row(&page, &stale).contains("离线超过5分钟"),
+        page.text
+            .contains("id=\"fleet-view\" data-refresh=\"/console/fleet/view\" data-every=\"30\""),
         "{}",
         page.text
     );
-    assert!(!fleet_row(&page, &screen).contains("离线超过5分钟"));
+    let fragment = staff.get("/console/fleet/view").await;
+    assert_eq!(fragment.status, 200);
+    assert!(
+        fragment.headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("script-src 'self'")
+    );
+    assert!(!fragment.text.contains("<html"), "a fragment");
+    assert!(fleet_row(&fragment, &stale).contains("离线 10 分钟"));
+
+    // Its will: offline, and for how long counted from the last online
+    // status the office saw, which the will itself does not carry.
+    client
+        .publish_retained(
+            &topics.status(&stale),
+            gongkai::status::offline(&stale, &community),
+        )
+        .await
+        .unwrap();
+    client.close().await;
+    let mut row = String::new();
+    for _ in 0..50 {
+        row = fleet_row(&staff.get("/console/fleet/view").await, &stale).to_owned();
+        if row.contains("屏幕已断开") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        row.contains("离线 10 分钟") && row.contains("屏幕已断开"),
+        "{row}"
+    );
 
     // A viewer sees the fleet but no buttons, and a command posted anyway
     // is refused without reaching the screen or the audit trail.
