@@ -164,6 +164,39 @@ impl OneShotClient {
         Ok(out)
     }
 
+    /// The message retained on `topic`, an exact topic (no wildcard) that
+    /// holds one at most: returned as soon as it is in after the SUBACK,
+    /// so that only a topic holding none waits out `RETAINED_GRACE`.
+    pub async fn retained_on(&mut self, topic: &str) -> anyhow::Result<Option<Publish>> {
+        anyhow::ensure!(
+            !topic.contains(['+', '#']),
+            "{topic:?} is a filter, not a topic"
+        );
+        self.client.subscribe(topic, QoS::AtLeastOnce).await?;
+        let mut found = None;
+        let mut acked = false;
+        while !(acked && found.is_some()) {
+            let timeout = if acked {
+                RETAINED_GRACE
+            } else {
+                CONNECT_TIMEOUT
+            };
+            match tokio::time::timeout(timeout, self.events.recv()).await {
+                Err(_) if acked => break,
+                Err(_) => bail!("the broker did not acknowledge the subscription"),
+                Ok(None) => bail!("connection closed"),
+                Ok(Some(Err(e))) => bail!("{e}"),
+                Ok(Some(Ok(Packet::SubAck(_)))) => acked = true,
+                Ok(Some(Ok(Packet::Publish(p)))) if p.retain && p.topic == topic => {
+                    found = Some(p);
+                }
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+        let _ = self.client.unsubscribe(topic).await;
+        Ok(found)
+    }
+
     /// Asks for `filter` at QoS 1 without waiting: the SUBACK and the
     /// messages that follow come through `next_packet`. For a subscription
     /// that stays (`office::watch`).
@@ -388,8 +421,7 @@ async fn retained_manifest(
     client: &mut OneShotClient,
     topics: &TopicSpace,
 ) -> anyhow::Result<Option<RetainedManifest>> {
-    let retained = client.retained(&topics.manifest()).await?;
-    let Some(last) = retained.last() else {
+    let Some(last) = client.retained_on(&topics.manifest()).await? else {
         return Ok(None);
     };
     if last.payload.is_empty() {
