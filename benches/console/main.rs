@@ -6,17 +6,20 @@
 //! requests a page (of the fleet page, which reads the statuses from the
 //! broker on every request, fewer); and every page of the finance sample in
 //! the three previews (landscape, portrait, the kiosk's). Measured at the
-//! client, so the figures include loopback HTTPS.
+//! client, so the figures include loopback HTTPS. Then 发布 to a loopback
+//! fleet of ten real screens (`publish`).
 //!
 //! `cargo bench --bench console`; `-- --requests N` sends N a page.
 
-#[path = "../tests/it/common/mod.rs"]
+#[path = "../../tests/it/common/mod.rs"]
 mod common;
+mod publish;
 
 use std::time::{Duration, Instant};
 
 use common::{Mosquitto, OfficeServer};
 use gongkai::office::console::{auth, compose};
+use gongkai::protocol::SecretKey;
 use gongkai::protocol::feedback::FeedbackItem;
 use gongkai::store::office::{DraftKind, DraftState, FeedbackBatchRef, OfficeStore, UserRole};
 use gongkai::workdays::Calendar;
@@ -51,7 +54,8 @@ fn main() {
     }
     let office = OfficeServer::running_with(&extra);
     let started = Instant::now();
-    let (cookie, middle) = fill(&office, scope);
+    let (session, middle) = fill(&office, scope);
+    let cookie = session.cookie.clone();
     let sample = finance_sample(&office, scope);
     println!(
         "console: {NOTICES} published notices and {FEEDBACK} feedback items written in {:.1} s",
@@ -148,6 +152,9 @@ fn main() {
                 ms(rounds[0])
             );
         }
+        if let Some(broker) = &broker {
+            publish::run(&office, &broker.url(), scope, &session).await;
+        }
     });
 }
 
@@ -234,9 +241,19 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Writes the notices, the feedback and a staff session straight into the
-/// database; returns the session's cookie and a draft id in the middle.
-fn fill(office: &OfficeServer, scope: &str) -> (String, i64) {
+/// The staff session the bench's requests carry, and the keys the bench's
+/// staff member and supervisor sign with (enrolled as theirs).
+pub struct Session {
+    pub cookie: String,
+    pub csrf: String,
+    pub staff_key: SecretKey,
+    pub supervisor_key: SecretKey,
+}
+
+/// Writes the notices, the feedback, a staff member and a supervisor with
+/// their keys, and a staff session straight into the database; returns the
+/// session and a draft id in the middle.
+fn fill(office: &OfficeServer, scope: &str) -> (Session, i64) {
     let mut store = OfficeStore::open(&office.database).unwrap();
     let calendar = Calendar::national();
     let now = OffsetDateTime::now_utc();
@@ -352,14 +369,27 @@ fn fill(office: &OfficeServer, scope: &str) -> (String, i64) {
                 .unwrap();
         }
     }
-    let token = auth::random_token();
-    store
-        .add_user("bench", UserRole::Staff, "enrol", now.unix_timestamp() + 60)
-        .unwrap();
+    let (staff_key, supervisor_key) = (common::office_key(), common::supervisor_key());
     let password = auth::hash_password("bench password").unwrap();
-    store
-        .complete_enrolment("enrol", now.unix_timestamp(), &password, None)
-        .unwrap();
+    for (name, role, key) in [
+        ("bench", UserRole::Staff, &staff_key),
+        ("bench-supervisor", UserRole::Supervisor, &supervisor_key),
+    ] {
+        let enrolment = format!("enrol-{name}");
+        store
+            .add_user(name, role, &enrolment, now.unix_timestamp() + 60)
+            .unwrap();
+        store
+            .complete_enrolment(
+                &enrolment,
+                now.unix_timestamp(),
+                &password,
+                Some(&key.public().to_base64()),
+            )
+            .unwrap()
+            .unwrap();
+    }
+    let token = auth::random_token();
     store
         .create_session(
             &auth::token_hash(&token),
@@ -369,5 +399,11 @@ fn fill(office: &OfficeServer, scope: &str) -> (String, i64) {
             now.unix_timestamp(),
         )
         .unwrap();
-    (format!("{}={token}", auth::SESSION_COOKIE), middle)
+    let session = Session {
+        cookie: format!("{}={token}", auth::SESSION_COOKIE),
+        csrf: "csrf".to_owned(),
+        staff_key,
+        supervisor_key,
+    };
+    (session, middle)
 }
