@@ -1958,3 +1958,77 @@ async fn the_feedback_inbox_pages_fifty_at_a_time_newest_first_keeping_its_filte
     let bad = viewer.get("/console/feedback?after=%3Cscript%3E").await;
     assert_eq!(receipts(&bad)[0], "P00119");
 }
+
+/// A retained online status of `screen` in `community`, renewed now.
+fn online_status(screen: &str, community: &str) -> Vec<u8> {
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    serde_json::to_vec(&serde_json::json!({
+        "state": "online", "screen": screen, "community": community,
+        "software": "0.1.0", "mode": "led", "started_at": now, "updated_at": now,
+        "active": 1, "cached": 1, "rejected": 0, "outbox": 0,
+        "manifest": {"version": 1, "missing": 0},
+    }))
+    .unwrap()
+}
+
+/// The fleet page in a real browser renews its table by itself, under the
+/// console's CSP: a screen that appears later shows without a reload.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fleet_page_renews_its_table_in_a_browser_without_reloading() {
+    let Some(mosquitto) = Mosquitto::start("console-fleet-refresh", "") else {
+        return;
+    };
+    let Some(mut browsers) = Browsers::start("console-fleet-refresh") else {
+        return;
+    };
+    let community = common::community("console-fleet-refresh");
+    let office = console_office_plain(&community, Some(&mosquitto.url()), None);
+    let public = format!("http://localhost:{}", office.port);
+    person(&office, "赵六", "staff", Some(&staff_key())).await;
+    let topics = common::topics(&community);
+    let mut client = common::publisher(&mosquitto.url()).await;
+    let (first, later) = ("lobby-first", "lobby-later");
+    client
+        .publish_retained(&topics.status(first), online_status(first, &community))
+        .await
+        .unwrap();
+    let browser = browsers.profile().await;
+    login(&browser, &public, "赵六").await;
+    browser
+        .goto(&format!("{public}/console/fleet"))
+        .await
+        .unwrap();
+    browser::wait_for(&browser, &format!("tr[data-screen=\"{first}\"]")).await;
+    // Anything the page holds survives a renewal, which a reload would lose.
+    browser
+        .execute("document.body.dataset.kept = 'yes';", vec![])
+        .await
+        .unwrap();
+    client
+        .publish_retained(&topics.status(later), online_status(later, &community))
+        .await
+        .unwrap();
+    client.close().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(45);
+    while browser
+        .find(fantoccini::Locator::Css(&format!(
+            "tr[data-screen=\"{later}\"]"
+        )))
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the table was not renewed within 45 s:\n{}",
+            browser::page_text(&browser).await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let kept = browser
+        .execute("return document.body.dataset.kept || 'lost';", vec![])
+        .await
+        .unwrap();
+    assert_eq!(kept, "yes", "the page was renewed in place, not reloaded");
+}
