@@ -25,7 +25,7 @@ use crate::status::StatusMessage;
 
 /// How long to wait for retained messages after the broker acknowledged a
 /// subscription (brokers send them right after the SUBACK).
-const RETAINED_GRACE: Duration = Duration::from_millis(700);
+pub const RETAINED_GRACE: Duration = Duration::from_millis(700);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A short-lived connection. Its event loop runs in a task of its own and
@@ -162,6 +162,57 @@ impl OneShotClient {
         }
         let _ = self.client.unsubscribe(filter).await;
         Ok(out)
+    }
+
+    /// The message retained on `topic`, an exact topic (no wildcard) that
+    /// holds one at most: returned as soon as it is in after the SUBACK,
+    /// so that only a topic holding none waits out `RETAINED_GRACE`.
+    pub async fn retained_on(&mut self, topic: &str) -> anyhow::Result<Option<Publish>> {
+        anyhow::ensure!(
+            !topic.contains(['+', '#']),
+            "{topic:?} is a filter, not a topic"
+        );
+        self.client.subscribe(topic, QoS::AtLeastOnce).await?;
+        let mut found = None;
+        let mut acked = false;
+        while !(acked && found.is_some()) {
+            let timeout = if acked {
+                RETAINED_GRACE
+            } else {
+                CONNECT_TIMEOUT
+            };
+            match tokio::time::timeout(timeout, self.events.recv()).await {
+                Err(_) if acked => break,
+                Err(_) => bail!("the broker did not acknowledge the subscription"),
+                Ok(None) => bail!("connection closed"),
+                Ok(Some(Err(e))) => bail!("{e}"),
+                Ok(Some(Ok(Packet::SubAck(_)))) => acked = true,
+                Ok(Some(Ok(Packet::Publish(p)))) if p.retain && p.topic == topic => {
+                    found = Some(p);
+                }
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+        let _ = self.client.unsubscribe(topic).await;
+        Ok(found)
+    }
+
+    /// Asks for `filter` at QoS 1 without waiting: the SUBACK and the
+    /// messages that follow come through `next_packet`. For a subscription
+    /// that stays (`office::watch`).
+    pub async fn request_subscription(&mut self, filter: &str) -> anyhow::Result<()> {
+        self.client.subscribe(filter, QoS::AtLeastOnce).await?;
+        Ok(())
+    }
+
+    /// The next packet from the broker, however long it takes; an error
+    /// once the connection is gone.
+    pub async fn next_packet(&mut self) -> anyhow::Result<Packet> {
+        match self.events.recv().await {
+            None => bail!("connection closed"),
+            Some(Err(e)) => bail!("{e}"),
+            Some(Ok(packet)) => Ok(packet),
+        }
     }
 
     pub async fn close(self) {
@@ -370,8 +421,7 @@ async fn retained_manifest(
     client: &mut OneShotClient,
     topics: &TopicSpace,
 ) -> anyhow::Result<Option<RetainedManifest>> {
-    let retained = client.retained(&topics.manifest()).await?;
-    let Some(last) = retained.last() else {
+    let Some(last) = client.retained_on(&topics.manifest()).await? else {
         return Ok(None);
     };
     if last.payload.is_empty() {

@@ -363,7 +363,17 @@ pub async fn serve(
     let (database, database_thread) = Database::start(store)?;
     // The console shares the database thread (and makes the operator key
     // at the first start).
-    let console = super::console::Console::new(&config, database.clone())?;
+    // The screens' statuses, followed for the console's fleet page.
+    let settings = super::console::Settings::from_config(&config)?;
+    let fleet = settings.broker.clone().map(|connect| {
+        let scopes: Vec<String> = settings.scopes.iter().map(|s| s.id.clone()).collect();
+        super::watch::FleetWatch::start(connect, &settings.prefix, &scopes)
+    });
+    let console = super::console::Console::new(
+        settings,
+        database.clone(),
+        fleet.as_ref().map(|f| f.view.clone()),
+    )?;
     // Numbers past their time are gone before the server even listens.
     let app = App {
         database,
@@ -419,6 +429,9 @@ pub async fn serve(
     super::http::serve(listener, routes, &config.limits, tls, stop).await;
     if let Some(follower) = follower {
         follower.shutdown().await;
+    }
+    if let Some(fleet) = fleet {
+        fleet.shutdown().await;
     }
     // The router (dropped with every connection) and the sweeper hold the
     // last senders: once both are gone, the database thread ends.

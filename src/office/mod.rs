@@ -12,7 +12,8 @@
 //! (the public pages built from what that follow accepted); `staff`
 //! (tokens, listing and export, reply deadlines), `reply` (reply notices),
 //! `plays` (what the proof-of-play chains say, and whether they are whole);
-//! `console`, the web console mounted beside the intake.
+//! `watch` (the server's standing view of its screens' statuses); `console`,
+//! the web console mounted beside the intake.
 
 pub mod body;
 pub mod broker;
@@ -30,6 +31,7 @@ pub mod public;
 pub mod reply;
 pub mod sign;
 pub mod staff;
+pub mod watch;
 
 pub use broker::{fleet_status, publish};
 pub use config::ServerConfig;

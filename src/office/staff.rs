@@ -65,6 +65,28 @@ pub fn is_overdue(row: &FeedbackRow, now: OffsetDateTime, calendar: &Calendar) -
     row.replies.is_empty() && china_date(now) > reply_due(row, calendar)
 }
 
+/// The instant before which an unanswered item is overdue at `now`: the
+/// start, in China, of the first day whose reply deadline has not passed.
+/// `is_overdue(row)` is exactly `row.received_at < overdue_cutoff(now)` for
+/// an unanswered row, since a later day of receipt never has an earlier
+/// deadline; the store compares times of receipt with it, so that no
+/// working day is counted in SQL.
+pub fn overdue_cutoff(now: OffsetDateTime, calendar: &Calendar) -> OffsetDateTime {
+    let today = china_date(now);
+    // Today's items are due after today: step back while the day before
+    // is still in time. At most a few weeks of steps, holidays included.
+    let mut first_in_time = today;
+    while let Some(before) = first_in_time.previous_day() {
+        if calendar.add_working_days(before, REPLY_WORKING_DAYS) < today {
+            break;
+        }
+        first_in_time = before;
+    }
+    first_in_time
+        .midnight()
+        .assume_offset(crate::workdays::CHINA)
+}
+
 /// A warning for staff when the calendar does not list the holidays of a
 /// year that a deadline shown falls in (or of this year): such deadlines
 /// count weekends only.
@@ -344,6 +366,39 @@ mod tests {
         let mut answered = row.clone();
         answered.replies.push("reply-20260301-k7q2md".into());
         assert!(!is_overdue(&answered, datetime!(2026-06-01 00:00 UTC), &cn));
+    }
+
+    /// The cutoff the store filters by agrees with `is_overdue` for every
+    /// hour of receipt over months around 春节 and 国庆, and every `now`.
+    #[test]
+    fn the_overdue_cutoff_agrees_with_is_overdue() {
+        use time::macros::datetime;
+        let cn = Calendar::national();
+        for now in [
+            datetime!(2026-02-24 12:00 UTC),
+            datetime!(2026-03-05 15:59 UTC),
+            datetime!(2026-03-05 16:00 UTC),
+            datetime!(2026-10-09 01:00 UTC),
+            datetime!(2026-10-12 23:30 UTC),
+        ] {
+            let cutoff = overdue_cutoff(now, &cn);
+            let mut at = now - time::Duration::days(60);
+            while at <= now {
+                let row = received(at);
+                assert_eq!(
+                    is_overdue(&row, now, &cn),
+                    row.received_at < cutoff,
+                    "received {at}, now {now}, cutoff {cutoff}"
+                );
+                at += time::Duration::minutes(37);
+            }
+        }
+        // Friday 13 February 2026 in China is due 5 March: overdue from
+        // the 6th on, and the 14th (due the 6th) not yet.
+        assert_eq!(
+            overdue_cutoff(datetime!(2026-03-05 16:00 UTC), &cn),
+            datetime!(2026-02-14 00:00 +08:00)
+        );
     }
 
     #[test]

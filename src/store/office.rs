@@ -16,7 +16,9 @@ use crate::protocol::feedback::FeedbackItem;
 use crate::protocol::notice::rfc3339;
 
 mod console;
+mod feedback;
 pub use console::{AuditEntry, AuditLine, Draft, DraftKind, DraftState, Review, User, UserRole};
+pub use feedback::{FeedbackCursor, FeedbackPage, FeedbackQuery, FeedbackRow};
 
 const OFFICE_MIGRATIONS: &[&str] = &[
     "
@@ -216,6 +218,40 @@ CREATE TABLE media (
 -- Every console action's payload hash beside its audit line.
 ALTER TABLE audit ADD COLUMN payload_sha256 TEXT;
 ",
+    "
+-- The console's inbox at scale (`store::office::feedback`): filtered pages
+-- newest first and their counts, answered by indexes. Times of receipt get
+-- nine fractional digits (`received_text` writes them so from now on), so
+-- that their text sorts as the times do: '…05.5Z' sorted before '…05Z'.
+UPDATE feedback SET received_at = substr(received_at, 1, 19) || '.' ||
+    substr(CASE WHEN substr(received_at, 20, 1) = '.'
+                THEN substr(received_at, 21, length(received_at) - 21)
+                ELSE '' END || '000000000', 1, 9) || 'Z'
+WHERE received_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]*Z';
+-- Whether a reply was written for the item's receipt in its community,
+-- kept true by the triggers below whoever writes replies or feedback.
+ALTER TABLE feedback ADD COLUMN answered INTEGER NOT NULL DEFAULT 0;
+UPDATE feedback SET answered = EXISTS (SELECT 1 FROM replies r
+    WHERE r.receipt = feedback.receipt AND r.community = feedback.community);
+CREATE TRIGGER feedback_answered AFTER INSERT ON replies BEGIN
+    UPDATE feedback SET answered = 1
+    WHERE receipt = NEW.receipt AND community = NEW.community AND answered = 0;
+END;
+CREATE TRIGGER feedback_unanswered AFTER DELETE ON replies BEGIN
+    UPDATE feedback SET answered = EXISTS (SELECT 1 FROM replies r
+        WHERE r.receipt = OLD.receipt AND r.community = OLD.community)
+    WHERE receipt = OLD.receipt AND community = OLD.community;
+END;
+CREATE TRIGGER feedback_arrived AFTER INSERT ON feedback BEGIN
+    UPDATE feedback SET answered = 1
+    WHERE rowid = NEW.rowid AND EXISTS (SELECT 1 FROM replies r
+        WHERE r.receipt = NEW.receipt AND r.community = NEW.community);
+END;
+DROP INDEX feedback_received;
+CREATE INDEX feedback_newest ON feedback (received_at, id);
+CREATE INDEX feedback_open ON feedback (answered, received_at, id);
+CREATE INDEX feedback_notice ON feedback (notice_id, received_at, id);
+",
 ];
 
 mod plays;
@@ -239,32 +275,6 @@ pub struct FeedbackBatchRef<'a> {
     pub screen: &'a str,
     pub community: &'a str,
     pub items: &'a [&'a FeedbackItem],
-}
-
-/// One stored feedback item as staff see it, with the replies written to
-/// its receipt.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FeedbackRow {
-    pub id: String,
-    pub screen: String,
-    pub community: String,
-    pub receipt: String,
-    /// As the screen's clock had it.
-    pub created_at: String,
-    /// The office's clock: what deadlines count from.
-    pub received_at: OffsetDateTime,
-    /// The scope of an upper scope's notice; `None`: the screen's community.
-    pub notice_scope: Option<String>,
-    pub notice_id: Option<String>,
-    pub notice_version: Option<u64>,
-    pub kind: String,
-    pub rating: Option<u8>,
-    pub reasons: Vec<String>,
-    pub text: String,
-    /// Unmasked; callers mask it for display.
-    pub contact: String,
-    /// Ids of the reply notices written for this receipt, oldest first.
-    pub replies: Vec<String>,
 }
 
 /// One line of the audit trail.
@@ -375,8 +385,9 @@ impl OfficeStore {
         batches: &[FeedbackBatchRef<'_>],
         received: OffsetDateTime,
     ) -> Result<Vec<usize>> {
-        // UTC, so that the text sorts and compares like the times it holds.
-        let received = rfc3339(received.to_offset(time::UtcOffset::UTC));
+        // UTC with nine fractional digits, so that the text sorts and
+        // compares like the times it holds.
+        let received = feedback::received_text(received);
         let tx = self.conn.transaction()?;
         let mut new = Vec::with_capacity(batches.len());
         {
@@ -443,71 +454,6 @@ impl OfficeStore {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?)
-    }
-
-    /// Feedback received at `since` or later (all of it without), oldest
-    /// first, each with the replies written to its receipt.
-    pub fn feedback_rows(&self, since: Option<OffsetDateTime>) -> Result<Vec<FeedbackRow>> {
-        // Stored times are UTC RFC 3339 with a varying number of fractional
-        // digits, which do not sort as text within one second ("…05.5Z" <
-        // "…05Z"). The whole second before them, without its "Z", is a prefix
-        // that sorts before all of that second: SQL narrows by it and the
-        // exact comparison is made on parsed times below.
-        let bound = match since {
-            Some(t) => {
-                let t = t.to_offset(time::UtcOffset::UTC);
-                rfc3339(t.replace_nanosecond(0).unwrap_or(t))
-                    .trim_end_matches('Z')
-                    .to_owned()
-            }
-            None => String::new(),
-        };
-        let mut query = self.conn.prepare(
-            "SELECT f.id, f.screen, f.community, f.receipt, f.created_at, f.received_at,
-                    f.notice_id, f.notice_version, f.kind, f.rating, f.reasons, f.text,
-                    f.contact,
-                    (SELECT group_concat(r.notice_id, ' ') FROM
-                        (SELECT notice_id FROM replies
-                         WHERE receipt = f.receipt AND community = f.community
-                         ORDER BY written_at, notice_id) r),
-                    f.notice_scope
-             FROM feedback f
-             WHERE f.received_at >= ?1
-             ORDER BY f.received_at, f.receipt, f.id",
-        )?;
-        let mut rows = query.query([bound])?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            let received_at = parse_time(&r.get::<_, String>(5)?)?;
-            if since.is_some_and(|s| received_at < s) {
-                continue;
-            }
-            let reasons: String = r.get(10)?;
-            let replies: Option<String> = r.get(13)?;
-            out.push(FeedbackRow {
-                id: r.get(0)?,
-                screen: r.get(1)?,
-                community: r.get(2)?,
-                receipt: r.get(3)?,
-                created_at: r.get(4)?,
-                received_at,
-                notice_scope: r.get(14)?,
-                notice_id: r.get(6)?,
-                notice_version: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
-                kind: r.get(8)?,
-                rating: r.get(9)?,
-                reasons: serde_json::from_str(&reasons)
-                    .map_err(|e| StoreError::Corrupt(format!("reasons {reasons:?}: {e}")))?,
-                text: r.get(11)?,
-                contact: r.get(12)?,
-                replies: replies
-                    .map(|s| s.split(' ').map(str::to_owned).collect())
-                    .unwrap_or_default(),
-            });
-        }
-        // SQL's order was by text; within a second that is not by time.
-        out.sort_by_key(|r| r.received_at);
-        Ok(out)
     }
 
     /// The communities whose feedback carries `receipt` (none if unknown).
@@ -728,6 +674,67 @@ mod tests {
         assert_eq!(ids(datetime!(2026-10-08 02:00:05 UTC)), ["02", "03", "04"]);
         assert_eq!(ids(datetime!(2026-10-08 10:00:05.2 +08:00)), ["03", "04"]);
         assert_eq!(store.feedback_rows(None).unwrap().len(), 4);
+    }
+
+    /// Regression: times of receipt were stored with as many fractional
+    /// digits as they had, whose text does not sort as the times do; the
+    /// migration rewrites them, and marks the items already answered.
+    #[test]
+    fn the_inbox_migration_rewrites_times_and_marks_answered_items() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("office.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &OFFICE_MIGRATIONS[..6] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 6).unwrap();
+            for (id, receipt, at) in [
+                ("a", "K7Q2MD", "2026-10-08T02:00:05.5Z"),
+                ("b", "A1B2C3", "2026-10-08T02:00:05Z"),
+            ] {
+                conn.execute(
+                    "INSERT INTO feedback (id, screen, community, receipt, created_at,
+                         received_at, kind, reasons, text, contact)
+                     VALUES (?1, 'lobby-3', 'lixia-demo', ?2, ?3, ?3, 'opinion', '[]', '', '')",
+                    params![id, receipt, at],
+                )
+                .unwrap();
+            }
+            conn.execute(
+                "INSERT INTO replies VALUES ('K7Q2MD', 'lixia-demo', 'reply-a', ?1)",
+                ["2026-10-09T02:00:00Z"],
+            )
+            .unwrap();
+        }
+        let store = OfficeStore::open(&path).unwrap();
+        let page = store
+            .feedback_page(
+                &FeedbackQuery {
+                    limit: 10,
+                    ..FeedbackQuery::default()
+                },
+                datetime!(2026-10-08 02:00 UTC),
+            )
+            .unwrap();
+        let order: Vec<&str> = page.rows.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(order, ["a", "b"], "newest first: .5 s after the other");
+        assert_eq!(
+            page.rows[0].received_at,
+            datetime!(2026-10-08 02:00:05.5 UTC)
+        );
+        let answered = store
+            .feedback_page(
+                &FeedbackQuery {
+                    answered: Some(true),
+                    limit: 10,
+                    ..FeedbackQuery::default()
+                },
+                datetime!(2026-10-08 02:00 UTC),
+            )
+            .unwrap();
+        assert_eq!(answered.matching, 1);
+        assert_eq!(answered.rows[0].id, "a");
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The software renderer without a display: previews (`gongkai render`),
-//! pixel tests, and `gongkaid --demo` on a machine with no display, which
-//! writes each new frame to a PNG file.
+//! The software renderer without a display: previews (`gongkai render`, and
+//! the console's, a kiosk's opened notice among them), pixel tests, and
+//! `gongkaid --demo` on a machine with no display, which writes each new
+//! frame to a PNG file.
 //!
 //! Slint takes one platform per process: the first headless use installs
 //! ours, and a process that opened a real window cannot render headless.
@@ -21,7 +22,9 @@ use slint::platform::{EventLoopProxy, Platform, WindowAdapter};
 use time::OffsetDateTime;
 
 use super::paging::{fits_now, paginate};
-use super::{AppWindow, BlockView, Images, PageView, apply, body_blocks};
+use super::{
+    AppWindow, BlockView, Images, PageView, Screen, ScreenMode, ScreenView, apply, body_blocks,
+};
 use crate::protocol::Notice;
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -164,8 +167,44 @@ fn resize(window: &MinimalSoftwareWindow, ui: &AppWindow, width: u32, height: u3
     super::set_screen_size(ui, width, height);
 }
 
-/// Runs `f` with this thread's preview UI sized `width`×`height`.
+/// Where a previewed page is shown: how the UI frames it, and so how much
+/// room its body has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Look {
+    /// A lobby screen's rotation.
+    Rotation,
+    /// A notice a resident opened on a kiosk: the kiosk's own notice view,
+    /// with its bar of 返回, 上一页, 下一页, 评价, 异议 and 首页 under the body.
+    KioskNotice,
+}
+
+/// Puts the preview UI in `look`: one UI serves every preview of the
+/// thread, so each render says which it draws.
+fn set_look(ui: &AppWindow, look: Look) {
+    let screen = ui.global::<Screen>();
+    let (mode, view) = match look {
+        Look::Rotation => (ScreenMode::Led, ScreenView::Rotation),
+        Look::KioskNotice => (ScreenMode::Kiosk, ScreenView::Notice),
+    };
+    screen.set_mode(mode);
+    screen.set_view(view);
+    // A preview is of a notice in force, without another's urgent banner.
+    screen.set_mark("".into());
+    screen.set_banner("".into());
+}
+
+/// Runs `f` with this thread's preview UI sized `width`×`height`, in the
+/// rotation's look.
 fn with_preview<T>(
+    width: u32,
+    height: u32,
+    f: impl FnOnce(&MinimalSoftwareWindow, &AppWindow) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    with_preview_in(Look::Rotation, width, height, f)
+}
+
+fn with_preview_in<T>(
+    look: Look,
     width: u32,
     height: u32,
     f: impl FnOnce(&MinimalSoftwareWindow, &AppWindow) -> anyhow::Result<T>,
@@ -176,6 +215,7 @@ fn with_preview<T>(
             *slot = Some(new_window(width, height)?);
         }
         let (window, ui) = slot.as_ref().expect("set above");
+        set_look(ui, look);
         resize(window, ui, width, height);
         f(window, ui)
     })
@@ -233,11 +273,35 @@ pub fn render_notice(
 pub fn render_notice_page(
     notice: &Notice,
     images: &Images,
+    size: (u32, u32),
+    now: OffsetDateTime,
+    page: usize,
+) -> anyhow::Result<(RenderedPage, usize)> {
+    render_page_in(Look::Rotation, notice, images, size, now, page)
+}
+
+/// Page `page` (from 1) of a notice as a kiosk shows it when a resident
+/// opens it, and how many pages it has there: the kiosk's notice view,
+/// whose bar of buttons leaves the body less room than the rotation has.
+pub fn render_kiosk_page(
+    notice: &Notice,
+    images: &Images,
+    size: (u32, u32),
+    now: OffsetDateTime,
+    page: usize,
+) -> anyhow::Result<(RenderedPage, usize)> {
+    render_page_in(Look::KioskNotice, notice, images, size, now, page)
+}
+
+fn render_page_in(
+    look: Look,
+    notice: &Notice,
+    images: &Images,
     (width, height): (u32, u32),
     now: OffsetDateTime,
     page: usize,
 ) -> anyhow::Result<(RenderedPage, usize)> {
-    with_preview(width, height, |window, ui| {
+    with_preview_in(look, width, height, |window, ui| {
         let frame = PageView::new(notice, Vec::new(), 1, 1, now, None);
         apply(ui, &frame, images)?;
         let mut pages = paginate(ui, &frame, &body_blocks(notice, images));
@@ -273,6 +337,10 @@ fn draw_page(
     images: &Images,
 ) -> anyhow::Result<RenderedPage> {
     let (page, count) = at.page;
+    // The kiosk's page buttons, as `ui::notice` sets them (unused elsewhere).
+    let screen = ui.global::<Screen>();
+    screen.set_can_prev(page > 1);
+    screen.set_can_next(page < count);
     let view = PageView {
         blocks: at.blocks,
         page: format!("第 {page}/{count} 页"),

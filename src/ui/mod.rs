@@ -35,7 +35,8 @@ pub mod window;
 
 pub use controller::{Controller, Played, Setup, Snapshot};
 pub use headless::{
-    HeadlessWindow, RenderedPage, pages_of, render_notice, render_notice_page, render_rgba,
+    HeadlessWindow, RenderedPage, pages_of, render_kiosk_page, render_notice, render_notice_page,
+    render_rgba,
 };
 
 use crate::protocol::Notice;

@@ -482,7 +482,8 @@ async fn draft_page(
             body.push_str(&format!(
                 "<p class=\"previews\">预览（与公开屏分页一致）：\
                  <a href=\"/console/drafts/{id}/preview/landscape\" id=\"preview-landscape\">横屏</a> \
-                 <a href=\"/console/drafts/{id}/preview/portrait\" id=\"preview-portrait\">竖屏</a></p>"
+                 <a href=\"/console/drafts/{id}/preview/portrait\" id=\"preview-portrait\">竖屏</a> \
+                 <a href=\"/console/drafts/{id}/preview/kiosk\" id=\"preview-kiosk\">触摸屏（打开公告）</a></p>"
             ));
             body.push_str(&payload_html(payload));
             body.push_str(&format!(

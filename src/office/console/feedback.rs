@@ -1,5 +1,7 @@
-//! 居民意见 (the feedback inbox): what screens sent, with filters (status,
-//! notice, overdue by working days, as `office::staff` counts them),
+//! 居民意见 (the feedback inbox): what screens sent, newest first, 50 a
+//! page, with filters (status, notice, overdue by working days, as
+//! `office::staff` counts them; the store answers them in SQL, given the
+//! overdue cutoff as an instant),
 //! contact numbers masked until a person reveals one (a POST, audited
 //! before the number is shown), and the reply composer that turns chosen
 //! receipts into a `reply` draft, which then goes through the same review
@@ -16,10 +18,10 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use crate::office::reply::REPLY_SHOWN_FOR;
-use crate::office::staff::{is_overdue, reply_due};
+use crate::office::staff::{is_overdue, overdue_cutoff, reply_due};
 use crate::protocol::feedback::mask_contact;
 use crate::protocol::notice::is_receipt_code;
-use crate::store::office::{DraftKind, FeedbackRow, UserRole};
+use crate::store::office::{DraftKind, FeedbackCursor, FeedbackQuery, FeedbackRow, UserRole};
 use crate::workdays::china_date;
 
 use super::compose::{Form, FormBlock, WINDOW_CUSTOM};
@@ -27,8 +29,8 @@ use super::drafts::{conflict, save_form};
 use super::html::{self, csrf_field, esc};
 use super::{Console, FormBody, Page, require};
 
-/// At most this many items are listed at once (the newest that match).
-const LISTED: usize = 500;
+/// Items on one page of the inbox; the next page is a link.
+const PAGE: usize = 50;
 
 pub fn routes() -> Router<Console> {
     Router::new()
@@ -37,7 +39,7 @@ pub fn routes() -> Router<Console> {
         .route("/console/feedback/reply", post(compose_reply))
 }
 
-/// The inbox's filters, from its query.
+/// The inbox's filters and page, from its query.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct Filter {
@@ -47,20 +49,66 @@ pub struct Filter {
     pub notice: String,
     /// `1`: overdue items only.
     pub overdue: String,
+    /// The page: items after this cursor (`FeedbackCursor::to_param`).
+    pub after: String,
 }
 
 impl Filter {
-    fn keeps(&self, row: &FeedbackRow, overdue: bool) -> bool {
-        let status = match self.status.as_str() {
-            "open" => row.replies.is_empty(),
-            "replied" => !row.replies.is_empty(),
-            _ => true,
-        };
+    /// The store's query for these filters; `cutoff` is the instant before
+    /// which an unanswered item is overdue.
+    fn query(&self, cutoff: OffsetDateTime) -> FeedbackQuery {
         let notice = self.notice.trim();
-        status
-            && (notice.is_empty() || row.notice_id.as_deref() == Some(notice))
-            && (self.overdue != "1" || overdue)
+        FeedbackQuery {
+            answered: match self.status.as_str() {
+                "open" => Some(false),
+                "replied" => Some(true),
+                _ => None,
+            },
+            notice_id: (!notice.is_empty()).then(|| notice.to_owned()),
+            overdue_before: (self.overdue == "1").then_some(cutoff),
+            after: FeedbackCursor::parse(&self.after),
+            limit: PAGE,
+        }
     }
+
+    /// The inbox's address with these filters, from `after` when given.
+    fn href(&self, after: Option<&FeedbackCursor>) -> String {
+        let mut params: Vec<(&str, String)> = Vec::new();
+        if matches!(self.status.as_str(), "open" | "replied") {
+            params.push(("status", self.status.clone()));
+        }
+        if !self.notice.trim().is_empty() {
+            params.push(("notice", self.notice.trim().to_owned()));
+        }
+        if self.overdue == "1" {
+            params.push(("overdue", "1".to_owned()));
+        }
+        if let Some(after) = after {
+            params.push(("after", after.to_param()));
+        }
+        let query: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", url_encode(v)))
+            .collect();
+        if query.is_empty() {
+            "/console/feedback".to_owned()
+        } else {
+            format!("/console/feedback?{}", query.join("&"))
+        }
+    }
+}
+
+/// A query value percent-encoded (everything but unreserved characters).
+fn url_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
 }
 
 fn kind_label(kind: &str) -> &str {
@@ -84,21 +132,22 @@ async fn inbox(
 ) -> Response {
     let result: Page = async {
         let session = console.session(&headers).await?;
-        let rows = console.db(|store| Ok(store.feedback_rows(None)?)).await?;
         let now = OffsetDateTime::now_utc();
         let calendar = &console.settings.calendar;
+        let cutoff = overdue_cutoff(now, calendar);
+        let query = filter.query(cutoff);
+        let first = query.after.is_none();
+        let found = console
+            .db(move |store| Ok(store.feedback_page(&query, cutoff)?))
+            .await?;
         let staff = session.user.role == UserRole::Staff;
-        let mut matching: Vec<(&FeedbackRow, bool)> = rows
+        let listed: Vec<(&FeedbackRow, bool)> = found
+            .rows
             .iter()
             .map(|r| (r, is_overdue(r, now, calendar)))
-            .filter(|(r, overdue)| filter.keeps(r, *overdue))
             .collect();
-        let total = matching.len();
-        let overdue_count = rows.iter().filter(|r| is_overdue(r, now, calendar)).count();
-        matching.reverse();
-        matching.truncate(LISTED);
         let mut list = String::new();
-        for (row, overdue) in &matching {
+        for (row, overdue) in &listed {
             let about = match (&row.notice_id, row.notice_version) {
                 (Some(id), Some(v)) => format!(
                     "{}{} 第 {v} 版",
@@ -153,6 +202,24 @@ async fn inbox(
                 reply_due(row, calendar),
             ));
         }
+        let pages = format!(
+            "<p class=\"pages\">{}{}</p>",
+            if first {
+                String::new()
+            } else {
+                format!(
+                    "<a href=\"{}\" id=\"newest\">回到最新</a> ",
+                    esc(&filter.href(None))
+                )
+            },
+            match &found.next {
+                Some(next) => format!(
+                    "<a href=\"{}\" id=\"next-page\">下一页（更早的 {PAGE} 条）</a>",
+                    esc(&filter.href(Some(next)))
+                ),
+                None => "已是最后一页。".to_owned(),
+            }
+        );
         let filters = format!(
             "<form method=\"get\" action=\"/console/feedback\" class=\"card\">\
              <label>状态 <select name=\"status\"><option value=\"all\">全部</option>\
@@ -184,12 +251,14 @@ async fn inbox(
             "居民意见",
             Some(&session.viewer()),
             &format!(
-                "{filters}<p>符合条件 <strong id=\"matching\">{total}</strong> 条（显示最新 {} 条），\
-                 全部逾期未复 <strong id=\"overdue\">{overdue_count}</strong> 条。答复期限为收到后 {} 个工作日。</p>\
+                "{filters}<p>符合条件 <strong id=\"matching\">{}</strong> 条（本页 {} 条，从新到旧），\
+                 全部逾期未复 <strong id=\"overdue\">{}</strong> 条。答复期限为收到后 {} 个工作日。</p>\
                  <table class=\"list\" id=\"feedback\"><thead><tr><th></th><th>回执码</th><th>屏幕</th><th>时间</th>\
                  <th>关于</th><th>类型</th><th>评价</th><th>内容</th><th>答复期限</th><th>状态</th><th>联系方式</th>\
-                 </tr></thead><tbody>{list}</tbody></table>{composer}",
-                matching.len(),
+                 </tr></thead><tbody>{list}</tbody></table>{pages}{composer}",
+                found.matching,
+                listed.len(),
+                found.overdue,
                 crate::protocol::feedback::REPLY_WORKING_DAYS,
             ),
         ))
@@ -209,8 +278,11 @@ async fn reveal(
     let result: Page = async {
         let session = console.posted(&headers, form.get("csrf")).await?;
         require(&session, UserRole::Staff, "查看完整联系方式")?;
-        let rows = console.db(|store| Ok(store.feedback_rows(None)?)).await?;
-        let Some(row) = rows.into_iter().find(|r| r.id == id) else {
+        let wanted = id.clone();
+        let found = console
+            .db(move |store| Ok(store.feedback_item(&wanted)?))
+            .await?;
+        let Some(row) = found else {
             return Err(html::message(
                 StatusCode::NOT_FOUND,
                 "没有这条意见",

@@ -1,6 +1,10 @@
 //! 屏幕 (the fleet page): every screen of the console's scopes from its
-//! retained status on office.toml's broker, with the buttons that send it
-//! operator-signed commands (截屏, 识别) and its latest screenshot.
+//! retained status on office.toml's broker, as the server follows them
+//! (`office::watch`; read from the broker itself until that view is
+//! ready), with for how long an offline screen has been gone, the buttons
+//! that send it operator-signed commands (截屏, 识别) and its latest
+//! screenshot. The page renews its table every 30 seconds: the console's
+//! script fetches `/console/fleet/view`, the same table as a fragment.
 //!
 //! Anyone logged in sees the page; only staff see and may press the
 //! buttons, and every command sent is written to the audit trail.
@@ -26,12 +30,15 @@ use super::{Console, FormBody, Page, require, see_other};
 
 /// A screen whose status is older than this (or that is offline) is marked.
 pub const MARK_AFTER: time::Duration = time::Duration::minutes(5);
+/// How often the page renews its table.
+const REFRESH_SECONDS: u32 = 30;
 /// How long a command's sender waits for the screen's answer.
 const COMMAND_WAIT: Duration = Duration::from_secs(30);
 
 pub fn routes() -> Router<Console> {
     Router::new()
         .route("/console/fleet", get(fleet_page))
+        .route("/console/fleet/view", get(fleet_view))
         .route("/console/fleet/{scope}/{screen}/command", post(command))
         .route("/console/fleet/{screen}/screenshot", get(screenshot_page))
         .route(
@@ -53,13 +60,50 @@ fn when(t: OffsetDateTime) -> String {
     )
 }
 
-/// The state cell of an online status: 在线, or the mark when it has not
-/// been renewed for `MARK_AFTER`.
+/// For how long a screen has been offline, from the last time it said it
+/// was online: 离线 12 分钟, 离线 3 小时 5 分钟, 离线 2 天 4 小时.
+pub fn offline_for(last_online: OffsetDateTime, now: OffsetDateTime) -> String {
+    let minutes = (now - last_online).whole_minutes().max(0);
+    let (days, hours, minutes) = (minutes / 1440, minutes / 60 % 24, minutes % 60);
+    match (days, hours, minutes) {
+        (0, 0, 0) => "离线不到 1 分钟".to_owned(),
+        (0, 0, m) => format!("离线 {m} 分钟"),
+        (0, h, 0) => format!("离线 {h} 小时"),
+        (0, h, m) => format!("离线 {h} 小时 {m} 分钟"),
+        (d, 0, _) => format!("离线 {d} 天"),
+        (d, h, _) => format!("离线 {d} 天 {h} 小时"),
+    }
+}
+
+/// The state cell of an online status: 在线, or for how long it has been
+/// gone when it has not been renewed for `MARK_AFTER`.
 fn online_state(status: &ScreenStatus, now: OffsetDateTime) -> String {
     if now - status.updated_at > MARK_AFTER {
-        "<span class=\"stale\">离线超过5分钟</span>（最后一次状态未标明离线）".to_owned()
+        format!(
+            "<span class=\"stale\">{}</span>（最后一次状态未标明离线）",
+            offline_for(status.updated_at, now)
+        )
     } else {
         "在线".to_owned()
+    }
+}
+
+/// The state and last-seen cells of a screen whose will says offline:
+/// how long since its last online status, when the office saw one.
+fn offline_state(last_online: Option<OffsetDateTime>, now: OffsetDateTime) -> (String, String) {
+    match last_online {
+        Some(t) => (
+            format!(
+                "<span class=\"stale\">{}</span>（屏幕已断开）",
+                offline_for(t, now)
+            ),
+            when(t),
+        ),
+        None => (
+            "<span class=\"stale\">离线</span>（屏幕已断开；本服务启动以来未见其在线，离线时长未知）"
+                .to_owned(),
+            "未知".to_owned(),
+        ),
     }
 }
 
@@ -85,8 +129,15 @@ fn rejection(status: &ScreenStatus) -> String {
     }
 }
 
-/// The row of one screen; `buttons` when the viewer may send commands.
-fn row(scope: &str, entry: &FleetEntry, now: OffsetDateTime, buttons: Option<&str>) -> String {
+/// The row of one screen; `last_online` is the latest online status the
+/// server saw from it; `buttons` when the viewer may send commands.
+fn row(
+    scope: &str,
+    entry: &FleetEntry,
+    last_online: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+    buttons: Option<&str>,
+) -> String {
     let screen = entry.screen();
     let cells = match entry {
         FleetEntry::Read(StatusMessage::Online(s)) => format!(
@@ -103,10 +154,12 @@ fn row(scope: &str, entry: &FleetEntry, now: OffsetDateTime, buttons: Option<&st
             },
             rejection(s)
         ),
-        FleetEntry::Read(StatusMessage::Offline(_)) => "<td class=\"state\">\
-             <span class=\"stale\">离线</span>（屏幕已断开，离线时长未知）</td>\
-             <td>未知</td><td>—</td><td>—</td><td>—</td><td>—</td>"
-            .to_owned(),
+        FleetEntry::Read(StatusMessage::Offline(_)) => {
+            let (state, seen) = offline_state(last_online, now);
+            format!(
+                "<td class=\"state\">{state}</td><td>{seen}</td><td>—</td><td>—</td><td>—</td><td>—</td>"
+            )
+        }
         FleetEntry::Unreadable { error, .. } => format!(
             "<td class=\"state\">状态无法读取</td><td colspan=\"5\">{}</td>",
             esc(error)
@@ -136,48 +189,102 @@ fn row(scope: &str, entry: &FleetEntry, now: OffsetDateTime, buttons: Option<&st
 async fn fleet_page(State(console): State<Console>, headers: HeaderMap) -> Response {
     let result: Page = async {
         let session = console.session(&headers).await?;
-        let Some(broker) = console.settings.broker.clone() else {
-            return Err(super::drafts::conflict(
-                &session,
-                "office.toml 没有配置 broker，无法读取屏幕状态。",
-            ));
-        };
-        let connect = super::publish::one_shot(broker);
-        let now = OffsetDateTime::now_utc();
-        let buttons = (session.user.role == UserRole::Staff).then_some(session.csrf.as_str());
-        let mut rows = String::new();
-        let mut count = 0;
-        for scope in &console.settings.scopes {
-            let fleet =
-                crate::office::broker::fleet_status(&connect, &console.settings.prefix, &scope.id)
-                    .await
-                    .map_err(|e| {
-                        html::message(
-                            StatusCode::BAD_GATEWAY,
-                            "无法读取屏幕状态",
-                            Some(&session.viewer()),
-                            &format!("未能从消息服务器读取屏幕状态（{e:#}）。"),
-                        )
-                    })?;
-            count += fleet.len();
-            for entry in &fleet {
-                rows.push_str(&row(&scope.id, entry, now, buttons));
-            }
-        }
+        let table = fleet_table(&console, &session).await?;
         Ok(html::page(
             StatusCode::OK,
             "屏幕",
             Some(&session.viewer()),
             &format!(
-                "<p>共 {count} 块屏幕（来自各屏在消息服务器上保留的状态；超过 5 分钟没有新状态的屏幕标为“离线超过5分钟”）。</p>\
-                 <table class=\"list\" id=\"fleet\"><thead><tr><th>屏幕</th><th>范围</th><th>状态</th>\
-                 <th>最后在线</th><th>正在显示</th><th>缺少</th><th>待上传意见</th><th>最近拒收</th>\
-                 <th>操作</th></tr></thead><tbody>{rows}</tbody></table>"
+                "<section id=\"fleet-view\" data-refresh=\"/console/fleet/view\" \
+                 data-every=\"{REFRESH_SECONDS}\">{table}</section>"
             ),
         ))
     }
     .await;
     result.unwrap_or_else(|page| page)
+}
+
+/// The table of the fleet page alone, which its script fetches to renew it.
+async fn fleet_view(State(console): State<Console>, headers: HeaderMap) -> Response {
+    let result: Page = async {
+        let session = console.session(&headers).await?;
+        let table = fleet_table(&console, &session).await?;
+        let mut response =
+            ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], table).into_response();
+        html::secure_headers(&mut response);
+        Ok(response)
+    }
+    .await;
+    result.unwrap_or_else(|page| page)
+}
+
+/// Every screen of every scope, each with the last time the server saw it
+/// online: from the server's view once it is ready, else read from the
+/// broker now.
+async fn fleet_entries(
+    console: &Console,
+    session: &super::Session,
+) -> Result<Vec<(String, FleetEntry, Option<OffsetDateTime>)>, Response> {
+    let view = console.fleet.as_ref().map(|v| v.borrow().clone());
+    if let Some(view) = view.as_ref().filter(|v| v.ready) {
+        return Ok(console
+            .settings
+            .scopes
+            .iter()
+            .flat_map(|scope| {
+                view.scope(&scope.id)
+                    .map(|seen| (scope.id.clone(), seen.entry.clone(), seen.last_online))
+            })
+            .collect());
+    }
+    let Some(broker) = console.settings.broker.clone() else {
+        return Err(super::drafts::conflict(
+            session,
+            "office.toml 没有配置 broker，无法读取屏幕状态。",
+        ));
+    };
+    let connect = super::publish::one_shot(broker);
+    let mut out = Vec::new();
+    for scope in &console.settings.scopes {
+        let fleet =
+            crate::office::broker::fleet_status(&connect, &console.settings.prefix, &scope.id)
+                .await
+                .map_err(|e| {
+                    html::message(
+                        StatusCode::BAD_GATEWAY,
+                        "无法读取屏幕状态",
+                        Some(&session.viewer()),
+                        &format!("未能从消息服务器读取屏幕状态（{e:#}）。"),
+                    )
+                })?;
+        for entry in fleet {
+            let last_online = view
+                .as_ref()
+                .and_then(|v| v.last_online(&scope.id, entry.screen()));
+            out.push((scope.id.clone(), entry, last_online));
+        }
+    }
+    Ok(out)
+}
+
+/// The count and the table of the fleet page.
+async fn fleet_table(console: &Console, session: &super::Session) -> Result<String, Response> {
+    let entries = fleet_entries(console, session).await?;
+    let now = OffsetDateTime::now_utc();
+    let buttons = (session.user.role == UserRole::Staff).then_some(session.csrf.as_str());
+    let rows: String = entries
+        .iter()
+        .map(|(scope, entry, last_online)| row(scope, entry, *last_online, now, buttons))
+        .collect();
+    Ok(format!(
+        "<p>共 {} 块屏幕（来自各屏在消息服务器上保留的状态；超过 5 分钟没有新状态的屏幕标为离线，\
+         并注明离线多久；每 {REFRESH_SECONDS} 秒刷新，更新于 {}）。</p>\
+         <table class=\"list\" id=\"fleet\"><thead><tr><th>屏幕</th><th>范围</th><th>状态</th>\
+         <th>最后在线</th><th>正在显示</th><th>缺少</th><th>待上传意见</th><th>最近拒收</th>\
+         <th>操作</th></tr></thead><tbody>{rows}</tbody></table>",
+        entries.len(),
+        when(now)
+    ))
 }
 
 async fn command(
@@ -329,4 +436,59 @@ async fn screenshot_png(
     }
     .await;
     result.unwrap_or_else(|page| page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn an_offline_screen_says_for_how_long() {
+        let now = datetime!(2026-10-08 10:00 +08:00);
+        let ago = |minutes: i64| offline_for(now - time::Duration::minutes(minutes), now);
+        assert_eq!(ago(0), "离线不到 1 分钟");
+        assert_eq!(ago(12), "离线 12 分钟");
+        assert_eq!(ago(60), "离线 1 小时");
+        assert_eq!(ago(185), "离线 3 小时 5 分钟");
+        assert_eq!(ago(2 * 1440 + 4 * 60 + 59), "离线 2 天 4 小时");
+        assert_eq!(ago(3 * 1440 + 7), "离线 3 天");
+        // 12 minutes and 59 seconds are 12 minutes: never more than it was.
+        assert_eq!(
+            offline_for(now - time::Duration::seconds(12 * 60 + 59), now),
+            "离线 12 分钟"
+        );
+        // A screen clock ahead of the office's is not offline for less than 0.
+        assert_eq!(ago(-5), "离线不到 1 分钟");
+    }
+
+    #[test]
+    fn a_will_tells_how_long_only_when_the_office_saw_the_screen_online() {
+        let now = datetime!(2026-10-08 10:00 +08:00);
+        let (state, seen) = offline_state(Some(now - time::Duration::minutes(12)), now);
+        assert!(state.contains("离线 12 分钟"), "{state}");
+        assert_eq!(seen, "2026-10-08 09:48:00");
+        let (state, seen) = offline_state(None, now);
+        assert!(state.contains("离线时长未知"), "{state}");
+        assert_eq!(seen, "未知");
+    }
+
+    #[test]
+    fn a_status_not_renewed_says_how_long_since() {
+        let now = datetime!(2026-10-08 10:00 +08:00);
+        let status: ScreenStatus = serde_json::from_value(serde_json::json!({
+            "screen": "lobby-1", "community": "lixia-demo", "software": "0.1.0",
+            "mode": "led", "started_at": "2026-10-08T00:00:00Z",
+            "updated_at": "2026-10-08T01:38:00Z",
+            "active": 1, "cached": 1, "rejected": 0,
+            "manifest": {"version": 1, "missing": 0},
+        }))
+        .unwrap();
+        // 09:38 in China, 22 minutes before now.
+        assert!(online_state(&status, now).contains("离线 22 分钟"));
+        assert_eq!(
+            online_state(&status, datetime!(2026-10-08 09:40 +08:00)),
+            "在线"
+        );
+    }
 }

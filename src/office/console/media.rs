@@ -178,8 +178,12 @@ pub(super) fn preview_size(
     session: &Session,
     size: &str,
 ) -> Result<super::preview::Size, Response> {
-    super::preview::Size::parse(size)
-        .ok_or_else(|| bad_request(session, "预览尺寸只有横屏（landscape）和竖屏（portrait）。"))
+    super::preview::Size::parse(size).ok_or_else(|| {
+        bad_request(
+            session,
+            "预览只有横屏（landscape）、竖屏（portrait）和触摸屏（kiosk）三种。",
+        )
+    })
 }
 
 pub(super) async fn preview_page(

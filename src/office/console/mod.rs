@@ -128,6 +128,8 @@ pub struct Console {
     settings: Arc<Settings>,
     limiter: Arc<Mutex<LoginLimiter>>,
     previewer: preview::Previewer,
+    /// The screens' statuses as the server follows them, with a broker.
+    fleet: Option<tokio::sync::watch::Receiver<crate::office::watch::FleetView>>,
 }
 
 /// A logged-in person.
@@ -173,12 +175,17 @@ pub fn now_seconds() -> i64 {
 pub type Page = Result<Response, Response>;
 
 impl Console {
-    pub fn new(config: &ServerConfig, database: Database) -> anyhow::Result<Console> {
+    pub fn new(
+        settings: Settings,
+        database: Database,
+        fleet: Option<tokio::sync::watch::Receiver<crate::office::watch::FleetView>>,
+    ) -> anyhow::Result<Console> {
         Ok(Console {
             database,
-            settings: Arc::new(Settings::from_config(config)?),
+            settings: Arc::new(settings),
             limiter: Arc::new(Mutex::new(LoginLimiter::default())),
             previewer: preview::Previewer::start()?,
+            fleet,
         })
     }
 

@@ -1,6 +1,7 @@
 //! Previews of a draft exactly as screens page it: the screens' own Slint
-//! renderer (`ui::render_notice_page`), headless, at 1920×1080 and
-//! 1080×1920.
+//! renderer, headless: the rotation at 1920×1080 and 1080×1920
+//! (`ui::render_notice_page`), and the notice as a kiosk opens it, with its
+//! bar of buttons, at a kiosk's 1920×1080 (`ui::render_kiosk_page`).
 //!
 //! Slint keeps one platform per process and draws on the thread that first
 //! rendered, so one thread of the console's own does every render, taking
@@ -21,6 +22,8 @@ use crate::protocol::Notice;
 pub enum Size {
     Landscape,
     Portrait,
+    /// A kiosk's notice view, at the size a kiosk has by default.
+    Kiosk,
 }
 
 impl Size {
@@ -28,6 +31,7 @@ impl Size {
         match s {
             "landscape" => Some(Size::Landscape),
             "portrait" => Some(Size::Portrait),
+            "kiosk" => Some(Size::Kiosk),
             _ => None,
         }
     }
@@ -36,6 +40,7 @@ impl Size {
         match self {
             Size::Landscape => "landscape",
             Size::Portrait => "portrait",
+            Size::Kiosk => "kiosk",
         }
     }
 
@@ -43,6 +48,8 @@ impl Size {
         match self {
             Size::Landscape => (1920, 1080),
             Size::Portrait => (1080, 1920),
+            // `[display]`'s default width and height, a kiosk's too.
+            Size::Kiosk => (1920, 1080),
         }
     }
 
@@ -50,6 +57,7 @@ impl Size {
         match self {
             Size::Landscape => "横屏 1920×1080",
             Size::Portrait => "竖屏 1080×1920",
+            Size::Kiosk => "触摸屏打开公告 1920×1080",
         }
     }
 }
@@ -121,7 +129,11 @@ fn render(
     let cache = MediaCache::reader(dir.path());
     let (width, height) = size.pixels();
     let images = crate::ui::load_images(notice, &cache, width, height).0;
-    let (drawn, count) = crate::ui::render_notice_page(
+    let draw = match size {
+        Size::Landscape | Size::Portrait => crate::ui::render_notice_page,
+        Size::Kiosk => crate::ui::render_kiosk_page,
+    };
+    let (drawn, count) = draw(
         notice,
         &images,
         (width, height),
@@ -129,4 +141,17 @@ fn render(
         page,
     )?;
     Ok((crate::ui::png(&drawn.rgba, width, height)?, count))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_size_is_named_in_its_address() {
+        for size in [Size::Landscape, Size::Portrait, Size::Kiosk] {
+            assert_eq!(Size::parse(size.as_str()), Some(size));
+        }
+        assert_eq!(Size::parse("square"), None);
+    }
 }

@@ -1,5 +1,5 @@
-// The office console's script: signing keys that stay in this browser, and
-// image uploads. Served by the office under a Content-Security-Policy that
+// The office console's script: signing keys that stay in this browser,
+// image uploads, and the fleet page's renewed table. Served by the office under a Content-Security-Policy that
 // allows no other script.
 //
 // Keys: at enrolment the browser makes an Ed25519 key with WebCrypto (or
@@ -200,8 +200,31 @@ function uploads() {
   }
 }
 
+// The fleet page renews its table: every data-every seconds the table is
+// fetched again as HTML from data-refresh (same origin, under the page's
+// CSP) and put in place of the old one. Not while a button of the table
+// has the focus, about to be pressed, nor while the tab is hidden; a
+// failed fetch or a lost session (a redirect) leaves the table as it was.
+function fleetRefresh() {
+  const view = document.getElementById("fleet-view");
+  if (!view || !view.dataset.refresh) return;
+  const every = Number(view.dataset.every || 30) * 1000;
+  setInterval(async () => {
+    if (document.hidden || view.contains(document.activeElement)) return;
+    try {
+      const response = await fetch(view.dataset.refresh, { credentials: "same-origin", redirect: "manual" });
+      if (!response.ok) return;
+      const table = await response.text();
+      if (!view.contains(document.activeElement)) view.innerHTML = table;
+    } catch (e) {
+      // The next round tries again.
+    }
+  }, every);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   enrolment();
   signing();
   uploads();
+  fleetRefresh();
 });
