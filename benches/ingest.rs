@@ -341,7 +341,7 @@ async fn fresh_install(settings: Settings, n: usize) -> Row {
 /// (a) on a NATS JetStream cluster of three (see `nats`): the screen
 /// connects to one node, the office publishes through another.
 async fn fresh_install_nats(n: usize) -> Row {
-    let Some(cluster) = nats::Cluster::start(3) else {
+    let Some(cluster) = nats::Cluster::start(3, 3) else {
         return Row {
             case: "(a) fresh install, NATS",
             broker: "no nats-server",
