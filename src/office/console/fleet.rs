@@ -218,22 +218,28 @@ async fn fleet_view(State(console): State<Console>, headers: HeaderMap) -> Respo
     result.unwrap_or_else(|page| page)
 }
 
-/// Every screen of every scope, each with the last time the server saw it
-/// online: from the server's view once it is ready, else read from the
-/// broker now.
-async fn fleet_entries(
+/// Every screen of every scope (or of `only`), each with the last time the
+/// server saw it online: from the server's view once it is ready, else
+/// read from the broker now.
+pub(super) async fn fleet_entries(
     console: &Console,
     session: &super::Session,
+    only: Option<&str>,
 ) -> Result<Vec<(String, FleetEntry, Option<OffsetDateTime>)>, Response> {
+    let scopes: Vec<&super::Scope> = console
+        .settings
+        .scopes
+        .iter()
+        .filter(|s| only.is_none_or(|o| o == s.id))
+        .collect();
     let view = console.fleet.as_ref().map(|v| v.borrow().clone());
     if let Some(view) = view.as_ref().filter(|v| v.ready) {
-        return Ok(console
-            .settings
-            .scopes
+        return Ok(scopes
             .iter()
+            .copied()
             .flat_map(|scope| {
                 view.scope(&scope.id)
-                    .map(|seen| (scope.id.clone(), seen.entry.clone(), seen.last_online))
+                    .map(move |seen| (scope.id.clone(), seen.entry.clone(), seen.last_online))
             })
             .collect());
     }
@@ -245,7 +251,7 @@ async fn fleet_entries(
     };
     let connect = super::publish::one_shot(broker);
     let mut out = Vec::new();
-    for scope in &console.settings.scopes {
+    for scope in scopes {
         let fleet =
             crate::office::broker::fleet_status(&connect, &console.settings.prefix, &scope.id)
                 .await
@@ -269,7 +275,7 @@ async fn fleet_entries(
 
 /// The count and the table of the fleet page.
 async fn fleet_table(console: &Console, session: &super::Session) -> Result<String, Response> {
-    let entries = fleet_entries(console, session).await?;
+    let entries = fleet_entries(console, session, None).await?;
     let now = OffsetDateTime::now_utc();
     let buttons = (session.user.role == UserRole::Staff).then_some(session.csrf.as_str());
     let rows: String = entries

@@ -279,7 +279,8 @@ pub(super) fn holds(status: &crate::status::ScreenStatus, scope: &str, version: 
 }
 
 /// Which screens hold a published notice, from their retained statuses on
-/// the broker; the page renews itself every 5 seconds.
+/// the broker as the server follows them (`fleet::fleet_entries`); the page
+/// renews itself every 5 seconds.
 pub(super) async fn screens_page(
     State(console): State<Console>,
     UrlPath(id): UrlPath<i64>,
@@ -294,20 +295,12 @@ pub(super) async fn screens_page(
         else {
             return Err(conflict(&session, "这份公告尚未发布。"));
         };
-        let Some(broker) = console.settings.broker.clone() else {
-            return Err(conflict(&session, "office.toml 没有配置 broker，无法读取屏幕状态。"));
-        };
-        let connect = one_shot(broker);
-        let fleet = crate::office::broker::fleet_status(&connect, &console.settings.prefix, &draft.scope)
-            .await
-            .map_err(|e| {
-                html::message(
-                    StatusCode::BAD_GATEWAY,
-                    "无法读取屏幕状态",
-                    Some(&session.viewer()),
-                    &format!("未能从消息服务器读取屏幕状态（{e:#}）。"),
-                )
-            })?;
+        let fleet: Vec<FleetEntry> =
+            super::fleet::fleet_entries(&console, &session, Some(&draft.scope))
+                .await?
+                .into_iter()
+                .map(|(_, entry, _)| entry)
+                .collect();
         let now = OffsetDateTime::now_utc();
         let mut held = 0;
         let rows: String = fleet
