@@ -141,27 +141,7 @@ impl OneShotClient {
 
     /// The retained messages on `filter` (possibly none).
     pub async fn retained(&mut self, filter: &str) -> anyhow::Result<Vec<Publish>> {
-        self.client.subscribe(filter, QoS::AtLeastOnce).await?;
-        let mut out = Vec::new();
-        let mut acked = false;
-        loop {
-            let timeout = if acked {
-                RETAINED_GRACE
-            } else {
-                CONNECT_TIMEOUT
-            };
-            match tokio::time::timeout(timeout, self.events.recv()).await {
-                Err(_) if acked => break,
-                Err(_) => bail!("the broker did not acknowledge the subscription"),
-                Ok(None) => bail!("connection closed"),
-                Ok(Some(Err(e))) => bail!("{e}"),
-                Ok(Some(Ok(Packet::SubAck(_)))) => acked = true,
-                Ok(Some(Ok(Packet::Publish(p)))) if p.retain => out.push(p),
-                Ok(Some(Ok(_))) => {}
-            }
-        }
-        let _ = self.client.unsubscribe(filter).await;
-        Ok(out)
+        self.collect_retained(filter, false).await
     }
 
     /// The message retained on `topic`, an exact topic (no wildcard) that
@@ -172,10 +152,21 @@ impl OneShotClient {
             !topic.contains(['+', '#']),
             "{topic:?} is a filter, not a topic"
         );
-        self.client.subscribe(topic, QoS::AtLeastOnce).await?;
-        let mut found = None;
+        Ok(self.collect_retained(topic, true).await?.pop())
+    }
+
+    /// Subscribes to `filter` and collects its retained messages until
+    /// `RETAINED_GRACE` passes without one after the SUBACK, or, with
+    /// `first_only` (an exact topic), until the first is in.
+    async fn collect_retained(
+        &mut self,
+        filter: &str,
+        first_only: bool,
+    ) -> anyhow::Result<Vec<Publish>> {
+        self.client.subscribe(filter, QoS::AtLeastOnce).await?;
+        let mut out = Vec::new();
         let mut acked = false;
-        while !(acked && found.is_some()) {
+        while !(first_only && acked && !out.is_empty()) {
             let timeout = if acked {
                 RETAINED_GRACE
             } else {
@@ -187,14 +178,16 @@ impl OneShotClient {
                 Ok(None) => bail!("connection closed"),
                 Ok(Some(Err(e))) => bail!("{e}"),
                 Ok(Some(Ok(Packet::SubAck(_)))) => acked = true,
-                Ok(Some(Ok(Packet::Publish(p)))) if p.retain && p.topic == topic => {
-                    found = Some(p);
+                Ok(Some(Ok(Packet::Publish(p))))
+                    if p.retain && (!first_only || p.topic == filter) =>
+                {
+                    out.push(p);
                 }
                 Ok(Some(Ok(_))) => {}
             }
         }
-        let _ = self.client.unsubscribe(topic).await;
-        Ok(found)
+        let _ = self.client.unsubscribe(filter).await;
+        Ok(out)
     }
 
     /// Asks for `filter` at QoS 1 without waiting: the SUBACK and the
