@@ -285,6 +285,21 @@ enum UserCommand {
         #[arg(long)]
         role: String,
     },
+    /// Send an enrolled person back to enrolment (their browser, and the key
+    /// it held, are lost) and print their new one-time link. The old key is
+    /// retired: it signs nothing new, but what it signed still verifies.
+    /// Give screens the new `office trust` block once they have enrolled.
+    Reenrol {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// The old key may be in someone else's hands: trust it nowhere.
+        /// Screens given the new `office trust` block then reject what it
+        /// signed, so publish those notices again with the new keys.
+        #[arg(long)]
+        revoke: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -570,6 +585,34 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     "{} is added as {}. Give them this one-time enrolment link (valid {} hours):",
                     printable(&name),
                     role.as_str(),
+                    gongkai::office::console::auth::ENROLMENT_SECONDS / 3600
+                );
+                println!("{link}");
+            }
+            OfficeCommand::User {
+                command:
+                    UserCommand::Reenrol {
+                        config,
+                        name,
+                        revoke,
+                    },
+            } => {
+                let config = ServerConfig::load(&config)?;
+                let (link, old) = gongkai::office::console::reenrol_user(&config, &name, revoke)?;
+                match (old, revoke) {
+                    (Some(key), true) => println!(
+                        "The key {key} of {} is revoked: screens given the next `gongkai office trust` block reject what it signed.",
+                        printable(&name)
+                    ),
+                    (Some(key), false) => println!(
+                        "The key {key} of {} is retired: it signs nothing new, and what it signed still verifies.",
+                        printable(&name)
+                    ),
+                    (None, _) => {}
+                }
+                println!(
+                    "Give {} this one-time enrolment link (valid {} hours); once they have enrolled, give screens the new `gongkai office trust` block:",
+                    printable(&name),
                     gongkai::office::console::auth::ENROLMENT_SECONDS / 3600
                 );
                 println!("{link}");

@@ -5,10 +5,21 @@
 //! module reads no database.
 //!
 //! The follow itself is `daemon::Follower`, the screens' own intake.
+//! [`keep_following`] starts it again whenever the people enrolled change,
+//! so a notice signed by someone who enrolled after the server started is
+//! taken (and shown on the public page) as a screen given the new `[trust]`
+//! block takes it.
 
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::Failure;
 use crate::daemon::Follower;
 use crate::mqtt::{Brokers, Connect};
 use crate::protocol::{Follows, PublicKey, Role, Scope, TopicSpace};
+use crate::store::office::{User, UserRole};
 
 use super::config::ServerConfig;
 
@@ -45,6 +56,115 @@ pub fn follows(config: &ServerConfig, extra: &[TrustedKey]) -> Option<Follows> {
     });
     let home = scopes.next()?;
     Some(Follows::new(home, scopes.collect()))
+}
+
+/// The keys the console's people sign with, in every scope of office.toml
+/// (as the console's own check and the `[trust]` block count them): enrolled
+/// staff as office, supervisors as supervisor, and the server's operator
+/// key, which signs the console's manifests.
+pub fn enrolled_keys(
+    config: &ServerConfig,
+    users: &[User],
+    operator: &PublicKey,
+) -> Vec<TrustedKey> {
+    let mut people: Vec<(Role, PublicKey)> = users
+        .iter()
+        .filter_map(|user| {
+            let role = match user.role {
+                UserRole::Staff => Role::Office,
+                UserRole::Supervisor => Role::Supervisor,
+                UserRole::Viewer => return None,
+            };
+            let key = PublicKey::from_base64(user.public_key.as_deref()?).ok()?;
+            Some((role, key))
+        })
+        .collect();
+    people.push((Role::Operator, operator.clone()));
+    config
+        .scopes
+        .iter()
+        .flat_map(|scope| {
+            people.iter().map(|(role, key)| TrustedKey {
+                scope: scope.id.clone(),
+                role: *role,
+                key: key.clone(),
+            })
+        })
+        .collect()
+}
+
+/// How often [`keep_following`] looks at who is enrolled.
+pub const ENROLMENT_CHECK: Duration = Duration::from_secs(2);
+
+/// Runs `follower`, started with `keys`, until `cancel`; every
+/// [`ENROLMENT_CHECK`] asks `current` for the keys the follow should trust
+/// and, when they changed, starts the follow again with them (the store is
+/// kept; the new session takes the retained notices again, now judged with
+/// the new keys). A failed follow, or one that cannot start again, goes to
+/// `failed`, and this returns.
+pub async fn keep_following<F, Fut>(
+    config: ServerConfig,
+    mut follower: Follower,
+    mut keys: Vec<TrustedKey>,
+    current: F,
+    cancel: CancellationToken,
+    failed: mpsc::UnboundedSender<Failure>,
+) where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Vec<TrustedKey>>>,
+{
+    let mut failures = follower.failures.take();
+    let mut every = tokio::time::interval(ENROLMENT_CHECK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        let failure = async {
+            match failures.as_mut() {
+                Some(failures) => failures.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            failure = failure => {
+                let _ = failed.send(failure);
+                break;
+            }
+            _ = every.tick() => {}
+        }
+        let now = match current().await {
+            Ok(now) => now,
+            Err(e) => {
+                tracing::warn!("cannot read who is enrolled: {e:#}");
+                continue;
+            }
+        };
+        if now == keys {
+            continue;
+        }
+        tracing::info!(
+            "the people enrolled changed: following again with {} keys (was {})",
+            now.len(),
+            keys.len()
+        );
+        follower.shutdown().await;
+        match start(&config, &now).await {
+            Ok(Some(mut again)) => {
+                failures = again.failures.take();
+                follower = again;
+                keys = now;
+            }
+            Ok(None) => return,
+            Err(e) => {
+                let _ = failed.send(Failure {
+                    task: "follow",
+                    cause: format!("cannot follow again with the new keys: {e:#}"),
+                });
+                return;
+            }
+        }
+    }
+    follower.shutdown().await;
 }
 
 /// How the office reaches its broker, when office.toml names one.

@@ -365,9 +365,22 @@ pub async fn serve(
     // at the first start).
     // The screens' statuses, followed for the console's fleet page.
     let settings = super::console::Settings::from_config(&config)?;
+    let operator = settings.operator.public();
+    let remembered = database.call(|store| Ok(store.screens_seen()?)).await;
+    let remembered = match remembered {
+        Ok(seen) => seen,
+        Err(super::database::Failure::Failed(e)) => return Err(e),
+        Err(super::database::Failure::Closed) => anyhow::bail!("the database thread is gone"),
+    };
     let fleet = settings.broker.clone().map(|connect| {
         let scopes: Vec<String> = settings.scopes.iter().map(|s| s.id.clone()).collect();
-        super::watch::FleetWatch::start(connect, &settings.prefix, &scopes)
+        super::watch::FleetWatch::start(
+            connect,
+            &settings.prefix,
+            &scopes,
+            super::watch::FleetView::remembering(remembered),
+            Some(database.clone()),
+        )
     });
     let console = super::console::Console::new(
         settings,
@@ -380,9 +393,26 @@ pub async fn serve(
         reading: Reading::new(config.limits.body_timeout()),
     };
     sweep_contacts(&app).await;
-    // Enrolled people's keys join office.toml's here, once the office
-    // database holds them.
-    let mut follower = super::follow::start(&config, &[]).await?;
+    // The follow trusts the people enrolled besides office.toml's keys, and
+    // starts again when they change.
+    let enrolled = {
+        let (database, config) = (app.database.clone(), config.clone());
+        move || {
+            let (database, config, operator) = (database.clone(), config.clone(), operator.clone());
+            async move {
+                let users = database
+                    .call(|store| Ok(store.key_holders()?))
+                    .await
+                    .map_err(|e| match e {
+                        Failure::Closed => anyhow::anyhow!("the database thread is gone"),
+                        Failure::Failed(e) => e,
+                    })?;
+                Ok(super::follow::enrolled_keys(&config, &users, &operator))
+            }
+        }
+    };
+    let keys = enrolled().await?;
+    let follower = super::follow::start(&config, &keys).await?;
     let pages = match &follower {
         Some(_) => super::public::PublicPages::open(&config.follow_store())?,
         None => super::public::PublicPages::none(),
@@ -410,25 +440,31 @@ pub async fn serve(
     println!("listening on {scheme}://{}", listener.local_addr()?);
     // A follow that fails ends the server, as a failed task ends a screen:
     // public pages that silently stopped following would go stale.
-    let mut failures = follower.as_mut().and_then(|f| f.failures.take());
+    let (follow_failed, mut follow_failures) = tokio::sync::mpsc::unbounded_channel();
+    let stop_following = tokio_util::sync::CancellationToken::new();
+    let following = follower.map(|follower| {
+        tokio::spawn(super::follow::keep_following(
+            config.clone(),
+            follower,
+            keys,
+            enrolled,
+            stop_following.clone(),
+            follow_failed,
+        ))
+    });
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
     let stop = async move {
-        let failure = match failures.as_mut() {
-            Some(failures) => tokio::select! {
-                () = shutdown => None,
-                failure = failures.next() => Some(failure),
-            },
-            None => {
-                shutdown.await;
-                None
-            }
+        let failure = tokio::select! {
+            () = shutdown => None,
+            Some(failure) = follow_failures.recv() => Some(failure),
         };
         let _ = failed_tx.send(failure);
     };
     let routes = router(app, console).merge(super::public::router(pages));
     super::http::serve(listener, routes, &config.limits, tls, stop).await;
-    if let Some(follower) = follower {
-        follower.shutdown().await;
+    stop_following.cancel();
+    if let Some(following) = following {
+        let _ = following.await;
     }
     if let Some(fleet) = fleet {
         fleet.shutdown().await;

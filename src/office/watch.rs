@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::broker::{FleetEntry, OneShotClient, RETAINED_GRACE};
+use super::database::Database;
 use crate::backoff::Retry;
 use crate::mqtt::Connect;
 use crate::protocol::TopicSpace;
@@ -45,18 +46,44 @@ pub struct FleetView {
     /// is up: the view is the broker's.
     pub ready: bool,
     pub screens: BTreeMap<(String, String), Seen>,
+    /// Last online times kept in the office's database from before this
+    /// start, for screens whose first status now is a will.
+    remembered: BTreeMap<(String, String), OffsetDateTime>,
+}
+
+/// What a status did to the view that the office's database keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The screen's last online time moved forward to this.
+    Online(OffsetDateTime),
+    /// Its retained status was cleared: the screen is gone.
+    Forgotten,
 }
 
 impl FleetView {
+    /// A view that knows the last online times `remembered` (scope,
+    /// screen, time) from before.
+    pub fn remembering(remembered: Vec<(String, String, OffsetDateTime)>) -> Self {
+        FleetView {
+            remembered: remembered
+                .into_iter()
+                .map(|(scope, screen, at)| ((scope, screen), at))
+                .collect(),
+            ..FleetView::default()
+        }
+    }
+
     /// What a message on `screen`'s status topic in `scope` does: an empty
     /// payload (a retained status cleared) forgets the screen; anything
     /// else replaces its entry, and an online status moves `last_online`
     /// forward (never back: a message redelivered late changes nothing).
-    pub fn apply(&mut self, scope: &str, screen: &str, payload: &[u8]) {
+    /// Says what changed that is worth keeping.
+    pub fn apply(&mut self, scope: &str, screen: &str, payload: &[u8]) -> Option<Change> {
         let key = (scope.to_owned(), screen.to_owned());
         if payload.is_empty() {
             self.screens.remove(&key);
-            return;
+            self.remembered.remove(&key);
+            return Some(Change::Forgotten);
         }
         let entry = StatusMessage::parse(payload).map_or_else(
             |error| FleetEntry::Unreadable {
@@ -65,13 +92,21 @@ impl FleetView {
             },
             FleetEntry::Read,
         );
-        let before = self.screens.get(&key).and_then(|s| s.last_online);
+        let before = self
+            .screens
+            .get(&key)
+            .and_then(|s| s.last_online)
+            .or_else(|| self.remembered.get(&key).copied());
         let now_says = match &entry {
             FleetEntry::Read(StatusMessage::Online(s)) => Some(s.updated_at),
             _ => None,
         };
         let last_online = before.max(now_says);
         self.screens.insert(key, Seen { entry, last_online });
+        match last_online {
+            Some(at) if last_online != before => Some(Change::Online(at)),
+            _ => None,
+        }
     }
 
     /// The screens of `scope`, by id.
@@ -82,11 +117,14 @@ impl FleetView {
             .map(|(_, seen)| seen)
     }
 
-    /// The last online `updated_at` seen from `screen` of `scope`.
+    /// The last online `updated_at` seen from `screen` of `scope`, or
+    /// remembered from before this start.
     pub fn last_online(&self, scope: &str, screen: &str) -> Option<OffsetDateTime> {
+        let key = (scope.to_owned(), screen.to_owned());
         self.screens
-            .get(&(scope.to_owned(), screen.to_owned()))
+            .get(&key)
             .and_then(|s| s.last_online)
+            .or_else(|| self.remembered.get(&key).copied())
     }
 
     /// After a new subscription's retained statuses are in: a screen not
@@ -105,9 +143,17 @@ pub struct FleetWatch {
 
 impl FleetWatch {
     /// Starts watching the status topics of `scopes` under `prefix` through
-    /// `connect` (a fresh client id of its own each connection).
-    pub fn start(connect: Connect, prefix: &str, scopes: &[String]) -> FleetWatch {
-        let (tx, view) = watch::channel(FleetView::default());
+    /// `connect` (a fresh client id of its own each connection), from
+    /// `view` (what the office's database remembers), keeping what changes
+    /// in `database`.
+    pub fn start(
+        connect: Connect,
+        prefix: &str,
+        scopes: &[String],
+        view: FleetView,
+        database: Option<Database>,
+    ) -> FleetWatch {
+        let (tx, view) = watch::channel(view);
         let cancel = CancellationToken::new();
         let task = WatchTask {
             connect,
@@ -116,6 +162,7 @@ impl FleetWatch {
                 .map(|s| (s.clone(), TopicSpace::new(prefix, s)))
                 .collect(),
             view: tx,
+            database,
             cancel: cancel.clone(),
         };
         FleetWatch {
@@ -148,10 +195,34 @@ struct WatchTask {
     connect: Connect,
     spaces: Vec<(String, TopicSpace)>,
     view: watch::Sender<FleetView>,
+    database: Option<Database>,
     cancel: CancellationToken,
 }
 
 impl WatchTask {
+    /// Keeps what a status changed in the office's database, without
+    /// waiting for it: the view is right already, and a write that fails
+    /// only costs the offline time after the next restart.
+    fn keep(&self, scope: String, screen: String, change: Change) {
+        let Some(database) = self.database.clone() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let written = database
+                .call(move |store| {
+                    match change {
+                        Change::Online(at) => store.remember_online(&scope, &screen, at)?,
+                        Change::Forgotten => store.forget_screen(&scope, &screen)?,
+                    }
+                    Ok(())
+                })
+                .await;
+            if let Err(super::database::Failure::Failed(e)) = written {
+                tracing::warn!("cannot keep when a screen was last online: {e:#}");
+            }
+        });
+    }
+
     async fn run(self) {
         let mut retry = Retry::new(Duration::from_secs(1), Duration::from_secs(60));
         loop {
@@ -238,8 +309,12 @@ impl WatchTask {
                     if let Some(retained) = retained.as_mut() {
                         retained.insert((scope.clone(), screen.clone()));
                     }
+                    let mut change = None;
                     self.view
-                        .send_modify(|v| v.apply(&scope, &screen, &p.payload));
+                        .send_modify(|v| change = v.apply(&scope, &screen, &p.payload));
+                    if let Some(change) = change {
+                        self.keep(scope, screen, change);
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => return Ended::Failed(e),
@@ -309,6 +384,35 @@ mod tests {
         // A cleared retained status forgets the screen.
         view.apply("lixia-demo", "lobby-1", b"");
         assert_eq!(view.scope("lixia-demo").count(), 0);
+    }
+
+    #[test]
+    fn a_view_started_again_remembers_when_a_gone_screen_was_last_online() {
+        let (t1, t2) = (
+            datetime!(2026-10-08 02:00 UTC),
+            datetime!(2026-10-08 02:05 UTC),
+        );
+        let mut view = FleetView::remembering(vec![("lixia-demo".into(), "lobby-1".into(), t1)]);
+        // Its will is the first the new view hears: offline since t1.
+        let will = crate::status::offline("lobby-1", "lixia-demo");
+        assert_eq!(view.apply("lixia-demo", "lobby-1", &will), None);
+        assert_eq!(view.last_online("lixia-demo", "lobby-1"), Some(t1));
+        // Back online: the time moves, and is worth keeping; the same
+        // status again is not.
+        assert_eq!(
+            view.apply("lixia-demo", "lobby-1", &online("lobby-1", t2)),
+            Some(Change::Online(t2))
+        );
+        assert_eq!(
+            view.apply("lixia-demo", "lobby-1", &online("lobby-1", t2)),
+            None
+        );
+        assert_eq!(
+            view.apply("lixia-demo", "lobby-1", b""),
+            Some(Change::Forgotten)
+        );
+        assert_eq!(view.apply("lixia-demo", "lobby-1", &will), None);
+        assert_eq!(view.last_online("lixia-demo", "lobby-1"), None, "forgotten");
     }
 
     #[test]

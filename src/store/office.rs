@@ -17,7 +17,9 @@ use crate::protocol::notice::rfc3339;
 
 mod console;
 mod feedback;
-pub use console::{AuditEntry, AuditLine, Draft, DraftKind, DraftState, Review, User, UserRole};
+pub use console::{
+    AuditEntry, AuditLine, Draft, DraftKind, DraftState, OldKey, Review, User, UserRole,
+};
 pub use feedback::{FeedbackCursor, FeedbackPage, FeedbackQuery, FeedbackRow};
 
 const OFFICE_MIGRATIONS: &[&str] = &[
@@ -251,6 +253,28 @@ DROP INDEX feedback_received;
 CREATE INDEX feedback_newest ON feedback (received_at, id);
 CREATE INDEX feedback_open ON feedback (answered, received_at, id);
 CREATE INDEX feedback_notice ON feedback (notice_id, received_at, id);
+",
+    "
+-- Keys a person held before enrolling again (`gongkai office user
+-- reenrol`). A retired key signs nothing new in the console but still
+-- verifies what it signed, so it stays in the screens' trust; a revoked
+-- one (the key may be in someone else's hands) is trusted nowhere.
+CREATE TABLE old_keys (
+    public_key  TEXT PRIMARY KEY,
+    name        TEXT NOT NULL REFERENCES users (name),
+    role        TEXT NOT NULL CHECK (role IN ('staff', 'supervisor', 'viewer')),
+    retired_at  TEXT NOT NULL,
+    revoked     INTEGER NOT NULL CHECK (revoked IN (0, 1))
+);
+-- When each screen last said it was online (its status's updated_at), as
+-- the server's fleet watch saw it: a server started again still tells for
+-- how long a screen that went away meanwhile has been offline.
+CREATE TABLE screens_seen (
+    scope        TEXT NOT NULL,
+    screen       TEXT NOT NULL,
+    last_online  TEXT NOT NULL,
+    PRIMARY KEY (scope, screen)
+);
 ",
 ];
 

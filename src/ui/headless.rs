@@ -126,6 +126,51 @@ impl Platform for Headless {
 thread_local! {
     static SHARED: RefCell<Option<Rc<Shared>>> = const { RefCell::new(None) };
     static PREVIEW: RefCell<Option<(Rc<MinimalSoftwareWindow>, AppWindow)>> = const { RefCell::new(None) };
+    static PAGED: RefCell<Option<(PagingKey, Vec<Vec<BlockView>>)>> = const { RefCell::new(None) };
+}
+
+/// What the pages of a notice depend on: where and how large it is shown,
+/// the notice itself (by the hash of its JSON), and the images present.
+/// A preview asked for page after page of one notice pages it once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PagingKey {
+    look: Look,
+    size: (u32, u32),
+    notice: String,
+    shapes: Vec<(String, u32)>,
+}
+
+impl PagingKey {
+    fn of(look: Look, size: (u32, u32), notice: &Notice, images: &super::Images) -> Option<Self> {
+        let json = serde_json::to_vec(notice).ok()?;
+        Some(PagingKey {
+            look,
+            size,
+            notice: crate::protocol::sha256_hex(&json),
+            shapes: images.shapes(),
+        })
+    }
+}
+
+/// The pages of `notice` as `ui` (already showing its frame) lays them out,
+/// from the last call's when that was the same notice in the same place.
+fn paged(
+    key: Option<PagingKey>,
+    ui: &AppWindow,
+    frame: &PageView,
+    notice: &Notice,
+    images: &super::Images,
+) -> Vec<Vec<BlockView>> {
+    PAGED.with(|cell| {
+        if let (Some(key), Some((held, pages))) = (&key, cell.borrow().as_ref()) {
+            if key == held {
+                return pages.clone();
+            }
+        }
+        let pages = paginate(ui, frame, &body_blocks(notice, images));
+        *cell.borrow_mut() = key.map(|key| (key, pages.clone()));
+        pages
+    })
 }
 
 /// Installs the headless platform for this process, once, and returns what
@@ -304,7 +349,8 @@ fn render_page_in(
     with_preview_in(look, width, height, |window, ui| {
         let frame = PageView::new(notice, Vec::new(), 1, 1, now, None);
         apply(ui, &frame, images)?;
-        let mut pages = paginate(ui, &frame, &body_blocks(notice, images));
+        let key = PagingKey::of(look, (width, height), notice, images);
+        let mut pages = paged(key, ui, &frame, notice, images);
         let count = pages.len();
         if page == 0 || page > count {
             anyhow::bail!("{} has {count} page(s) at {width}x{height}", notice.id);
@@ -444,7 +490,7 @@ pub fn run_to_png(
 }
 
 fn write_png(path: &Path, rgba: &[u8], width: u32, height: u32) -> anyhow::Result<()> {
-    let png = super::png(rgba, width, height)?;
+    let png = super::png_fast(rgba, width, height)?;
     crate::files::write_atomically(path, &png)
         .with_context(|| format!("writing {}", path.display()))
 }

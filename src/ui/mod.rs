@@ -132,6 +132,18 @@ impl Images {
         self.by_media.get(id)
     }
 
+    /// What a notice's paging depends on here: which media are present and
+    /// their shapes, by id.
+    pub(crate) fn shapes(&self) -> Vec<(String, u32)> {
+        let mut shapes: Vec<(String, u32)> = self
+            .by_media
+            .iter()
+            .map(|(id, (_, aspect))| (id.clone(), aspect.to_bits()))
+            .collect();
+        shapes.sort();
+        shapes
+    }
+
     pub fn len(&self) -> usize {
         self.by_media.len()
     }
@@ -399,10 +411,27 @@ fn set_rows<T: Clone + 'static>(current: ModelRc<T>, rows: Vec<T>, set: impl FnO
 
 /// Encodes RGBA pixels as PNG.
 pub fn png(rgba: &[u8], width: u32, height: u32) -> anyhow::Result<Vec<u8>> {
+    encode_png(rgba, width, height, png::Compression::Default)
+}
+
+/// As [`png`], compressed for speed rather than size: for frames looked at
+/// at once and thrown away (previews, the demo's frames), where encoding a
+/// 1920×1080 frame well costs more than drawing it.
+pub fn png_fast(rgba: &[u8], width: u32, height: u32) -> anyhow::Result<Vec<u8>> {
+    encode_png(rgba, width, height, png::Compression::Fast)
+}
+
+fn encode_png(
+    rgba: &[u8],
+    width: u32,
+    height: u32,
+    compression: png::Compression,
+) -> anyhow::Result<Vec<u8>> {
     let mut out = Vec::new();
     let mut encoder = png::Encoder::new(&mut out, width, height);
     encoder.set_color(png::ColorType::Rgba);
     encoder.set_depth(png::BitDepth::Eight);
+    encoder.set_compression(compression);
     encoder.write_header()?.write_image_data(rgba)?;
     Ok(out)
 }

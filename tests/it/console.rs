@@ -515,6 +515,97 @@ async fn an_enrolment_link_works_once_and_the_session_cookie_is_strict() {
     );
 }
 
+/// `gongkai office user reenrol`.
+fn reenrol(office: &OfficeServer, name: &str, revoke: bool) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gongkai"));
+    command.args(["office", "user", "reenrol", "--name", name, "--config"]);
+    command.arg(&office.config);
+    if revoke {
+        command.arg("--revoke");
+    }
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_person_who_lost_their_key_enrols_again_and_the_old_key_is_retired_or_revoked() {
+    let community = common::community("console-reenrol");
+    let office = console_office(&community, None, None);
+    let mut lost = person(&office, "李四", "staff", Some(&staff_key())).await;
+    let (first, second, third) = (
+        staff_key(),
+        SecretKey::from_seed([23; 32]),
+        SecretKey::from_seed([24; 32]),
+    );
+
+    // The browser that held the key is lost: the office sends them back to
+    // enrolment. Their session ends with it.
+    let said = reenrol(&office, "李四", false);
+    assert!(said.contains("retired"), "{said}");
+    let link = said.lines().last().unwrap().to_owned();
+    assert!(link.contains("/console/enrol?token="), "{said}");
+    let old_session = lost.get("/console").await;
+    assert_eq!(
+        (old_session.status, old_session.location()),
+        (303, "/console/login")
+    );
+    let mut again = Agent::new(&office);
+    let enrolled = again.enrol(&link, Some(&second)).await;
+    assert_eq!(enrolled.status, 200, "{}", enrolled.text);
+    assert_eq!(again.login("李四", PASSWORD).await.status, 303);
+    // Screens trust the new key, and still the retired one, which verifies
+    // what it signed before.
+    let trust = trust_block(&office);
+    assert!(trust.contains(&second.public().to_base64()), "{trust}");
+    let retired = trust
+        .lines()
+        .find(|l| l.contains(&first.public().to_base64()))
+        .unwrap_or_else(|| panic!("the retired key is gone: {trust}"));
+    assert!(retired.contains("李四（旧密钥，"), "{retired}");
+
+    // A key that may have leaked is revoked: trusted nowhere, and it cannot
+    // be enrolled again.
+    let said = reenrol(&office, "李四", true);
+    assert!(said.contains("revoked"), "{said}");
+    let link = said.lines().last().unwrap().to_owned();
+    let trust = trust_block(&office);
+    assert!(!trust.contains(&second.public().to_base64()), "{trust}");
+    assert!(trust.contains(&first.public().to_base64()), "{trust}");
+    let mut thief = Agent::new(&office);
+    let refused = thief.enrol(&link, Some(&second)).await;
+    assert_eq!(refused.status, 409, "{}", refused.text);
+    assert!(refused.text.contains("已被吊销"), "{}", refused.text);
+    let mut fresh = Agent::new(&office);
+    let enrolled = fresh.enrol(&link, Some(&third)).await;
+    assert_eq!(enrolled.status, 200, "{}", enrolled.text);
+    assert!(trust_block(&office).contains(&third.public().to_base64()));
+    // Every step is in the audit trail.
+    let store = OfficeStore::open(&office.database).unwrap();
+    let audit: Vec<String> = store
+        .audit_entries()
+        .unwrap()
+        .into_iter()
+        .map(|a| a.what)
+        .collect();
+    for what in [
+        format!(
+            "user 李四: key {} retired; new enrolment link issued",
+            first.public().to_base64()
+        ),
+        format!(
+            "user 李四: key {} revoked; new enrolment link issued",
+            second.public().to_base64()
+        ),
+    ] {
+        assert!(audit.contains(&what), "{what} not in {audit:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn csrf_is_refused_and_nothing_changes() {
     let community = common::community("console-csrf");
@@ -867,6 +958,27 @@ async fn compose_review_return_fix_approve_publish_reaches_a_real_screen() {
     assert_eq!(published.status, 303, "{}", published.text);
     assert_eq!(state_of(&mut staff, &draft).await, "已发布");
     screen_holds(&daemon, &store, "2026q4-finance-001", 1);
+    // The public page, with no login: the office's follow took the notice
+    // signed by two people who enrolled after the server started, and
+    // shows the review mark.
+    let mut resident = Agent::new(&office);
+    let public = format!("/n/{community}/2026q4-finance-001");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let page = resident.get(&public).await;
+        if page.status == 200 && page.text.contains("居务监督委员会审核</span>") {
+            assert!(page.text.contains("第四季度财务公开"), "{}", page.text);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the public page lacks the reviewed notice: {} {}\n{}",
+            page.status,
+            page.text,
+            office.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     // The console reads the screen's status: it holds the notice.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let row = format!("data-screen=\"{}\"", common::screen_id(&community));
@@ -1131,6 +1243,39 @@ async fn the_whole_loop_in_real_browsers_and_no_key_leaves_them() {
     browser::click(&staff, "#publish").await;
     browser::wait_for_text(&staff, "#state", "已发布").await;
     screen_holds(&daemon, &store, "2026q4-finance-001", 1);
+    // A resident opens the QR code's page: the reviewed version, with the
+    // mark the supervisor's signature earns.
+    let resident = browsers.profile().await;
+    let page = format!("{public}/n/{community}/2026q4-finance-001");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        resident.goto(&page).await.unwrap();
+        let mark = match resident
+            .find(fantoccini::Locator::Css("p.meta .review"))
+            .await
+        {
+            Ok(element) => element.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if mark.contains("居务监督委员会审核") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the public page shows no review mark: {}",
+            resident.source().await.unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let title = resident.find(fantoccini::Locator::Css("h1")).await.unwrap();
+    assert!(
+        title
+            .text()
+            .await
+            .unwrap()
+            .contains("2026年第四季度财务收支公开")
+    );
+    resident.close().await.unwrap();
     // The stored envelope carries the browsers' signatures by the enrolled keys.
     let office_store = OfficeStore::open(&office.database).unwrap();
     let users = office_store.users().unwrap();
@@ -1482,7 +1627,7 @@ async fn the_fleet_page_shows_real_and_stale_screens_and_staff_alone_take_a_scre
         return;
     };
     let community = common::community("console-fleet");
-    let office = console_office(&community, Some(&mosquitto.url()), None);
+    let mut office = console_office(&community, Some(&mosquitto.url()), None);
     let mut staff = person(&office, "赵六", "staff", Some(&staff_key())).await;
     let mut viewer = person(&office, "街道办", "viewer", None).await;
     // Screens need a supervisor key to trust.
@@ -1588,6 +1733,29 @@ async fn the_fleet_page_shows_real_and_stale_screens_and_staff_alone_take_a_scre
     assert!(
         row.contains("离线 10 分钟") && row.contains("屏幕已断开"),
         "{row}"
+    );
+    // The server starts again. All the broker holds of that screen is its
+    // will, yet the office still knows since when it has been offline.
+    office.restart();
+    let mut row = String::new();
+    for _ in 0..100 {
+        let fragment = staff.get("/console/fleet/view").await;
+        if fragment.status == 200
+            && fragment
+                .text
+                .contains(&format!("<tr data-screen=\"{stale}\">"))
+        {
+            row = fleet_row(&fragment, &stale).to_owned();
+            if row.contains("屏幕已断开") {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        row.contains("离线 10 分钟") && row.contains("屏幕已断开"),
+        "after a restart: {row}\n{}",
+        office.log_text()
     );
 
     // A viewer sees the fleet but no buttons, and a command posted anyway

@@ -360,12 +360,37 @@ pub fn add_user(config: &ServerConfig, name: &str, role: UserRole) -> anyhow::Re
     ))
 }
 
+/// `gongkai office user reenrol`: sends an enrolled person back to
+/// enrolment (a lost browser, a new computer, a key that may have leaked)
+/// and returns their new one-time link, with the key they held. That key
+/// is retired (it still verifies what it signed, so screens keep trusting
+/// it) or, with `revoke`, trusted nowhere from the next `[trust]` block on.
+pub fn reenrol_user(
+    config: &ServerConfig,
+    name: &str,
+    revoke: bool,
+) -> anyhow::Result<(String, Option<String>)> {
+    let settings = Settings::from_config(config)?;
+    let token = auth::random_token();
+    let mut store = OfficeStore::open(&config.database)?;
+    let old = store.reenrol_user(
+        name.trim(),
+        &auth::token_hash(&token),
+        now_seconds() + auth::ENROLMENT_SECONDS,
+        revoke,
+    )?;
+    Ok((
+        format!("{}/console/enrol?token={token}", settings.public_url),
+        old,
+    ))
+}
+
 /// `gongkai office trust`: the `[trust]` block screens need.
 pub fn trust(config: &ServerConfig) -> anyhow::Result<String> {
     let settings = Settings::from_config(config)?;
     let store = OfficeStore::open(&config.database)?;
     Ok(keys::trust_block(
-        &store.users()?,
+        &store.key_holders()?,
         &settings.scopes,
         &settings.operator.public(),
     ))

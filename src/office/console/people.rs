@@ -15,6 +15,7 @@ use axum::routing::get;
 use std::net::SocketAddr;
 
 use crate::protocol::PublicKey;
+use crate::store::StoreError;
 use crate::store::office::UserRole;
 
 use super::html::{self, csrf_field, esc};
@@ -224,8 +225,7 @@ fn enrol_refused(status: StatusCode, text: &str) -> Response {
     html::message(status, "登记链接无效", None, text)
 }
 
-const LINK_INVALID: &str =
-    "这个登记链接无效、已使用或已过期。请向管理员索取新的登记链接（gongkai office user add）。";
+const LINK_INVALID: &str = "这个登记链接无效、已使用或已过期。请向管理员索取新的登记链接（gongkai office user add，已登记的人为 gongkai office user reenrol）。";
 
 async fn enrol_page(State(console): State<Console>, Query(query): Query<TokenQuery>) -> Response {
     let hash = auth::token_hash(&query.token);
@@ -353,16 +353,23 @@ async fn enrol(State(console): State<Console>, headers: HeaderMap, body: Bytes) 
     let stored_key = key_text.clone();
     let done = match console
         .db(move |store| {
-            Ok(store.complete_enrolment(
+            match store.complete_enrolment(
                 &hash,
                 now_seconds(),
                 &password_hash,
                 stored_key.as_deref(),
-            )?)
+            ) {
+                Ok(done) => Ok(Ok(done)),
+                Err(StoreError::Refused(why)) => Ok(Err(why)),
+                Err(e) => Err(e.into()),
+            }
         })
         .await
     {
-        Ok(done) => done,
+        Ok(Ok(done)) => done,
+        Ok(Err(why)) => {
+            return html::message(StatusCode::CONFLICT, "不能登记这个密钥", None, &why);
+        }
         Err(page) => return page,
     };
     let Some(user) = done else {

@@ -85,8 +85,9 @@ impl Previewer {
         std::thread::Builder::new()
             .name("console-preview".into())
             .spawn(move || {
+                let mut decoded = None;
                 for job in rx {
-                    let result = render(&job.notice, &job.images, job.size, job.page);
+                    let result = render(&job.notice, &job.images, job.size, job.page, &mut decoded);
                     let _ = job.answer.send(result);
                 }
             })?;
@@ -116,19 +117,44 @@ impl Previewer {
     }
 }
 
+/// The images the last render decoded, with what they were decoded for:
+/// the notice's media (id and hash), the images' hashes and the size. Page after page
+/// of one draft decodes them once.
+type Decoded = Option<((Vec<String>, Vec<String>, (u32, u32)), crate::ui::Images)>;
+
 fn render(
     notice: &Notice,
     images: &[(String, Vec<u8>)],
     size: Size,
     page: usize,
+    decoded: &mut Decoded,
 ) -> anyhow::Result<(Vec<u8>, usize)> {
-    let dir = tempfile::tempdir()?;
-    for (sha256, bytes) in images {
-        crate::files::write_atomically(&dir.path().join(sha256), bytes)?;
-    }
-    let cache = MediaCache::reader(dir.path());
     let (width, height) = size.pixels();
-    let images = crate::ui::load_images(notice, &cache, width, height).0;
+    let key = (
+        notice
+            .media
+            .iter()
+            .map(|m| format!("{} {}", m.id, m.sha256))
+            .collect::<Vec<_>>(),
+        images
+            .iter()
+            .map(|(sha256, _)| sha256.clone())
+            .collect::<Vec<_>>(),
+        (width, height),
+    );
+    let images = match decoded {
+        Some((held, images)) if *held == key => images.clone(),
+        _ => {
+            let dir = tempfile::tempdir()?;
+            for (sha256, bytes) in images {
+                crate::files::write_atomically(&dir.path().join(sha256), bytes)?;
+            }
+            let cache = MediaCache::reader(dir.path());
+            let images = crate::ui::load_images(notice, &cache, width, height).0;
+            *decoded = Some((key, images.clone()));
+            images
+        }
+    };
     let draw = match size {
         Size::Landscape | Size::Portrait => crate::ui::render_notice_page,
         Size::Kiosk => crate::ui::render_kiosk_page,
@@ -140,7 +166,7 @@ fn render(
         OffsetDateTime::now_utc(),
         page,
     )?;
-    Ok((crate::ui::png(&drawn.rgba, width, height)?, count))
+    Ok((crate::ui::png_fast(&drawn.rgba, width, height)?, count))
 }
 
 #[cfg(test)]

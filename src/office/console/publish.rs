@@ -86,7 +86,7 @@ pub(super) async fn publish(
                 "只有经工作人员和居务监督委员会双方签名、已批准的公告才能发布。",
             ));
         }
-        let users = console.db(|store| Ok(store.users()?)).await?;
+        let users = console.db(|store| Ok(store.key_holders()?)).await?;
         let envelope = envelope_of(&console, &draft, &users)
             .map_err(|why| conflict(&session, &format!("不能发布：{why}。")))?;
         let Some(broker) = console.settings.broker.clone() else {

@@ -1,6 +1,7 @@
 //! The web console's rows in the office's database: people and their
 //! enrolment links, sessions, drafts with their signatures, the review
-//! history, uploaded images, and the console's audit lines.
+//! history, uploaded images, the console's audit lines, and when each
+//! screen was last online.
 //!
 //! Secrets are kept only as hashes: enrolment and session tokens as SHA-256,
 //! passwords as argon2id PHC strings made by the caller. Nothing here knows
@@ -8,6 +9,8 @@
 //! on the database thread.
 
 use rusqlite::{OptionalExtension, params};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use super::{OfficeStore, Result, StoreError, now_text};
 
@@ -51,6 +54,19 @@ pub struct User {
     /// Standard base64 of the raw Ed25519 public key their browser holds.
     pub public_key: Option<String>,
     pub enrolled: bool,
+}
+
+/// A key a person held before enrolling again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OldKey {
+    pub name: String,
+    pub role: UserRole,
+    /// Standard base64 of the raw Ed25519 public key.
+    pub public_key: String,
+    pub retired_at: String,
+    /// Trusted nowhere (the key may be in someone else's hands); otherwise
+    /// retired: it verifies what it signed but signs nothing new.
+    pub revoked: bool,
 }
 
 /// Where a draft is in 提出方案 → 审查完善 → 确定 → 实施.
@@ -311,6 +327,18 @@ impl OfficeStore {
         let Some(name) = name else {
             return Ok(None);
         };
+        if let Some(key) = public_key {
+            let revoked: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM old_keys WHERE public_key = ?1 AND revoked = 1)",
+                [key],
+                |r| r.get(0),
+            )?;
+            if revoked {
+                return Err(StoreError::Refused(
+                    "这个密钥已被吊销，不能再登记。请在浏览器中生成新密钥。".to_owned(),
+                ));
+            }
+        }
         let at = now_text();
         tx.execute(
             "UPDATE enrolments SET used_at = ?2 WHERE token_hash = ?1",
@@ -341,6 +369,170 @@ impl OfficeStore {
             )
             .optional()?;
         row.map(|(u, p)| Ok((finish_user(u)?, p))).transpose()
+    }
+
+    /// Sends an enrolled person back to enrolment, with a new one-time
+    /// link (by its token's hash): their key becomes an old key, retired or
+    /// `revoke`d, their password and sessions end, and an audit line says
+    /// so. For someone who lost the browser that held their key, or whose
+    /// key may have leaked. Returns the old key.
+    pub fn reenrol_user(
+        &mut self,
+        name: &str,
+        token_hash: &str,
+        expires: i64,
+        revoke: bool,
+    ) -> Result<Option<String>> {
+        let tx = self.conn.transaction()?;
+        let row: Option<(String, Option<String>, Option<String>)> = tx
+            .query_row(
+                "SELECT role, public_key, enrolled_at FROM users WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((role, key, enrolled_at)) = row else {
+            return Err(StoreError::Refused(format!("nobody is called {name:?}")));
+        };
+        if enrolled_at.is_none() {
+            return Err(StoreError::Refused(format!(
+                "{name:?} has not enrolled yet; `user add` gives them a new link"
+            )));
+        }
+        let at = now_text();
+        if let Some(key) = &key {
+            tx.execute(
+                "INSERT INTO old_keys (public_key, name, role, retired_at, revoked)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (public_key) DO UPDATE SET revoked = max(revoked, excluded.revoked)",
+                params![key, name, role, at, revoke],
+            )?;
+        }
+        tx.execute(
+            "UPDATE users SET password = NULL, public_key = NULL, enrolled_at = NULL
+             WHERE name = ?1",
+            [name],
+        )?;
+        tx.execute("DELETE FROM sessions WHERE name = ?1", [name])?;
+        tx.execute("DELETE FROM enrolments WHERE name = ?1", [name])?;
+        tx.execute(
+            "INSERT INTO enrolments (token_hash, name, expires) VALUES (?1, ?2, ?3)",
+            params![token_hash, name, expires],
+        )?;
+        let what = match (&key, revoke) {
+            (Some(key), true) => {
+                format!("user {name}: key {key} revoked; new enrolment link issued")
+            }
+            (Some(key), false) => {
+                format!("user {name}: key {key} retired; new enrolment link issued")
+            }
+            (None, _) => format!("user {name}: new enrolment link issued"),
+        };
+        tx.execute(
+            "INSERT INTO audit (at, who, what, payload_sha256) VALUES (?1, 'office', ?2, NULL)",
+            params![at, what],
+        )?;
+        tx.commit()?;
+        Ok(key)
+    }
+
+    /// Every key whose signatures verify, as the people who hold or held
+    /// them: each person's current key, and each retired key under the
+    /// name "NAME（旧密钥，DATE 停用）". Revoked keys are not among them.
+    /// What screens, the office's follow and the console's publish check
+    /// trust.
+    pub fn key_holders(&self) -> Result<Vec<User>> {
+        let mut holders = self.users()?;
+        for old in self.old_keys()? {
+            if old.revoked {
+                continue;
+            }
+            holders.push(User {
+                name: format!(
+                    "{}（旧密钥，{} 停用）",
+                    old.name,
+                    old.retired_at.get(..10).unwrap_or(&old.retired_at)
+                ),
+                role: old.role,
+                public_key: Some(old.public_key),
+                enrolled: true,
+            });
+        }
+        Ok(holders)
+    }
+
+    /// Records that `screen` of `scope` said it was online at `at` (kept
+    /// only when later than what is held).
+    pub fn remember_online(&self, scope: &str, screen: &str, at: OffsetDateTime) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO screens_seen (scope, screen, last_online) VALUES (?1, ?2, ?3)
+             ON CONFLICT (scope, screen) DO UPDATE SET last_online = excluded.last_online
+             WHERE excluded.last_online > screens_seen.last_online",
+            params![scope, screen, seen_text(at)],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets a screen whose retained status was cleared.
+    pub fn forget_screen(&self, scope: &str, screen: &str) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM screens_seen WHERE scope = ?1 AND screen = ?2",
+            params![scope, screen],
+        )?;
+        Ok(())
+    }
+
+    /// Every screen's last online time, by scope and screen.
+    pub fn screens_seen(&self) -> Result<Vec<(String, String, OffsetDateTime)>> {
+        let mut query = self
+            .conn
+            .prepare("SELECT scope, screen, last_online FROM screens_seen")?;
+        let rows = query.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()?
+            .into_iter()
+            .map(|(scope, screen, at)| {
+                let parsed = OffsetDateTime::parse(&at, &Rfc3339).map_err(|_| {
+                    StoreError::Corrupt(format!("last online time {at:?} of {screen:?}"))
+                })?;
+                Ok((scope, screen, parsed))
+            })
+            .collect()
+    }
+
+    /// Every key people held before enrolling again, oldest first.
+    pub fn old_keys(&self) -> Result<Vec<OldKey>> {
+        let mut query = self.conn.prepare(
+            "SELECT name, role, public_key, retired_at, revoked FROM old_keys
+             ORDER BY retired_at, public_key",
+        )?;
+        let rows = query.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, bool>(4)?,
+            ))
+        })?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()?
+            .into_iter()
+            .map(|(name, role, public_key, retired_at, revoked)| {
+                Ok(OldKey {
+                    role: UserRole::parse(&role)
+                        .ok_or_else(|| StoreError::Corrupt(format!("role {role:?} of {name:?}")))?,
+                    name,
+                    public_key,
+                    retired_at,
+                    revoked,
+                })
+            })
+            .collect()
     }
 
     /// Every person, by name.
@@ -643,9 +835,47 @@ impl OfficeStore {
     }
 }
 
+/// A last online time as `screens_seen` holds it: UTC, nine fractional
+/// digits, so that the text sorts as the times do.
+fn seen_text(at: OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.nanosecond()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_online_times_only_move_forward_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("office.db");
+        let (t1, t2) = (
+            time::macros::datetime!(2026-10-08 02:00:05 UTC),
+            time::macros::datetime!(2026-10-08 02:00:05.5 UTC),
+        );
+        {
+            let store = OfficeStore::open(&path).unwrap();
+            store.remember_online("a", "lobby-1", t2).unwrap();
+            store.remember_online("a", "lobby-1", t1).unwrap();
+            store.remember_online("a", "lobby-2", t1).unwrap();
+            store.forget_screen("a", "lobby-2").unwrap();
+        }
+        let store = OfficeStore::open(&path).unwrap();
+        assert_eq!(
+            store.screens_seen().unwrap(),
+            [("a".to_owned(), "lobby-1".to_owned(), t2)]
+        );
+    }
 
     fn store() -> (tempfile::TempDir, OfficeStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -680,6 +910,72 @@ mod tests {
         assert_eq!(store.login_of("li").unwrap().unwrap().1, "pw");
         // An enrolled person is not added again.
         assert!(store.add_user("li", UserRole::Viewer, "h2", 1000).is_err());
+    }
+
+    #[test]
+    fn enrolling_again_retires_or_revokes_the_old_key_and_ends_the_sessions() {
+        let (_dir, mut store) = store();
+        store.add_user("li", UserRole::Staff, "h1", 1000).unwrap();
+        store
+            .complete_enrolment("h1", 10, "pw", Some("old"))
+            .unwrap()
+            .unwrap();
+        store.create_session("s1", "li", "c", 1000, 10).unwrap();
+        assert!(store.session("s1", 11).unwrap().is_some());
+        assert!(
+            store.reenrol_user("nobody", "h", 1000, false).is_err(),
+            "an unknown name"
+        );
+
+        let old = store.reenrol_user("li", "h2", 1000, false).unwrap();
+        assert_eq!(old.as_deref(), Some("old"));
+        assert!(store.session("s1", 11).unwrap().is_none(), "sessions end");
+        assert!(store.login_of("li").unwrap().is_none(), "the password ends");
+        let li = &store.users().unwrap()[0];
+        assert!(!li.enrolled && li.public_key.is_none());
+        // The retired key still verifies what it signed.
+        let holders = store.key_holders().unwrap();
+        assert_eq!(holders.len(), 2);
+        assert_eq!(holders[1].public_key.as_deref(), Some("old"));
+        assert_eq!(holders[1].role, UserRole::Staff);
+        assert!(holders[1].name.starts_with("li（旧密钥，"));
+        assert!(
+            store.reenrol_user("li", "h3", 1000, false).is_err(),
+            "not enrolled again yet"
+        );
+        store
+            .complete_enrolment("h2", 10, "pw2", Some("new"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(store.users().unwrap()[0].public_key.as_deref(), Some("new"));
+
+        // Revoked: trusted nowhere, and never enrolled again.
+        store.reenrol_user("li", "h4", 1000, true).unwrap();
+        let keys: Vec<Option<String>> = store
+            .key_holders()
+            .unwrap()
+            .into_iter()
+            .map(|u| u.public_key)
+            .collect();
+        assert_eq!(keys, [None, Some("old".to_owned())]);
+        assert!(matches!(
+            store.complete_enrolment("h4", 10, "pw3", Some("new")),
+            Err(StoreError::Refused(_))
+        ));
+        assert!(
+            store.enrolment("h4", 10).unwrap().is_some(),
+            "the link is not used up"
+        );
+        let audit = store.audit_entries().unwrap();
+        let lines: Vec<&str> = audit.iter().map(|a| a.what.as_str()).collect();
+        assert!(
+            lines.contains(&"user li: key old retired; new enrolment link issued"),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(&"user li: key new revoked; new enrolment link issued"),
+            "{lines:?}"
+        );
     }
 
     #[test]

@@ -864,6 +864,18 @@ impl OfficeServer {
         }
     }
 
+    /// Stops the server with SIGTERM, waits for it, and starts it again
+    /// with the same configuration and database.
+    pub fn restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+        self.start();
+    }
+
     /// What the server printed and logged, over every start.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(self.path("server.log")).unwrap_or_default()
