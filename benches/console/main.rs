@@ -130,11 +130,15 @@ fn main() {
             );
         }
         // The finance sample previewed: the page listing its pages, then
-        // every page's PNG, as a browser loads them one after another.
-        for size in ["landscape", "portrait", "kiosk"] {
-            let mut rounds = Vec::new();
-            let mut pages = 0;
-            for _ in 0..5 {
+        // every page's PNG, as a browser loads them one after another. The
+        // sizes take turns, so each round pages the notice afresh (the
+        // preview keeps the paging of the last notice and size it drew);
+        // the first round also decodes the sample's image.
+        let sizes = ["landscape", "portrait", "kiosk"];
+        let mut rounds = vec![Vec::new(); sizes.len()];
+        let mut pages = vec![0; sizes.len()];
+        for _ in 0..5 {
+            for (k, size) in sizes.iter().enumerate() {
                 let sent = Instant::now();
                 let listing = http
                     .get(format!("{}/console/drafts/{sample}/preview/{size}", office.url))
@@ -145,8 +149,8 @@ fn main() {
                     .text()
                     .await
                     .unwrap();
-                pages = listing.matches("class=\"page\"").count();
-                for page in 1..=pages {
+                pages[k] = listing.matches("class=\"page\"").count();
+                for page in 1..=pages[k] {
                     let answer = http
                         .get(format!("{}/console/drafts/{sample}/preview/{size}/{page}", office.url))
                         .header("cookie", &cookie)
@@ -156,13 +160,19 @@ fn main() {
                     assert_eq!(answer.status(), 200);
                     answer.bytes().await.unwrap();
                 }
-                rounds.push(sent.elapsed());
+                rounds[k].push(sent.elapsed());
             }
-            rounds.sort();
+        }
+        for (k, size) in sizes.iter().enumerate() {
+            let first = rounds[k][0];
+            let mut sorted = rounds[k].clone();
+            sorted.sort();
             println!(
-                "console: preview of the finance sample, {size}: {pages} pages in {:.0} ms (median of 5, fastest {:.0} ms)",
-                ms(rounds[2]),
-                ms(rounds[0])
+                "console: preview of the finance sample, {size}: {} pages in {:.0} ms (median of 5 rounds, fastest {:.0} ms; the first, decoding its image too, {:.0} ms)",
+                pages[k],
+                ms(sorted[2]),
+                ms(sorted[0]),
+                ms(first)
             );
         }
         if let Some(broker) = &broker {
