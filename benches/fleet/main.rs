@@ -5,10 +5,10 @@
 //! asserted:
 //! - the time until the whole fleet is connected and holds the scope;
 //! - publish → active across the fleet for one notice (p50, p99, max);
-//! - the reconnect storm: the broker restarts, every screen reconnects at
-//!   once, and the street office publishes one notice as soon as the broker
-//!   takes it; the time until every screen is whole again, that notice
-//!   included;
+//! - the reconnect storm: the broker restarts (after `--outage S` seconds
+//!   down, default 0), every screen reconnects at once, and the street
+//!   office publishes one notice as soon as the broker takes it; the time
+//!   until every screen is whole again, that notice included;
 //! - memory per screen (the process's RSS and PSS growth ÷ N), threads and
 //!   file descriptors per screen, and the broker's CPU over each interval.
 //!
@@ -65,12 +65,17 @@ fn main() {
         .map(|n| n.parse().expect("--screens takes a number"))
         .unwrap_or(1000);
     let which = value_of("--broker");
+    let outage = Duration::from_secs_f64(
+        value_of("--outage")
+            .map(|s| s.parse().expect("--outage takes seconds"))
+            .unwrap_or(0.0),
+    );
     raise_open_files(screens);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         if which.as_deref() != Some("nats") {
             if let Some(broker) = Mosquitto::start_stock("fleet", "") {
-                run(Brokers::Mosquitto(broker), screens).await;
+                run(Brokers::Mosquitto(broker), screens, outage).await;
             }
         }
         if which.as_deref() != Some("mosquitto") {
@@ -78,7 +83,7 @@ fn main() {
                 .map(|n| n.parse().expect("--consumer-replicas takes a number"))
                 .unwrap_or(3);
             if let Some(cluster) = nats::Cluster::start(3, replicas) {
-                run(Brokers::Nats(cluster), screens).await;
+                run(Brokers::Nats(cluster), screens, outage).await;
             }
         }
     });
@@ -181,7 +186,7 @@ struct Expected {
     street_version: u64,
 }
 
-async fn run(mut broker: Brokers, n: usize) {
+async fn run(mut broker: Brokers, n: usize, outage: Duration) {
     println!();
     println!("== {n} screens; broker: {}", broker.describe());
     if let Brokers::Nats(cluster) = &broker {
@@ -343,6 +348,9 @@ async fn run(mut broker: Brokers, n: usize) {
         "broker stopped: every screen saw it within {:.1} s",
         down.elapsed().as_secs_f64()
     );
+    if !outage.is_zero() {
+        tokio::time::sleep(outage).await;
+    }
     expected.notices += 1;
     expected.street_version += 1;
     let reconnected: Vec<_> = screens.iter().map(watch_connected).collect();

@@ -36,6 +36,13 @@ impl NatsCluster {
     /// Three nodes, started and answering MQTT on each; `None` (and a
     /// SKIPPED line) without nats-server (see [`tools`]).
     pub fn start(test: &str) -> Option<NatsCluster> {
+        Self::start_with(test, 3)
+    }
+
+    /// As [`NatsCluster::start`], with each QoS 1 subscription's JetStream
+    /// consumer on `consumer_replicas` nodes (the README's setting for a
+    /// large fleet is 1; NATS's default is the streams' 3).
+    pub fn start_with(test: &str, consumer_replicas: usize) -> Option<NatsCluster> {
         if !tools(test, &["nats-server"]) {
             return None;
         }
@@ -62,7 +69,8 @@ impl NatsCluster {
                      jetstream {{ store_dir: \"{store}\" }}\n\
                      cluster {{\n  name: gongkai-test\n  listen: \"127.0.0.1:{cluster_port}\"\n  \
                      routes: [{routes}]\n}}\n\
-                     mqtt {{ listen: \"127.0.0.1:{mqtt_port}\", stream_replicas: 3 }}\n",
+                     mqtt {{ listen: \"127.0.0.1:{mqtt_port}\", stream_replicas: 3, \
+                     consumer_replicas: {consumer_replicas} }}\n",
                     client = free_port(),
                     log = log.display(),
                     store = store.display(),
