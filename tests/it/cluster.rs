@@ -144,20 +144,26 @@ async fn publish(
     all: &[(String, Vec<u8>)],
     version: u64,
 ) {
-    let connect = gongkai::mqtt::Connect::cli(url, None, None).unwrap();
     let messages: Vec<(String, Vec<u8>)> = notices
         .iter()
         .map(|(id, bytes)| (topics(c).notice(id), bytes.clone()))
         .collect();
+    let manifest = vec![(topics(c).manifest(), manifest_of(c, version, all))];
+    publish_until_taken(url, &[messages, manifest]).await;
+}
+
+/// Publishes `batches` retained, one after another, through `url`,
+/// connecting again and starting over until the broker took them all.
+async fn publish_until_taken(url: &str, batches: &[Vec<(String, Vec<u8>)>]) {
+    let connect = gongkai::mqtt::Connect::cli(url, None, None).unwrap();
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut last = String::new();
     while Instant::now() < deadline {
         let attempt = async {
             let mut client = OneShotClient::connect(&connect).await?;
-            client.publish_retained_many(messages.clone()).await?;
-            client
-                .publish_retained(&topics(c).manifest(), manifest_of(c, version, all))
-                .await?;
+            for batch in batches {
+                client.publish_retained_many(batch.clone()).await?;
+            }
             client.close().await;
             anyhow::Ok(())
         };
@@ -383,7 +389,8 @@ async fn fails_over_in_the_middle_of_catch_up_and_ends_whole(mut brokers: Broker
     // A notice no manifest lists: only the live subscription, which the
     // session kept through the failover, can bring it.
     let unlisted = notices(&c, 900..901);
-    publish_unlisted(&office_url, &c, &unlisted[0]).await;
+    let (id, bytes) = &unlisted[0];
+    publish_until_taken(&office_url, &[vec![(topics(&c).notice(id), bytes.clone())]]).await;
     let total = total + 1;
     wait_catalog(
         &daemon,
@@ -418,30 +425,6 @@ async fn fails_over_in_the_middle_of_catch_up_and_ends_whole(mut brokers: Broker
             .values()
             .all(|(version, active)| *version == 1 && *active)
     );
-}
-
-/// Publishes one notice retained without a manifest listing it, retrying
-/// until the broker takes it.
-async fn publish_unlisted(url: &str, c: &str, (id, bytes): &(String, Vec<u8>)) {
-    let connect = gongkai::mqtt::Connect::cli(url, None, None).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        let attempt = async {
-            let mut client = OneShotClient::connect(&connect).await?;
-            client
-                .publish_retained(&topics(c).notice(id), bytes.clone())
-                .await?;
-            client.close().await;
-            anyhow::Ok(())
-        };
-        match attempt.await {
-            Ok(()) => return,
-            Err(e) => last = format!("{e:#}"),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("could not publish {id} through {url} within 90 s: {last}");
 }
 
 /// The README's setting for a large fleet: each consumer on one node, so

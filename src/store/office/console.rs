@@ -468,7 +468,7 @@ impl OfficeStore {
             "INSERT INTO screens_seen (scope, screen, last_online) VALUES (?1, ?2, ?3)
              ON CONFLICT (scope, screen) DO UPDATE SET last_online = excluded.last_online
              WHERE excluded.last_online > screens_seen.last_online",
-            params![scope, screen, seen_text(at)],
+            params![scope, screen, super::feedback::received_text(at)],
         )?;
         Ok(())
     }
@@ -833,22 +833,6 @@ impl OfficeStore {
             )
             .optional()?)
     }
-}
-
-/// A last online time as `screens_seen` holds it: UTC, nine fractional
-/// digits, so that the text sorts as the times do.
-fn seen_text(at: OffsetDateTime) -> String {
-    let at = at.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second(),
-        at.nanosecond()
-    )
 }
 
 #[cfg(test)]
